@@ -1,0 +1,237 @@
+"""Credit offers: score each request with the credit model, pick a bank by rules, fetch its offer.
+
+Three steps, one of them ML, each with its version recorded on every output:
+model (registry version + sha256), rules (rules file version), offer API (rates version).
+
+Usage::
+
+    # batch, from JSON Lines files
+    python -m pipelines.credit_scoring --input 'requests/*.jsonl' --output out \\
+        --registry registry --offer_url http://127.0.0.1:8765
+
+    # streaming, watching a landing directory (stops after 60 s here; omit to run forever)
+    python -m pipelines.credit_scoring --streaming --input_dir landing --output out \\
+        --offer_url http://127.0.0.1:8765 --stop_after_secs 60
+
+    # streaming from Pub/Sub (production; needs the gcp extra)
+    python -m pipelines.credit_scoring --streaming \\
+        --input_topic projects/P/topics/credit-requests \\
+        --runner DataflowRunner ...
+
+Outputs under ``--output``: ``responses/`` (one row per request that got through),
+``predictions/`` (the deterministic sample, with inputs and versions) and ``dead_letters/``
+(every request that did not get through, with the stage and the reason).
+"""
+
+import logging
+import os
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from models import registry as model_registry
+from models.credit.handler import credit_model_handler
+from models.provenance import code_version
+from pipelines.options import CommonOptions, resolve_common
+from transforms import credit_rows
+from transforms.credit_requests import DEFAULT_MAX_REQUEST_BYTES, ParseRequestsFn
+from transforms.credit_rules import DEFAULT_RULES_PATH, load_rules
+from transforms.dead_letters import DEAD_LETTERS, WriteDeadLetters
+from transforms.file_sources import ReadLinesFromFiles, WatchDirectory
+from transforms.offers import FAILED, RequestOffers
+from transforms.parquet_sink import WritePartitionedParquet
+from transforms.predictions import WriteSampledPredictions
+
+LOGGER = logging.getLogger(__name__)
+PIPELINE_NAME = "credit_scoring"
+RESPONSES = "responses"
+
+
+class CreditScoringOptions(PipelineOptions):
+    """Options of the credit offers pipeline."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--input", default=None,
+                            help="batch: glob of JSON Lines request files")
+        parser.add_argument("--input_dir", default=None,
+                            help="streaming: landing directory watched for new *.jsonl files")
+        parser.add_argument("--input_topic", default=None,
+                            help="streaming: Pub/Sub topic of requests (one JSON per message)")
+        parser.add_argument("--poll_secs", type=float, default=1.0,
+                            help="how often --input_dir is listed")
+        parser.add_argument("--model_name", default="credit", help="model name in the registry")
+        parser.add_argument("--rules", default=DEFAULT_RULES_PATH,
+                            help="offer rules file (decision thresholds, bank limits)")
+        parser.add_argument("--offer_url", default=None,
+                            help="base URL of the banks' offer API; without it approved "
+                                 "requests get no offer (offer_status not_requested)")
+        parser.add_argument("--offer_timeout_secs", type=float, default=2.0,
+                            help="timeout of one offer API call")
+        parser.add_argument("--offer_retries", type=int, default=3,
+                            help="retries of a transient offer API failure (backoff doubles)")
+        parser.add_argument("--offer_batch_size", type=int, default=50,
+                            help="most quote requests per offer API call")
+        parser.add_argument("--max_request_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+                            help="longer request lines go to dead letters")
+        parser.add_argument("--min_batch_size", type=int, default=64,
+                            help="smallest batch handed to the model")
+        parser.add_argument("--max_batch_size", type=int, default=2048,
+                            help="largest batch handed to the model")
+        parser.add_argument("--max_batch_duration_secs", type=int, default=1,
+                            help="streaming: longest a request waits for a model batch")
+        parser.add_argument("--num_shards", type=int, default=1,
+                            help="files per partition (and window) of each output")
+
+
+def validate(options: PipelineOptions) -> tuple[CommonOptions, CreditScoringOptions]:
+    """Resolve and cross-check options once, with messages that name the flags.
+
+    Raises:
+        ValueError: no source or more than one, or a source that does not fit the mode.
+    """
+    common = resolve_common(options)
+    credit = options.view_as(CreditScoringOptions)
+    streaming = options.view_as(StandardOptions).streaming
+    sources = [n for n in ("input", "input_dir", "input_topic") if getattr(credit, n)]
+    if len(sources) > 1:
+        raise ValueError(f"give one source, not {', '.join('--' + s for s in sources)}")
+    if credit.input_dir and not streaming:
+        raise ValueError("--input_dir watches a directory and needs --streaming")
+    if credit.input_topic and not streaming:
+        raise ValueError("--input_topic needs --streaming")
+    if credit.input and streaming:
+        raise ValueError("--input is a batch source; use --input_dir or --input_topic "
+                         "with --streaming")
+    if credit.min_batch_size > credit.max_batch_size:
+        raise ValueError("--min_batch_size exceeds --max_batch_size")
+    return common, credit
+
+
+def read_requests(pipeline, credit: CreditScoringOptions, common: CommonOptions):
+    """The configured source as (origin, line) pairs; None when no source is configured."""
+    if credit.input:
+        return pipeline | "ReadRequestFiles" >> ReadLinesFromFiles(credit.input)
+    if credit.input_dir:
+        pattern = os.path.join(credit.input_dir, "*.jsonl")
+        return pipeline | "WatchLandingDir" >> WatchDirectory(
+            pattern, credit.poll_secs, common.stop_after_secs)
+    if credit.input_topic:
+        topic = credit.input_topic
+        return (pipeline
+                | "ReadPubSub" >> beam.io.ReadFromPubSub(topic=topic)
+                | "TagWithTopic" >> beam.Map(lambda data: (topic, data)))
+    return None
+
+
+def build(pipeline, options: PipelineOptions, requests=None) -> dict:
+    """Wire the credit offers graph.
+
+    Args:
+        pipeline: the Pipeline to add to.
+        options: all pipeline options.
+        requests: optional PCollection of (origin, line) replacing the configured source
+            (tests feed TestStream or Create here).
+
+    Returns:
+        The PCollections: responses, predictions (the sampled rows), dead_letters, and the
+        written file paths of each sink (``*_files``).
+    """
+    common, credit = validate(options)
+    streaming = options.view_as(StandardOptions).streaming
+    if requests is None:
+        requests = read_requests(pipeline, credit, common)
+    if requests is None:
+        raise ValueError("no request source: give --input, --input_dir or --input_topic")
+    model = model_registry.resolve(common.registry, credit.model_name, common.model_version)
+    rules = load_rules(credit.rules)
+    context = {
+        "pipeline": PIPELINE_NAME, "run_mode": common.run_mode, "run_id": common.run_id,
+        "code_version": code_version(),
+        "models": {model.path: (model.name, model.version, model.sha256)},
+    }
+    window_secs = common.window_secs if streaming else 0
+    LOGGER.info("serving %s %s (%s), rules %s", model.name, model.version, model.path,
+                rules.version)
+
+    parsed = requests | "ParseRequests" >> beam.ParDo(ParseRequestsFn(
+        PIPELINE_NAME, common.run_id, credit.max_request_bytes)).with_outputs(
+        DEAD_LETTERS, main="requests")
+    handler = credit_model_handler(
+        model.path, credit.min_batch_size, credit.max_batch_size,
+        (credit.max_batch_duration_secs or None) if streaming else None)
+    predictions, failures = (
+        parsed.requests
+        | "KeyByRequest" >> beam.Map(lambda r: (credit_rows.request_key(r), r.fields))
+        | "ScoreCredit" >> RunInference(handler).with_exception_handling())
+    inference_failed = failures.failed_inferences | "InferenceDeadLetters" >> beam.FlatMap(
+        credit_rows.inference_dead_letters, PIPELINE_NAME, common.run_id)
+
+    scored = predictions | "DecideAndChooseBank" >> beam.MapTuple(
+        lambda key, result: credit_rows.scored_row(
+            key, result.example, result.inference, result.model_id, context, rules))
+    if credit.offer_url:
+        to_ask, settled = scored | "NeedsOffer" >> beam.Partition(
+            lambda row, _: 0 if credit_rows.needs_offer(row) else 1, 2)
+        answered = to_ask | "RequestOffers" >> RequestOffers(
+            credit.offer_url, credit.offer_timeout_secs, credit.offer_retries,
+            credit.offer_batch_size)
+        offered, offer_failed = answered | "SplitOfferOutcomes" >> beam.Partition(
+            lambda row, _: 1 if row["offer_status"] == FAILED else 0, 2)
+        outcomes = (settled, offered, offer_failed) | "AllOutcomes" >> beam.Flatten()
+        responses = (settled, offered) | "Responses" >> beam.Flatten()
+        offer_dead = offer_failed | "OfferDeadLetters" >> beam.Map(
+            credit_rows.offer_dead_letter)
+        dead_letters = (parsed[DEAD_LETTERS], inference_failed, offer_dead)
+    else:
+        outcomes = responses = scored
+        dead_letters = (parsed[DEAD_LETTERS], inference_failed)
+
+    responses = responses | "StampResponses" >> beam.Map(credit_rows.stamp_processed)
+    outcomes = outcomes | "StampOutcomes" >> beam.Map(credit_rows.stamp_processed)
+    dead_letters = dead_letters | "AllDeadLetters" >> beam.Flatten()
+    output = common.output.rstrip("/")
+    return {
+        "responses": responses,
+        "predictions": outcomes,
+        "dead_letters": dead_letters,
+        "responses_files": responses | "WriteResponses" >> WritePartitionedParquet(
+            base=f"{output}/{RESPONSES}", schema=credit_rows.RESPONSE_SCHEMA,
+            partition_columns=credit_rows.RESPONSE_PARTITIONS, file_prefix=common.run_id,
+            sort_field="request_id", num_shards=credit.num_shards, window_secs=window_secs),
+        "predictions_files": outcomes | "WritePredictions" >> WriteSampledPredictions(
+            output, credit_rows.PREDICTION_SCHEMA, common.sample_rate, common.run_id,
+            window_secs, credit.num_shards),
+        "dead_letters_files": dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
+            output, common.run_id, window_secs),
+    }
+
+
+def run(argv=None, test_pipeline=None):
+    """Parse options, build, run to the end and print where the outputs went.
+
+    Args:
+        argv: command-line arguments (default: sys.argv).
+        test_pipeline: a TestPipeline to build into instead of a new Pipeline.
+
+    Returns:
+        The finished PipelineResult.
+    """
+    options = PipelineOptions(argv)
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    build(pipeline, options)
+    result = pipeline.run()
+    result.wait_until_finish()
+    common = options.view_as(CommonOptions)
+    out = common.output.rstrip("/")
+    print(f"credit_scoring run {common.run_id}: {result.state}\n"
+          f"  responses:    {out}/{RESPONSES}/\n"
+          f"  predictions:  {out}/predictions/pipeline={PIPELINE_NAME}/\n"
+          f"  dead letters: {out}/{DEAD_LETTERS}/pipeline={PIPELINE_NAME}/")
+    return result
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    run()

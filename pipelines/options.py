@@ -1,0 +1,60 @@
+"""Options shared by every pipeline, and the checks across them."""
+
+import datetime
+import uuid
+
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+RUN_MODES = ("batch", "streaming", "backfill")
+
+
+class CommonOptions(PipelineOptions):
+    """Where models come from, where outputs go, and what every output row records."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--registry", default="registry",
+                            help="model registry root (local folder or gs://)")
+        parser.add_argument("--model_version", default="latest",
+                            help="model version to serve, e.g. v0003; 'latest' = highest")
+        parser.add_argument("--output", default="out",
+                            help="output root; predictions/, dead_letters/ and the pipeline's "
+                                 "primary output go under it")
+        parser.add_argument("--sample_rate", type=float, default=0.1,
+                            help="share of predictions written to the sampled-prediction "
+                                 "Parquet (kept iff hash(prediction_id) < rate)")
+        parser.add_argument("--run_id", default=None,
+                            help="id of this run (default: <mode>-<UTC time>-<random>)")
+        parser.add_argument("--run_mode", default=None, choices=RUN_MODES,
+                            help="recorded on every row; default streaming if --streaming "
+                                 "else batch")
+        parser.add_argument("--window_secs", type=int, default=10,
+                            help="streaming only: length of the fixed windows in which "
+                                 "output files are written")
+        parser.add_argument("--stop_after_secs", type=float, default=0,
+                            help="streaming from a directory only: stop watching after this "
+                                 "many seconds and drain (demos, tests); 0 = run forever")
+
+
+def resolve_common(options: PipelineOptions) -> CommonOptions:
+    """Fill in run id and run mode, and check the rules that span options.
+
+    Raises:
+        ValueError: with a message that names the options in conflict.
+    """
+    common = options.view_as(CommonOptions)
+    streaming = options.view_as(StandardOptions).streaming
+    if not 0.0 <= common.sample_rate <= 1.0:
+        raise ValueError(f"--sample_rate must lie in [0, 1], got {common.sample_rate}")
+    if common.run_mode is None:
+        common.run_mode = "streaming" if streaming else "batch"
+    if common.run_mode == "streaming" and not streaming:
+        raise ValueError("--run_mode streaming needs --streaming")
+    if common.run_mode == "backfill" and streaming:
+        raise ValueError("--run_mode backfill is a batch run; drop --streaming")
+    if streaming and common.window_secs <= 0:
+        raise ValueError("--window_secs must be positive in streaming")
+    if common.run_id is None:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        common.run_id = f"{common.run_mode}-{stamp}-{uuid.uuid4().hex[:6]}"
+    return common

@@ -1,0 +1,237 @@
+"""A stand-in for the partner banks' offer API: a small HTTP service on 127.0.0.1.
+
+``POST /v1/quotes`` with ``{"quotes": [{"request_id", "bank", "score", "amount",
+"duration_months"}, ...]}`` answers ``{"rates_version", "quotes": [...]}`` with one entry per
+quote request: ``{"status": "ok", "offer_id", "apr", "monthly_payment", ...}`` or
+``{"status": "rejected", "reason"}``. ``GET /healthz`` answers ok; ``GET /stats`` counts calls.
+
+Faults can be injected to exercise the client: a fixed latency, a fraction of calls failing with
+500, 429 or a hang (a timeout for the client), and a fraction of applicants the bank always
+rejects (``poison_fraction``, chosen by a hash of the request id, so it is reproducible).
+In production the pipeline's ``--offer_url`` points at the real banks' gateway instead.
+
+Usage::
+
+    python -m services.bank_offers --port 8765 --fail_rate 0.1 --latency_ms 5
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import pathlib
+import random
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LOGGER = logging.getLogger(__name__)
+RATES_VERSION = "2026-11-27"
+# Base APR (percent) per bank and the surcharge per score band.
+BASE_APR = {"alpenbank": 4.9, "hansa_kredit": 6.2, "rheinland_direkt": 7.9}
+SCORE_BANDS = ((0.95, 0.0), (0.90, 1.0), (0.85, 2.0), (0.0, 3.5))
+FAULT_KINDS = ("500", "429", "timeout")
+
+
+@dataclasses.dataclass
+class Faults:
+    """What goes wrong, and how often.
+
+    Attributes:
+        latency_ms: added to every call.
+        fail_rate: share of calls that fail with one of ``fail_kinds``.
+        fail_kinds: which failures: "500", "429" (with Retry-After), "timeout" (a hang).
+        hang_secs: how long a "timeout" call hangs before answering 504.
+        poison_fraction: share of applicants (by request id hash) always rejected with
+            status "error".
+        seed: seed of the failure draws.
+    """
+
+    latency_ms: float = 0.0
+    fail_rate: float = 0.0
+    fail_kinds: tuple[str, ...] = FAULT_KINDS
+    hang_secs: float = 3.0
+    poison_fraction: float = 0.0
+    seed: int = 0
+
+
+def _unit_hash(text: str) -> float:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / float(1 << 64)
+
+
+def is_poisoned(request_id: str, poison_fraction: float) -> bool:
+    """Whether the bank always rejects this applicant (reproducible from the id alone)."""
+    return _unit_hash("poison:" + request_id) < poison_fraction
+
+
+def monthly_payment(amount: float, apr_percent: float, months: float) -> float:
+    """Annuity payment of a loan."""
+    rate = apr_percent / 100.0 / 12.0
+    months = max(1, int(round(months)))
+    if rate == 0:
+        return amount / months
+    return amount * rate / (1.0 - (1.0 + rate) ** -months)
+
+
+def quote(item: dict, poison_fraction: float) -> dict:
+    """One quote request -> the bank's answer (a pure function of the request)."""
+    request_id = str(item.get("request_id", ""))
+    bank = item.get("bank")
+    if bank not in BASE_APR:
+        return {"request_id": request_id, "status": "rejected", "reason": f"unknown bank {bank!r}"}
+    if is_poisoned(request_id, poison_fraction):
+        return {"request_id": request_id, "status": "error",
+                "reason": "bank system could not price this applicant"}
+    score, amount = float(item["score"]), float(item["amount"])
+    surcharge = next(s for floor, s in SCORE_BANDS if score >= floor)
+    apr = round(BASE_APR[bank] + surcharge, 2)
+    offer_id = hashlib.sha256(f"{bank}:{request_id}:{RATES_VERSION}".encode()).hexdigest()[:16]
+    return {
+        "request_id": request_id, "status": "ok", "bank": bank, "offer_id": offer_id,
+        "apr": apr, "amount": amount, "duration_months": item["duration_months"],
+        "monthly_payment": round(monthly_payment(amount, apr, item["duration_months"]), 2),
+        "rates_version": RATES_VERSION,
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "OfferServer"
+
+    def log_message(self, fmt, *args):  # route the default stderr access log to logging
+        LOGGER.debug(fmt, *args)
+
+    def _send(self, status: int, body: dict, headers: dict | None = None):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path == "/healthz":
+            self._send(200, {"status": "ok"})
+        elif self.path == "/stats":
+            self._send(200, self.server.stats())
+        else:
+            self._send(404, {"error": "not found"})
+
+    def do_POST(self):
+        if self.path != "/v1/quotes":
+            self._send(404, {"error": "not found"})
+            return
+        length = int(self.headers.get("Content-Length", 0))
+        raw = self.rfile.read(length)
+        faults = self.server.faults
+        self.server.count("calls")
+        if faults.latency_ms:
+            time.sleep(faults.latency_ms / 1000.0)
+        failure = self.server.draw_failure()
+        if failure == "500":
+            self.server.count("failed_500")
+            self._send(500, {"error": "injected internal error"})
+            return
+        if failure == "429":
+            self.server.count("failed_429")
+            self._send(429, {"error": "injected rate limit"}, {"Retry-After": "1"})
+            return
+        if failure == "timeout":
+            self.server.count("failed_timeout")
+            time.sleep(faults.hang_secs)
+            self._send(504, {"error": "injected hang"})
+            return
+        try:
+            items = json.loads(raw)["quotes"]
+            if not isinstance(items, list):
+                raise TypeError("quotes must be a list")
+        except (ValueError, KeyError, TypeError) as error:
+            self._send(400, {"error": f"bad request body: {error}"})
+            return
+        answers = [quote(item, faults.poison_fraction) for item in items]
+        self.server.count("quotes", len(answers))
+        self._send(200, {"rates_version": RATES_VERSION, "quotes": answers})
+
+
+class OfferServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address, faults: Faults):
+        super().__init__(address, _Handler)
+        self.faults = faults
+        self._random = random.Random(faults.seed)
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    def draw_failure(self) -> str | None:
+        with self._lock:
+            if self._random.random() < self.faults.fail_rate:
+                return self._random.choice(self.faults.fail_kinds)
+        return None
+
+    def count(self, name: str, n: int = 1):
+        with self._lock:
+            self._counts[name] = self._counts.get(name, 0) + n
+
+    def stats(self) -> dict:
+        with self._lock:
+            return dict(self._counts)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+
+@contextlib.contextmanager
+def running_offer_service(faults: Faults | None = None, host: str = "127.0.0.1", port: int = 0):
+    """Run the service in a background thread for the duration of a ``with`` block.
+
+    Yields:
+        The OfferServer (``.url`` is where it listens; port 0 picks a free port).
+    """
+    server = OfferServer((host, port), faults or Faults())
+    thread = threading.Thread(target=server.serve_forever, name="bank-offers", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Stand-in for the partner banks' offer API.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--port_file", help="write the chosen port here once listening")
+    parser.add_argument("--latency_ms", type=float, default=0.0)
+    parser.add_argument("--fail_rate", type=float, default=0.0)
+    parser.add_argument("--fail_kinds", default=",".join(FAULT_KINDS))
+    parser.add_argument("--hang_secs", type=float, default=3.0)
+    parser.add_argument("--poison_fraction", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    faults = Faults(latency_ms=args.latency_ms, fail_rate=args.fail_rate,
+                    fail_kinds=tuple(k for k in args.fail_kinds.split(",") if k),
+                    hang_secs=args.hang_secs, poison_fraction=args.poison_fraction,
+                    seed=args.seed)
+    server = OfferServer((args.host, args.port), faults)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    if args.port_file:
+        pathlib.Path(args.port_file).write_text(str(server.server_address[1]))
+    print(f"bank offers service on {server.url}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

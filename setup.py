@@ -1,0 +1,26 @@
+"""beamline: Apache Beam pipelines that invoke ML models, batch and streaming."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="beamline",
+    version="0.1.0",
+    description="Apache Beam pipelines that invoke ML models (credit offers, radar QC).",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["pipelines*", "transforms*", "models*", "services*"]),
+    package_data={"transforms": ["*.json"], "pipelines": ["*.json"]},
+    install_requires=[
+        "apache-beam==2.77.0",
+        "tensorflow-cpu==2.21.*",
+        "tensorflow-hub",
+        "numpy",
+        "pyarrow",
+        "requests",
+        # apache_beam.io.requestresponse imports google.api_core (not a core Beam dependency).
+        "google-api-core",
+    ],
+    extras_require={
+        "test": ["pytest", "pytest-timeout", "ruff"],
+        "gcp": ["apache-beam[gcp]==2.77.0"],
+    },
+)
