@@ -67,6 +67,16 @@ def list_versions(registry: str, name: str) -> list[str]:
     return sorted(versions, key=lambda v: int(_VERSION_RE.match(v).group(1)))
 
 
+def _version_numbers(registry: str, name: str) -> list[int]:
+    try:
+        pattern = FileSystems.join(registry, name, "v*", "*")
+        matches = FileSystems.match([pattern])[0].metadata_list
+    except Exception:  # noqa: BLE001 - a missing folder matches nothing
+        return []
+    names = (m.path.replace("\\", "/").rstrip("/").split("/")[-2] for m in matches)
+    return [int(_VERSION_RE.match(n).group(1)) for n in names if _VERSION_RE.match(n)]
+
+
 def resolve(registry: str, name: str, version: str = LATEST, verify: bool = True) -> ModelRef:
     """Find a model version; ``latest`` means the highest complete one.
 
@@ -112,22 +122,26 @@ def publish(registry: str, name: str, model_file: str, manifest: dict) -> ModelR
         manifest: everything known about the model; name, version, model_file and
             model_sha256 are filled in here.
 
+    A version folder is never written twice: a folder that exists already (a concurrent or
+    crashed publish) is skipped for the next number.
+
     Returns:
         The new version.
-
-    Raises:
-        RegistryError: the version folder already exists (two publishers raced).
     """
-    existing = list_versions(registry, name)
-    number = int(_VERSION_RE.match(existing[-1]).group(1)) + 1 if existing else 1
-    version = format_version(number)
-    folder = FileSystems.join(registry, name, version)
-    if FileSystems.exists(FileSystems.join(folder, MANIFEST)):
-        raise RegistryError(f"{folder} already exists; versions are never overwritten")
-    try:
-        FileSystems.mkdirs(folder)
-    except OSError as error:
-        raise RegistryError(f"{folder} already exists; versions are never overwritten") from error
+    # Number past every version folder, complete or not: a crashed publish leaves a folder
+    # without manifest, which must neither be reused nor block later versions.
+    number = max(_version_numbers(registry, name), default=0)
+    while True:
+        number += 1
+        version = format_version(number)
+        folder = FileSystems.join(registry, name, version)
+        if FileSystems.exists(FileSystems.join(folder, MANIFEST)):
+            continue
+        try:
+            FileSystems.mkdirs(folder)  # fails on a local folder that exists, even if empty
+            break
+        except OSError:
+            continue
     basename = model_file.replace("\\", "/").rstrip("/").split("/")[-1]
     target = FileSystems.join(folder, basename)
     FileSystems.copy([model_file], [target])

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# ./run_local.sh        set up (.venv, install), train what the registry lacks, run the demo
+# ./run_local.sh test   same set-up, then the whole pytest suite (extra args go to pytest)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+DATA_DIR=${BEAMLINE_DATA:-../shared/data}
+REGISTRY=${BEAMLINE_REGISTRY:-registry}
+OUT=${BEAMLINE_OUT:-out}
+VENV=.venv
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+export PYTHONUNBUFFERED=1
+
+setup() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    PY=$(command -v python3.11 || command -v python3)
+    "$PY" -m venv "$VENV"
+  fi
+  # Reinstall only when setup.py changed since the last install.
+  local stamp="$VENV/.installed-$(sha256sum setup.py | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e '.[test]'
+    rm -f "$VENV"/.installed-* && touch "$stamp"
+  fi
+}
+
+start_offer_service() {
+  local port_file
+  port_file=$(mktemp)
+  rm -f "$port_file"
+  "$VENV/bin/python" -m services.bank_offers --port 0 --port_file "$port_file" "$@" \
+    > "$OUT/offer_service.log" 2>&1 &
+  OFFER_PID=$!
+  trap 'kill $OFFER_PID 2>/dev/null || true' EXIT
+  for _ in $(seq 1 100); do [ -s "$port_file" ] && break; sleep 0.1; done
+  OFFER_URL="http://127.0.0.1:$(cat "$port_file")"
+  rm -f "$port_file"
+}
+
+demo() {
+  if [ ! -f "$DATA_DIR/credit/german.data" ]; then
+    echo "missing $DATA_DIR/credit/german.data (set BEAMLINE_DATA to the shared data folder)" >&2
+    exit 1
+  fi
+  mkdir -p "$OUT/demo_inputs"
+  if ! ls "$REGISTRY"/credit/v*/manifest.json > /dev/null 2>&1; then
+    echo "== training the credit model (registry $REGISTRY has none)"
+    "$VENV/bin/python" -m models.credit.train --data "$DATA_DIR/credit/german.data" \
+      --registry "$REGISTRY"
+  fi
+
+  echo "== demo requests: 5000 replayed German credit applicants + a few bad lines"
+  "$VENV/bin/python" -m models.credit.replay --data "$DATA_DIR/credit/german.data" \
+    --out "$OUT/demo_inputs/requests.jsonl" --count 5000 --spacing_secs 300
+  cat > "$OUT/demo_inputs/bad_requests.jsonl" <<'JSONL'
+{"request_id": "bad-json", "event_time": 
+{"request_id": "bad-type", "event_time": "2026-11-01T00:00:00+00:00", "duration_months": "twelve"}
+["not", "an", "object"]
+JSONL
+
+  echo "== bank offers service (5% of calls fail with 500/429/timeouts, 1% of applicants rejected)"
+  start_offer_service --fail_rate 0.05 --poison_fraction 0.01 --latency_ms 2 --hang_secs 3
+  echo "   listening on $OFFER_URL"
+
+  echo "== credit scoring, batch"
+  "$VENV/bin/python" -m pipelines.credit_scoring --input "$OUT/demo_inputs/*.jsonl" \
+    --registry "$REGISTRY" --output "$OUT" --offer_url "$OFFER_URL" --offer_timeout_secs 1 \
+    --sample_rate 0.2
+
+  echo "== credit scoring, streaming: a landing directory receives three files while it runs"
+  local landing="$OUT/landing"
+  rm -rf "$landing" && mkdir -p "$landing"
+  "$VENV/bin/python" -m pipelines.credit_scoring --streaming --input_dir "$landing" \
+    --registry "$REGISTRY" --output "$OUT" --offer_url "$OFFER_URL" --offer_timeout_secs 1 \
+    --sample_rate 0.2 --stop_after_secs 30 --poll_secs 1 &
+  local pipeline_pid=$!
+  for part in 1 2 3; do
+    sleep 6
+    "$VENV/bin/python" -m models.credit.replay --data "$DATA_DIR/credit/german.data" \
+      --out "$landing/.part$part.tmp" --count 300 --id_prefix "stream$part" \
+      --start "2026-11-2${part}T00:00:00+00:00" > /dev/null
+    mv "$landing/.part$part.tmp" "$landing/part$part.jsonl"  # appear complete, atomically
+    echo "   landed $landing/part$part.jsonl"
+  done
+  wait "$pipeline_pid"
+
+  echo
+  echo "== outputs"
+  echo "   responses:           $OUT/responses/"
+  echo "   sampled predictions: $OUT/predictions/"
+  echo "   dead letters:        $OUT/dead_letters/"
+  echo "   model registry:      $REGISTRY/"
+  "$VENV/bin/python" - "$OUT" <<'PY'
+import sys
+import pyarrow.dataset as ds
+out = sys.argv[1]
+for name in ("responses", "predictions", "dead_letters"):
+    table = ds.dataset(f"{out}/{name}", partitioning="hive").to_table()
+    print(f"   {name}: {table.num_rows} rows in {out}/{name}")
+print("   sampled-prediction columns:",
+      ", ".join(ds.dataset(f"{out}/predictions", partitioning="hive").schema.names))
+PY
+}
+
+setup
+case "${1:-demo}" in
+  test) shift; exec "$VENV/bin/python" -m pytest "$@" ;;
+  demo) demo ;;
+  *) echo "usage: $0 [test [pytest args]]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,87 @@
+"""Shared fixtures: the real data, a trained credit model in a temporary registry, the offers
+service on a free loopback port."""
+
+import datetime
+import json
+import os
+import pathlib
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DATA_DIR = pathlib.Path(os.environ.get("BEAMLINE_DATA", ROOT.parent / "shared" / "data"))
+GERMAN = DATA_DIR / "credit" / "german.data"
+# Fewer epochs than the default keep the suite quick; the model is still a real one.
+TEST_EPOCHS = 25
+
+
+@pytest.fixture(scope="session")
+def german_path() -> str:
+    if not GERMAN.exists():
+        pytest.skip(f"real data not found at {GERMAN} (set BEAMLINE_DATA)")
+    return str(GERMAN)
+
+
+@pytest.fixture(scope="session")
+def credit_registry(german_path, tmp_path_factory) -> str:
+    """A registry holding one trained credit model (v0001)."""
+    from models.credit.train import train
+
+    registry = str(tmp_path_factory.mktemp("registry"))
+    train(german_path, registry, seed=7, epochs=TEST_EPOCHS, command="pytest fixture")
+    return registry
+
+
+@pytest.fixture(scope="session")
+def credit_model_ref(credit_registry):
+    from models import registry
+
+    return registry.resolve(credit_registry, "credit")
+
+
+@pytest.fixture(scope="session")
+def german_records(german_path):
+    from models.credit.data import load_german
+
+    return load_german(german_path)
+
+
+@pytest.fixture
+def make_requests(german_records):
+    """make_requests(n, prefix) -> list of request dicts replayed from the German data."""
+    from models.credit.replay import replay_requests
+
+    records, _ = german_records
+    start = datetime.datetime(2026, 11, 1, tzinfo=datetime.timezone.utc)
+
+    def make(n: int, prefix: str = "req", spacing_secs: float = 3600.0):
+        return replay_requests(records, n, start, spacing_secs, prefix)
+
+    return make
+
+
+def write_jsonl(path, lines) -> str:
+    """Write requests (dicts are JSON-encoded, strings written as they are) one per line."""
+    with open(path, "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write((line if isinstance(line, str) else json.dumps(line)) + "\n")
+    return str(path)
+
+
+@pytest.fixture
+def offer_service():
+    """Start the offers service with the given faults; stopped at the end of the test."""
+    from services.bank_offers import Faults, running_offer_service
+
+    contexts = []
+
+    def start(**faults):
+        context = running_offer_service(Faults(**faults))
+        contexts.append(context)
+        return context.__enter__()
+
+    yield start
+    for context in contexts:
+        context.__exit__(None, None, None)
