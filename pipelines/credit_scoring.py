@@ -40,7 +40,7 @@ from transforms.credit_rules import DEFAULT_RULES_PATH, load_rules
 from transforms.dead_letters import DEAD_LETTERS, WriteDeadLetters
 from transforms.file_sources import ReadLinesFromFiles, WatchDirectory
 from transforms.offers import FAILED, RequestOffers
-from transforms.parquet_sink import WritePartitionedParquet
+from transforms.parquet_sink import WritePartitionedParquet, file_windows
 from transforms.predictions import WriteSampledPredictions
 
 LOGGER = logging.getLogger(__name__)
@@ -79,8 +79,9 @@ class CreditScoringOptions(PipelineOptions):
                             help="smallest batch handed to the model")
         parser.add_argument("--max_batch_size", type=int, default=2048,
                             help="largest batch handed to the model")
-        parser.add_argument("--max_batch_duration_secs", type=int, default=1,
-                            help="streaming: longest a request waits for a model batch")
+        parser.add_argument("--max_batch_duration_secs", type=int, default=0,
+                            help="streaming: batch requests across bundles, none waiting longer "
+                                 "than this (stateful batching; 0 = batch within a bundle)")
         parser.add_argument("--num_shards", type=int, default=1,
                             help="files per partition (and window) of each output")
 
@@ -155,6 +156,8 @@ def build(pipeline, options: PipelineOptions, requests=None) -> dict:
     LOGGER.info("serving %s %s (%s), rules %s", model.name, model.version, model.path,
                 rules.version)
 
+    if streaming:
+        requests = requests | "WindowRequests" >> file_windows(window_secs)
     parsed = requests | "ParseRequests" >> beam.ParDo(ParseRequestsFn(
         PIPELINE_NAME, common.run_id, credit.max_request_bytes)).with_outputs(
         DEAD_LETTERS, main="requests")

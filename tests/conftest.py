@@ -54,7 +54,7 @@ def make_requests(german_records):
     from models.credit.replay import replay_requests
 
     records, _ = german_records
-    start = datetime.datetime(2026, 11, 1, tzinfo=datetime.timezone.utc)
+    start = datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
 
     def make(n: int, prefix: str = "req", spacing_secs: float = 3600.0):
         return replay_requests(records, n, start, spacing_secs, prefix)

@@ -6,7 +6,7 @@ import pytest
 from models.credit.schema import FIELD_NAMES
 from transforms.credit_requests import RequestError, decode_line, parse_request
 
-NOW = datetime.datetime(2026, 11, 27, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 11, 27, tzinfo=datetime.UTC)
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def _line(request: dict, **changes) -> str:
 def test_valid_request_is_normalised(good):
     request = parse_request(json.dumps(good), "f.jsonl:1", NOW)
     assert request.request_id == good["request_id"]
-    assert request.event_time.tzinfo == datetime.timezone.utc
+    assert request.event_time.tzinfo == datetime.UTC
     assert set(request.fields) == set(FIELD_NAMES)
     assert isinstance(request.fields["duration_months"], float)
     assert request.fields["checking_status"] == good["checking_status"]
@@ -36,7 +36,7 @@ def test_unknown_category_code_is_accepted_for_the_oov_bucket(good):
 
 def test_event_time_offsets_are_converted_to_utc(good):
     request = parse_request(_line(good, event_time="2026-11-01T02:00:00+02:00"), "o", NOW)
-    assert request.event_time == datetime.datetime(2026, 11, 1, tzinfo=datetime.timezone.utc)
+    assert request.event_time == datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
 
 
 @pytest.mark.parametrize("changes, stage, message", [

@@ -31,6 +31,20 @@ LOGGER = logging.getLogger(__name__)
 ALLOWED_LATENESS_SECS = 24 * 3600
 
 
+def file_windows(window_secs: int) -> beam.WindowInto:
+    """Fixed windows whose late rows come as extra panes instead of being dropped.
+
+    Streaming pipelines apply this right at their source: transforms that batch by state
+    (RunInference's BatchElements) emit at the end of their window, so a window assigned
+    after them would put every row at the end of the global window.
+    """
+    return beam.WindowInto(
+        window.FixedWindows(window_secs),
+        trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+        accumulation_mode=trigger.AccumulationMode.DISCARDING,
+        allowed_lateness=ALLOWED_LATENESS_SECS)
+
+
 def partition_path(base: str, columns: tuple[str, ...], values: tuple) -> str:
     """``<base>/col=value/...`` for one partition."""
     parts = [f"{c}={_partition_value(v)}" for c, v in zip(columns, values)]
@@ -132,12 +146,8 @@ class WritePartitionedParquet(beam.PTransform):
         self._window_secs = window_secs
 
     def expand(self, rows):
-        if self._window_secs:
-            rows = rows | "WindowForFiles" >> beam.WindowInto(
-                window.FixedWindows(self._window_secs),
-                trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
-                accumulation_mode=trigger.AccumulationMode.DISCARDING,
-                allowed_lateness=ALLOWED_LATENESS_SECS)
+        if self._window_secs and isinstance(rows.windowing.windowfn, window.GlobalWindows):
+            rows = rows | "WindowForFiles" >> file_windows(self._window_secs)
         columns, num_shards = self._partition_columns, self._num_shards
         sort_field = self._sort_field
 

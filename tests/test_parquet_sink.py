@@ -1,0 +1,77 @@
+"""The partitioned Parquet sink: layout, schema, idempotent names, streaming windows."""
+
+import datetime
+import os
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.dataset as ds
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.transforms.window import TimestampedValue
+
+from transforms.parquet_sink import WritePartitionedParquet
+
+SCHEMA = pa.schema([("id", pa.string()), ("value", pa.float64()), ("part", pa.string())])
+
+
+def _rows(n, part="a"):
+    return [{"id": f"{part}-{i:03d}", "value": float(i), "part": part} for i in range(n)]
+
+
+def _write(base, rows, prefix="run1", shards=2):
+    with TestPipeline() as p:
+        _ = p | beam.Create(rows) | WritePartitionedParquet(
+            str(base), SCHEMA, ("part",), prefix, "id", num_shards=shards)
+
+
+def _files(base):
+    return sorted(os.path.relpath(os.path.join(d, f), base)
+                  for d, _, fs in os.walk(base) for f in fs)
+
+
+def test_batch_layout_and_round_trip(tmp_path):
+    _write(tmp_path, _rows(30, "a") + _rows(5, "b"))
+    files = _files(tmp_path)
+    assert all(f.startswith(("part=a/run1-all-p000-", "part=b/run1-all-p000-")) for f in files)
+    assert not [f for f in files if os.path.basename(f).startswith(".")]  # no temp files left
+    table = ds.dataset(str(tmp_path), partitioning="hive").to_table()
+    assert table.num_rows == 35
+    assert set(table.schema.names) == {"id", "value", "part"}
+    # The partition column lives in folder names only, not inside the files.
+    assert pa.parquet.read_schema(os.path.join(tmp_path, files[0])).names == ["id", "value"]
+    rows = sorted(table.to_pylist(), key=lambda r: r["id"])
+    assert rows[0] == {"id": "a-000", "value": 0.0, "part": "a"}
+
+
+def test_rerunning_the_same_run_replaces_instead_of_duplicating(tmp_path):
+    _write(tmp_path, _rows(20))
+    first = _files(tmp_path)
+    _write(tmp_path, _rows(20))
+    assert _files(tmp_path) == first
+    assert ds.dataset(str(tmp_path), partitioning="hive").count_rows() == 20
+
+
+def test_streaming_writes_one_complete_file_per_window_and_late_rows_as_a_new_pane(tmp_path):
+    t0 = datetime.datetime(2026, 11, 27, 12, 0, 0, tzinfo=datetime.UTC).timestamp()
+    rows = _rows(6)
+    stream = (TestStream()
+              .add_elements([TimestampedValue(r, t0 + i) for i, r in enumerate(rows[:3])])
+              .advance_watermark_to(t0 + 10)
+              .add_elements([TimestampedValue(r, t0 + 12 + i) for i, r in enumerate(rows[3:5])])
+              .advance_watermark_to(t0 + 25)
+              # Late for the first window: must still be written, as its second pane.
+              .add_elements([TimestampedValue(rows[5], t0 + 5)])
+              .advance_watermark_to_infinity())
+    with TestPipeline(options=PipelineOptions(streaming=True)) as p:
+        _ = p | stream | WritePartitionedParquet(
+            str(tmp_path), SCHEMA, ("part",), "s1", "id", num_shards=1, window_secs=10)
+    files = _files(tmp_path)
+    assert files == [
+        "part=a/s1-20261127T120000Z-20261127T120010Z-p000-00000.parquet",
+        "part=a/s1-20261127T120000Z-20261127T120010Z-p001-00000.parquet",
+        "part=a/s1-20261127T120010Z-20261127T120020Z-p000-00000.parquet",
+    ]
+    counts = [pa.parquet.read_table(os.path.join(tmp_path, f)).num_rows for f in files]
+    assert counts == [3, 1, 2]
