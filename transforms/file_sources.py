@@ -71,7 +71,8 @@ class WatchDirectory(beam.PTransform):
             | "PollDirectory" >> fileio.MatchContinuously(
                 self._pattern, interval=self._poll_secs, has_deduplication=False,
                 start_timestamp=start, stop_timestamp=stop)
-            | "KeyByPath" >> beam.Map(lambda metadata: (metadata.path, None))
+            | "KeyByPath" >> beam.Map(lambda metadata: (metadata.path, 0)).with_output_types(
+                tuple[str, int])
             | "FirstSighting" >> beam.ParDo(_FirstSightingFn())
             | "ReadNewFile" >> beam.FlatMap(read_lines)
         )

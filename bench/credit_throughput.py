@@ -1,0 +1,170 @@
+"""Credit throughput, measured side by side on the same 100,000 requests in one run.
+
+    (a) raw model(batch) in batches, dict -> columns included   (the model's own limit)
+    (b) minimal Beam pipeline: Create -> RunInference -> Map     (Beam's floor on this runner)
+    (c) full credit pipeline, batch, offer step off
+    (d) full credit pipeline, batch, against the local offer service
+    (e) one request at a time through the model                 (a hand-written per-request API)
+    streaming: seconds from a file landing in the watched directory to its rows being scored
+               and to its rows being in Parquet
+
+Usage::
+
+    python -m bench.credit_throughput [--rows 100000] [--registry registry]
+
+Not a test: it prints numbers, asserts nothing.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import tempfile
+import threading
+import time
+
+import apache_beam as beam
+import pyarrow.dataset as ds
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from models import registry as model_registry
+from models.credit.data import load_german
+from models.credit.handler import credit_model_handler
+from models.credit.model import predict_scores
+from models.credit.replay import replay_requests, write_jsonl
+from models.credit.train import train
+from pipelines import credit_scoring
+from services.bank_offers import Faults, running_offer_service
+
+DATA = "../shared/data/credit/german.data"
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def raw_model(model, records, batch_size):
+    for i in range(0, len(records), batch_size):
+        predict_scores(model, records[i:i + batch_size])
+
+
+def minimal_beam(model_path, records) -> int:
+    """Run the minimal pipeline; returns how many predictions came out (a Beam counter)."""
+    scored = Metrics.counter("bench", "scored")
+
+    def count(kv):
+        scored.inc()
+        return kv[1].inference
+
+    keyed = [(i, r) for i, r in enumerate(records)]
+    p = beam.Pipeline(options=PipelineOptions(["--runner", "DirectRunner"]))
+    _ = (p | beam.Create(keyed, reshuffle=False)
+         | RunInference(credit_model_handler(model_path))
+         | beam.Map(count))
+    result = p.run()
+    result.wait_until_finish()
+    counters = result.metrics().query(MetricsFilter().with_name("scored"))["counters"]
+    return sum(c.committed or c.attempted for c in counters)
+
+
+def full_pipeline(registry, input_path, out, offer_url=None):
+    args = ["--input", input_path, "--registry", registry, "--output", out,
+            "--sample_rate", "0.1"]
+    if offer_url:
+        args += ["--offer_url", offer_url]
+    credit_scoring.run(args)
+
+
+def streaming_latency(registry, records, workdir, offer_url):
+    """Land one file of 500 requests in a watched directory; time scoring and Parquet."""
+    landing, out = os.path.join(workdir, "landing"), os.path.join(workdir, "stream_out")
+    os.makedirs(landing)
+    stop_after = 25.0
+    thread = threading.Thread(target=credit_scoring.run, args=([
+        "--streaming", "--input_dir", landing, "--registry", registry, "--output", out,
+        "--offer_url", offer_url, "--poll_secs", "1", "--window_secs", "5",
+        "--stop_after_secs", str(stop_after)],))
+    thread.start()
+    time.sleep(8)  # let the pipeline start polling
+    requests = replay_requests(records, 500, datetime.datetime.now(datetime.UTC), 1, "lat")
+    tmp = os.path.join(landing, ".batch.tmp")
+    write_jsonl(requests, tmp)
+    landed = datetime.datetime.now(datetime.UTC)
+    os.rename(tmp, os.path.join(landing, "batch.jsonl"))
+    thread.join()
+    written = max(os.path.getmtime(os.path.join(d, f))
+                  for d, _, fs in os.walk(os.path.join(out, "responses")) for f in fs)
+    processed = ds.dataset(os.path.join(out, "responses"), partitioning="hive").to_table(
+        columns=["processed_at"]).column("processed_at").to_pylist()
+    to_scored = (max(processed) - landed).total_seconds()
+    return to_scored, written - landed.timestamp()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--registry", default=None, help="default: train into a temp registry")
+    parser.add_argument("--one_at_a_time_rows", type=int, default=1000)
+    parser.add_argument("--skip_streaming", action="store_true")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as workdir:
+        registry = args.registry or os.path.join(workdir, "registry")
+        if not model_registry.list_versions(registry, "credit"):
+            train(DATA, registry, command="bench/credit_throughput.py")
+        ref = model_registry.resolve(registry, "credit")
+        records, _ = load_german(DATA)
+        requests = replay_requests(records, args.rows,
+                                   datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC), 30)
+        input_path = os.path.join(workdir, "requests.jsonl")
+        write_jsonl(requests, input_path)
+        fields = [{k: float(v) if isinstance(v, int) else v for k, v in r.items()
+                   if k not in ("request_id", "event_time")} for r in requests]
+        model = credit_model_handler(ref.path).load_model()
+        batch_size = 2048
+
+        results = {}
+        seconds, _ = timed(lambda: raw_model(model, fields, batch_size))
+        results["a"] = args.rows / seconds
+        seconds, counted = timed(lambda: minimal_beam(ref.path, fields))
+        assert counted == args.rows, f"minimal pipeline scored {counted} of {args.rows}"
+        results["b"] = args.rows / seconds
+        seconds, _ = timed(lambda: full_pipeline(registry, input_path,
+                                                 os.path.join(workdir, "out_c")))
+        results["c"] = args.rows / seconds
+        with running_offer_service(Faults()) as service:
+            seconds, _ = timed(lambda: full_pipeline(registry, input_path,
+                                                     os.path.join(workdir, "out_d"), service.url))
+            results["d"] = args.rows / seconds
+            offer_calls = service.stats().get("calls", 0)
+            if not args.skip_streaming:
+                to_scored, to_parquet = streaming_latency(registry, records, workdir, service.url)
+        n = args.one_at_a_time_rows
+        seconds, _ = timed(lambda: [predict_scores(model, [f]) for f in fields[:n]])
+        results["e"] = n / seconds
+
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, "
+          f"{platform.python_implementation()} {platform.python_version()}")
+    print(f"rows: {args.rows:,} (e: {n:,}); model batch {batch_size}; "
+          f"offer calls in (d): {offer_calls}")
+    labels = {"a": "raw model(batch)", "b": "Create -> RunInference -> Map",
+              "c": "full pipeline, no offers", "d": "full pipeline + offer API",
+              "e": "one request at a time"}
+    for key, label in labels.items():
+        print(f"  ({key}) {label:32s} {results[key]:>10,.0f} rows/s")
+    print(f"  (c)/(b) = {results['c'] / results['b']:.2f}   goal >= 0.5")
+    print(f"  (c)/(e) = {results['c'] / results['e']:.1f}   goal >= 20")
+    print(f"  (d)/(c) = {results['d'] / results['c']:.2f}")
+    print(f"  (b)/(a) = {results['b'] / results['a']:.3f}")
+    if not args.skip_streaming:
+        print(f"  streaming: file landed -> rows scored {to_scored:.1f} s; "
+              f"-> rows in Parquet {to_parquet:.1f} s (local runner writes at drain)")
+
+
+if __name__ == "__main__":
+    main()
