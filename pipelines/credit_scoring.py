@@ -33,7 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from models import registry as model_registry
 from models.credit.handler import credit_model_handler
 from models.provenance import code_version
-from pipelines.options import CommonOptions, resolve_common
+from pipelines.options import CommonOptions, print_help_if_asked, resolve_common
 from transforms import credit_rows
 from transforms.credit_requests import DEFAULT_MAX_REQUEST_BYTES, ParseRequestsFn
 from transforms.credit_rules import DEFAULT_RULES_PATH, load_rules
@@ -221,6 +221,7 @@ def run(argv=None, test_pipeline=None):
     Returns:
         The finished PipelineResult.
     """
+    print_help_if_asked(argv, __doc__.split("\n")[0], CreditScoringOptions)
     options = PipelineOptions(argv)
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build(pipeline, options)

@@ -1,6 +1,8 @@
 """Options shared by every pipeline, and the checks across them."""
 
+import argparse
 import datetime
+import sys
 import uuid
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -58,3 +60,21 @@ def resolve_common(options: PipelineOptions) -> CommonOptions:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
         common.run_id = f"{common.run_mode}-{stamp}-{uuid.uuid4().hex[:6]}"
     return common
+
+
+def print_help_if_asked(argv, description: str, *option_classes) -> None:
+    """Print the options of this pipeline (not Beam's hundreds) and exit on -h / --help.
+
+    Beam's PipelineOptions ignores --help, so without this a user would see nothing.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" not in argv and "--help" not in argv:
+        return
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Any Beam pipeline option (--runner, --project, --temp_location, ...) is "
+               "accepted too.")
+    for option_class in (*option_classes, CommonOptions):
+        option_class._add_argparse_args(parser.add_argument_group(option_class.__name__))
+    parser.print_help()
+    sys.exit(0)

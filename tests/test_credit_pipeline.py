@@ -211,3 +211,13 @@ def test_streaming_picks_up_files_landing_in_a_watched_directory(credit_registry
 def test_conflicting_options_are_rejected_with_the_flags_named(extra, message):
     with pytest.raises(ValueError, match=message):
         credit_scoring.validate(PipelineOptions(extra))
+
+
+def test_help_lists_this_pipelines_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        credit_scoring.run(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--input_dir", "--input_topic", "--offer_url", "--sample_rate",
+                 "--model_version", "--window_secs"):
+        assert flag in text
