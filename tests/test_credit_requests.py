@@ -89,3 +89,20 @@ def test_invalid_utf8_is_a_parse_error():
     with pytest.raises(RequestError, match="not UTF-8") as error:
         decode_line(b'{"request_id": "\xff\xfe"}')
     assert error.value.stage == "parse"
+
+
+def test_parse_dofn_emits_requests_and_tags_dead_letters(good):
+    from apache_beam.pvalue import TaggedOutput
+
+    from transforms.credit_requests import ParseRequestsFn
+
+    fn = ParseRequestsFn("credit_scoring", "run-1", max_bytes=4096)
+    [request] = list(fn.process(("f:1", json.dumps(good).encode())))
+    assert request.request_id == good["request_id"] and request.origin == "f:1"
+    [tagged] = list(fn.process(("f:2", b"\xff not utf-8")))
+    assert isinstance(tagged, TaggedOutput) and tagged.tag == "dead_letters"
+    letter = tagged.value
+    assert (letter["stage"], letter["error_class"], letter["origin"]) == \
+        ("parse", "RequestError", "f:2")
+    assert letter["raw"] == "\\xff not utf-8" and letter["run_id"] == "run-1"
+    assert letter["message"].startswith("not UTF-8 text")

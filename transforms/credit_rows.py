@@ -11,7 +11,7 @@ from transforms.credit_requests import CreditRequest
 from transforms.credit_rules import APPROVE, OfferRules, choose_bank, decide
 from transforms.dead_letters import dead_letter
 from transforms.parquet_sink import utc_date
-from transforms.predictions import TIMESTAMP, predictions_schema
+from transforms.predictions import COMMON_FIELDS, predictions_schema
 
 NOT_REQUESTED, NO_BANK = "not_requested", "no_bank"
 
@@ -36,19 +36,13 @@ _RAW_FIELDS = tuple(
 PREDICTION_SCHEMA = predictions_schema(*_RAW_FIELDS, *_OUTPUT_FIELDS)
 
 # Responses: one per request that got through, partitioned by event date.
+_COMMON = {f.name: f for f in COMMON_FIELDS}
 RESPONSE_SCHEMA = pa.schema([
     pa.field("request_id", pa.string(), nullable=False),
-    pa.field("event_time", TIMESTAMP),
-    pa.field("processed_at", TIMESTAMP),
+    _COMMON["event_time"], _COMMON["processed_at"],
     *_OUTPUT_FIELDS,
-    pa.field("model_name", pa.string()),
-    pa.field("model_version", pa.string()),
-    pa.field("model_sha256", pa.string()),
-    pa.field("code_version", pa.string()),
-    pa.field("run_mode", pa.string()),
-    pa.field("run_id", pa.string()),
-    pa.field("latency_ms", pa.float64()),
-    pa.field("dt", pa.string()),
+    *(_COMMON[name] for name in ("model_name", "model_version", "model_sha256", "code_version",
+                                 "run_mode", "run_id", "latency_ms", "dt")),
 ])
 RESPONSE_PARTITIONS = ("dt",)
 
