@@ -184,7 +184,7 @@ def test_streaming_picks_up_files_landing_in_a_watched_directory(credit_registry
         try:
             credit_scoring.run(_args(credit_registry, out, "--streaming", "--input_dir",
                                      str(landing), "--poll_secs", "0.5",
-                                     "--stop_after_secs", "14", "--window_secs", "5"))
+                                     "--stop_after_secs", "18", "--window_secs", "5"))
         except Exception as error:  # noqa: BLE001 - surfaced by the assertion below
             errors.append(error)
 
