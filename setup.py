@@ -18,6 +18,7 @@ setup(
         "requests",
         # apache_beam.io.requestresponse imports google.api_core (not a core Beam dependency).
         "google-api-core",
+        "xradar",
     ],
     extras_require={
         "test": ["pytest", "pytest-timeout", "ruff"],
