@@ -1,0 +1,87 @@
+"""Assembling real-time NEXRAD chunks into whole volumes, in streaming, as they arrive.
+
+Chunks of one volume are keyed by (radar, volume start). They may arrive in any order and more
+than once; the volume is emitted once, in sequence order, as soon as the end chunk and every
+chunk before it are there. A volume still incomplete when the watermark passes its first
+chunk's time plus ``timeout_secs`` goes to dead letters with the list of missing chunks.
+"""
+
+import apache_beam as beam
+from apache_beam import coders
+from apache_beam.transforms import userstate
+from apache_beam.transforms.timeutil import TimeDomain
+
+from transforms.dead_letters import DEAD_LETTERS, dead_letter
+from transforms.radar_io import IncompleteChunksError, order_chunks, parse_chunk_name
+
+
+class _AssembleVolumeFn(beam.DoFn):
+    """Keyed by (radar, volume start); values are chunk paths."""
+
+    CHUNKS = userstate.BagStateSpec("chunks", coders.StrUtf8Coder())
+    DONE = userstate.ReadModifyWriteStateSpec("done", coders.BooleanCoder())
+    TIMEOUT = userstate.TimerSpec("timeout", TimeDomain.WATERMARK)
+
+    def __init__(self, timeout_secs: float, pipeline_name: str, run_id: str):
+        self._timeout_secs = timeout_secs
+        self._pipeline_name = pipeline_name
+        self._run_id = run_id
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam,
+                chunks=beam.DoFn.StateParam(CHUNKS), done=beam.DoFn.StateParam(DONE),
+                timeout=beam.DoFn.TimerParam(TIMEOUT)):
+        key, path = element
+        if done.read():
+            return  # a late duplicate of a volume already emitted
+        seen = list(chunks.read())
+        if not seen:
+            timeout.set(timestamp + self._timeout_secs)
+        if path in seen:
+            return
+        chunks.add(path)
+        try:
+            ordered = order_chunks([parse_chunk_name(p) for p in [*seen, path]])
+        except IncompleteChunksError:
+            return
+        done.write(True)
+        chunks.clear()
+        yield key, [c.path for c in ordered]
+
+    @userstate.on_timer(TIMEOUT)
+    def on_timeout(self, key=beam.DoFn.KeyParam, chunks=beam.DoFn.StateParam(CHUNKS),
+                   done=beam.DoFn.StateParam(DONE)):
+        paths = sorted(chunks.read())
+        chunks.clear()
+        if done.read() or not paths:
+            return
+        done.write(True)
+        try:
+            order_chunks([parse_chunk_name(p) for p in paths])
+        except IncompleteChunksError as error:
+            radar, start = key
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
+                pipeline=self._pipeline_name, stage="assemble",
+                error=f"{radar} volume {start}: {error} after {self._timeout_secs:g}s; "
+                      f"received {len(paths)} chunks",
+                error_class="IncompleteVolume", raw=None, origin=";".join(paths),
+                run_id=self._run_id))
+
+
+class AssembleVolumes(beam.PTransform):
+    """(radar, chunk path) -> ((radar, volume start), ordered paths) and dead letters.
+
+    Returns a tagged result: ``.volumes`` and ``.dead_letters``.
+    """
+
+    def __init__(self, timeout_secs: float, pipeline_name: str, run_id: str):
+        super().__init__()
+        self._fn = _AssembleVolumeFn(timeout_secs, pipeline_name, run_id)
+
+    def expand(self, chunks):
+        return (
+            chunks
+            | "KeyByVolume" >> beam.MapTuple(
+                lambda radar, path: ((radar, parse_chunk_name(path).volume_start.isoformat()),
+                                     path)).with_output_types(tuple[tuple[str, str], str])
+            | "AssembleVolume" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTERS,
+                                                                   main="volumes"))
