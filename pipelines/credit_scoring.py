@@ -180,19 +180,13 @@ def build(pipeline, options: PipelineOptions, requests=None) -> dict:
         answered = to_ask | "RequestOffers" >> RequestOffers(
             credit.offer_url, credit.offer_timeout_secs, credit.offer_retries,
             credit.offer_batch_size)
-        offered, offer_failed = answered | "SplitOfferOutcomes" >> beam.Partition(
-            lambda row, _: 1 if row["offer_status"] == FAILED else 0, 2)
-        outcomes = (settled, offered, offer_failed) | "AllOutcomes" >> beam.Flatten()
-        responses = (settled, offered) | "Responses" >> beam.Flatten()
-        offer_dead = offer_failed | "OfferDeadLetters" >> beam.Map(
-            credit_rows.offer_dead_letter)
-        dead_letters = (parsed[DEAD_LETTERS], inference_failed, offer_dead)
-    else:
-        outcomes = responses = scored
-        dead_letters = (parsed[DEAD_LETTERS], inference_failed)
-
-    responses = responses | "StampResponses" >> beam.Map(credit_rows.stamp_processed)
-    outcomes = outcomes | "StampOutcomes" >> beam.Map(credit_rows.stamp_processed)
+        scored = (settled, answered) | "AllOutcomes" >> beam.Flatten()
+    # Stamped once, so a response and its sampled prediction row agree on processed_at.
+    outcomes = scored | "StampProcessed" >> beam.Map(credit_rows.stamp_processed)
+    responses, offer_failed = outcomes | "SplitOfferOutcomes" >> beam.Partition(
+        lambda row, _: 1 if row["offer_status"] == FAILED else 0, 2)
+    offer_dead = offer_failed | "OfferDeadLetters" >> beam.Map(credit_rows.offer_dead_letter)
+    dead_letters = (parsed[DEAD_LETTERS], inference_failed, offer_dead)
     dead_letters = dead_letters | "AllDeadLetters" >> beam.Flatten()
     output = common.output.rstrip("/")
     return {

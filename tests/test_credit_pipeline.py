@@ -117,6 +117,11 @@ def test_sampled_predictions_schema_partitions_and_sample(conservation_run, cred
     assert row["rules_version"] == load_rules().version
     assert row["dt"] == row["event_time"].strftime("%Y-%m-%d")
     assert row["latency_ms"] >= 0
+    # A response and its sampled prediction row describe the same moment.
+    processed = {r["request_id"]: r["processed_at"]
+                 for r in _table(out, "responses").to_pylist()}
+    assert all(processed[r["prediction_id"]] == r["processed_at"] for r in rows
+               if r["prediction_id"] in processed)
     folders = {os.path.relpath(d, out / "predictions") for d, _, fs in os.walk(out / "predictions")
                if fs}
     assert all(f.startswith("pipeline=credit_scoring/model_version=v0001/dt=2026-1")
