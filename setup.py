@@ -19,6 +19,8 @@ setup(
         # apache_beam.io.requestresponse imports google.api_core (not a core Beam dependency).
         "google-api-core",
         "xradar",
+        "matplotlib",
+        "scipy",
     ],
     extras_require={
         "test": ["pytest", "pytest-timeout", "ruff"],

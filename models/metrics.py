@@ -44,3 +44,26 @@ def accuracy(labels, probabilities, threshold: float) -> float:
     """Share of labels equal to (probability >= threshold)."""
     predicted = np.asarray(probabilities, dtype=float) >= threshold
     return float(np.mean(predicted == np.asarray(labels, dtype=bool)))
+
+
+def detection_scores(truth, detected) -> dict:
+    """POD, FAR and CSI of a detected class against the truth (boolean arrays, same shape).
+
+    POD = hits / (hits + misses), FAR = false alarms / (hits + false alarms),
+    CSI = hits / (hits + misses + false alarms); a ratio with a zero denominator is NaN.
+    """
+    truth = np.asarray(truth, dtype=bool)
+    detected = np.asarray(detected, dtype=bool)
+    hits = int(np.sum(truth & detected))
+    misses = int(np.sum(truth & ~detected))
+    false_alarms = int(np.sum(~truth & detected))
+
+    def ratio(numerator, denominator):
+        return float(numerator / denominator) if denominator else float("nan")
+
+    return {
+        "pod": ratio(hits, hits + misses),
+        "far": ratio(false_alarms, hits + false_alarms),
+        "csi": ratio(hits, hits + misses + false_alarms),
+        "hits": hits, "misses": misses, "false_alarms": false_alarms,
+    }

@@ -43,8 +43,8 @@ class ReadLinesFromFiles(beam.PTransform):
             self._pattern, coder=coders.BytesCoder())
 
 
-class WatchDirectory(beam.PTransform):
-    """Streaming: every line of every new file matching ``pattern``, as (path:line, bytes).
+class WatchNewFiles(beam.PTransform):
+    """Streaming: the path of every new file matching ``pattern``, once.
 
     Files must appear complete (write elsewhere or under a name the pattern does not match,
     then rename), as with any object-store landing bucket.
@@ -74,5 +74,20 @@ class WatchDirectory(beam.PTransform):
             | "KeyByPath" >> beam.Map(lambda metadata: (metadata.path, 0)).with_output_types(
                 tuple[str, int])
             | "FirstSighting" >> beam.ParDo(_FirstSightingFn())
-            | "ReadNewFile" >> beam.FlatMap(read_lines)
         )
+
+
+class WatchDirectory(beam.PTransform):
+    """Streaming: every line of every new file matching ``pattern``, as (path:line, bytes).
+
+    Args: as ``WatchNewFiles``.
+    """
+
+    def __init__(self, pattern: str, poll_secs: float = 1.0, stop_after_secs: float = 0):
+        super().__init__()
+        self._new_files = WatchNewFiles(pattern, poll_secs, stop_after_secs)
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "WatchNewFiles" >> self._new_files
+                | "ReadNewFile" >> beam.FlatMap(read_lines))

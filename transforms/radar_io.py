@@ -176,8 +176,24 @@ def regrid_indices(azimuths: np.ndarray, n_azimuth: int = N_AZIMUTH) -> np.ndarr
     return np.argmin(np.minimum(difference, 360.0 - difference), axis=1)
 
 
+def no_measurement(variable) -> np.ndarray:
+    """True where a decoded moment holds NEXRAD code 0 (below threshold) or 1 (range folded).
+
+    xradar 0.12 decodes those codes as numbers (DBZH -33 and -32.5 dBZ, for example) instead
+    of masking them; they are recovered from the packing (scale_factor, add_offset).
+    """
+    values = np.asarray(variable.values, dtype=np.float64)
+    scale = variable.encoding.get("scale_factor")
+    offset = variable.encoding.get("add_offset")
+    if scale is None or offset is None:
+        return np.isnan(values)
+    return np.isnan(values) | (np.rint((values - offset) / scale) <= 1)
+
+
 def sweep_array(dataset, n_azimuth: int = N_AZIMUTH, n_range: int = N_RANGE):
     """One decoded sweep -> (float32 (n_azimuth, n_range, C), ranges (n_range,)).
+
+    Gates without a measurement (below threshold, range folded) are NaN.
 
     Raises:
         MissingMomentsError: a channel in CHANNELS is absent.
@@ -190,6 +206,7 @@ def sweep_array(dataset, n_azimuth: int = N_AZIMUTH, n_range: int = N_RANGE):
     data = np.full((n_azimuth, n_range, len(CHANNELS)), np.nan, dtype=np.float32)
     for channel, name in enumerate(CHANNELS):
         values = np.asarray(dataset[name].values, dtype=np.float32)
+        values[no_measurement(dataset[name])] = np.nan
         data[:, :gates, channel] = values[rows, :gates]
     ranges = np.full(n_range, np.nan, dtype=np.float32)
     ranges[:gates] = dataset["range"].values[:gates]

@@ -1,0 +1,93 @@
+"""The radar QC model: a small Keras UNet that classifies every gate of a sweep.
+
+Input: raw moments as float32 ``(batch, azimuth, range, 4)`` in ``CHANNELS`` order (DBZH dBZ,
+ZDR dB, RHOHV, PHIDP degrees), NaN where there is no echo; azimuth and range sizes must be
+multiples of ``2 ** depth`` (720 x 1840 is). Output: per-gate class probabilities
+``(batch, azimuth, range, 3)`` for meteorological, biological, clutter/noise.
+
+Preprocessing lives inside the model (``SweepPreprocessing``), so serving feeds sweeps exactly
+as the reader produces them. It is a registered Keras layer: import this module before loading
+a saved model (the handler does).
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from models.radar_qc.synthetic import CLASS_NAMES, NO_ECHO
+
+N_CLASSES = len(CLASS_NAMES)
+
+
+@keras.saving.register_keras_serializable(package="beamline")
+class SweepPreprocessing(keras.layers.Layer):
+    """Raw moments -> scaled features plus an echo indicator.
+
+    NaN (no echo) becomes 0 in every feature and 0 in the indicator. PHIDP enters as its sine
+    and cosine: its absolute value depends on the radar's system phase, while its texture along
+    the ray is what separates rain from everything else, and sine/cosine keep the 0/360 wrap
+    continuous.
+    """
+
+    def call(self, moments):
+        echo = ops.logical_not(ops.isnan(moments[..., 0:1]))
+        clean = ops.where(ops.isnan(moments), ops.zeros_like(moments), moments)
+        dbzh = (clean[..., 0:1] - 10.0) / 20.0
+        zdr = clean[..., 1:2] / 4.0
+        rhohv = (clean[..., 2:3] - 0.8) / 0.2
+        phase = clean[..., 3:4] * (np.pi / 180.0)
+        echo = ops.cast(echo, moments.dtype)
+        features = [dbzh, zdr, rhohv, ops.sin(phase), ops.cos(phase)]
+        return ops.concatenate([f * echo for f in features] + [echo], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 6)
+
+
+def build_unet(base_filters: int = 8, depth: int = 4, learning_rate: float = 2e-3):
+    """A compiled UNet (two 3x3 convolutions per level, max-pooling down, transposed
+    convolutions up, skip connections), softmax over the QC classes."""
+    moments = keras.Input(shape=(None, None, 4), name="moments", dtype="float32")
+    x = SweepPreprocessing(name="preprocess")(moments)
+    skips = []
+    for level in range(depth):
+        filters = base_filters * 2 ** level
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
+                                name=f"down{level}_a")(x)
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
+                                name=f"down{level}_b")(x)
+        skips.append(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{level}")(x)
+    x = keras.layers.Conv2D(base_filters * 2 ** depth, 3, padding="same", activation="relu",
+                            name="bottom")(x)
+    for level in reversed(range(depth)):
+        filters = base_filters * 2 ** level
+        x = keras.layers.Conv2DTranspose(filters, 2, strides=2, name=f"up{level}")(x)
+        x = keras.layers.Concatenate(name=f"skip{level}")([x, skips[level]])
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
+                                name=f"up{level}_a")(x)
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
+                                name=f"up{level}_b")(x)
+    probabilities = keras.layers.Conv2D(N_CLASSES, 1, activation="softmax",
+                                        name="classes")(x)
+    model = keras.Model(moments, probabilities, name="radar_qc_unet")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
+    return model
+
+
+def classify(probabilities: np.ndarray, moments: np.ndarray) -> np.ndarray:
+    """Per-gate class (uint8) from the model's probabilities; NO_ECHO where DBZH is NaN."""
+    classes = np.argmax(probabilities, axis=-1).astype(np.uint8)
+    classes[np.isnan(moments[..., 0])] = NO_ECHO
+    return classes
+
+
+def predict_classes(model, moments: np.ndarray, batch_size: int = 4) -> np.ndarray:
+    """Classes of a stack of sweeps ``(n, azimuth, range, 4)``, in batches."""
+    out = np.empty(moments.shape[:-1], dtype=np.uint8)
+    for start in range(0, len(moments), batch_size):
+        batch = moments[start:start + batch_size]
+        out[start:start + batch_size] = classify(
+            np.asarray(model(batch, training=False)), batch)
+    return out
