@@ -210,7 +210,7 @@ def read_volumes(pipeline, radar: RadarQcOptions, common: CommonOptions):
                  | "ChunkRadar" >> beam.ParDo(_ChunkPathFn(common.run_id)).with_outputs(
                      DEAD_LETTERS, main="chunks"))
         assembled = named.chunks | "AssembleVolumes" >> AssembleVolumes(
-            radar.chunk_timeout_secs, PIPELINE_NAME, common.run_id)
+            radar.chunk_timeout_secs, PIPELINE_NAME, common.run_id, wall_clock_guard=True)
         sources = assembled.volumes | "ChunkPaths" >> beam.MapTuple(
             lambda _, paths: tuple(paths))
         return sources, [named[DEAD_LETTERS], assembled[DEAD_LETTERS]]
@@ -247,6 +247,8 @@ def build(pipeline, options: PipelineOptions, sources=None) -> dict:
 
     if streaming:
         sources = sources | "WindowVolumes" >> file_windows(window_secs)
+        source_dead = [dead | f"WindowSourceDeadLetters{i}" >> file_windows(window_secs)
+                       for i, dead in enumerate(source_dead)]
     decoded = sources | "DecodeVolumes" >> beam.ParDo(DecodeVolumeFn(common.run_id)).with_outputs(
         DEAD_LETTERS, main="sweeps")
     handler = radar_model_handler(

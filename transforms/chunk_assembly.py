@@ -6,6 +6,8 @@ chunk before it are there. A volume still incomplete when the watermark passes i
 chunk's time plus ``timeout_secs`` goes to dead letters with the list of missing chunks.
 """
 
+import time
+
 import apache_beam as beam
 from apache_beam import coders
 from apache_beam.transforms import userstate
@@ -20,15 +22,19 @@ class _AssembleVolumeFn(beam.DoFn):
 
     CHUNKS = userstate.BagStateSpec("chunks", coders.StrUtf8Coder())
     DONE = userstate.ReadModifyWriteStateSpec("done", coders.BooleanCoder())
+    FIRST_SEEN = userstate.ReadModifyWriteStateSpec("first_seen", coders.FloatCoder())
     TIMEOUT = userstate.TimerSpec("timeout", TimeDomain.WATERMARK)
 
-    def __init__(self, timeout_secs: float, pipeline_name: str, run_id: str):
+    def __init__(self, timeout_secs: float, pipeline_name: str, run_id: str,
+                 wall_clock_guard: bool):
         self._timeout_secs = timeout_secs
         self._pipeline_name = pipeline_name
         self._run_id = run_id
+        self._wall_clock_guard = wall_clock_guard
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam,
                 chunks=beam.DoFn.StateParam(CHUNKS), done=beam.DoFn.StateParam(DONE),
+                first_seen=beam.DoFn.StateParam(FIRST_SEEN),
                 timeout=beam.DoFn.TimerParam(TIMEOUT)):
         key, path = element
         if done.read():
@@ -36,6 +42,7 @@ class _AssembleVolumeFn(beam.DoFn):
         seen = list(chunks.read())
         if not seen:
             timeout.set(timestamp + self._timeout_secs)
+            first_seen.write(time.time())
         if path in seen:
             return
         chunks.add(path)
@@ -48,8 +55,16 @@ class _AssembleVolumeFn(beam.DoFn):
         yield key, [c.path for c in ordered]
 
     @userstate.on_timer(TIMEOUT)
-    def on_timeout(self, key=beam.DoFn.KeyParam, chunks=beam.DoFn.StateParam(CHUNKS),
-                   done=beam.DoFn.StateParam(DONE)):
+    def on_timeout(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
+                   chunks=beam.DoFn.StateParam(CHUNKS), done=beam.DoFn.StateParam(DONE),
+                   first_seen=beam.DoFn.StateParam(FIRST_SEEN),
+                   timeout=beam.DoFn.TimerParam(TIMEOUT)):
+        waited = time.time() - (first_seen.read() or 0.0)
+        if self._wall_clock_guard and waited < self._timeout_secs and not done.read():
+            # The watermark ran ahead of the wall clock (the local runner advances it at the
+            # end of every bundle of a polled source): not a real timeout yet, look again.
+            timeout.set(fired + max(1.0, self._timeout_secs - waited))
+            return
         paths = sorted(chunks.read())
         chunks.clear()
         if done.read() or not paths:
@@ -71,11 +86,22 @@ class AssembleVolumes(beam.PTransform):
     """(radar, chunk path) -> ((radar, volume start), ordered paths) and dead letters.
 
     Returns a tagged result: ``.volumes`` and ``.dead_letters``.
+
+    Args:
+        timeout_secs: event time after a volume's first chunk before it is given up.
+        pipeline_name: recorded on dead letters.
+        run_id: recorded on dead letters.
+        wall_clock_guard: also require ``timeout_secs`` of wall-clock time since the first
+            chunk was seen. For polled sources, whose event time is the poll time: the local
+            runner advances their watermark to the end of time after every bundle, which
+            would time every volume out after its first chunk. Off for sources with real
+            event times (TestStream, Pub/Sub), where a backlog must time out at once.
     """
 
-    def __init__(self, timeout_secs: float, pipeline_name: str, run_id: str):
+    def __init__(self, timeout_secs: float, pipeline_name: str, run_id: str,
+                 wall_clock_guard: bool = False):
         super().__init__()
-        self._fn = _AssembleVolumeFn(timeout_secs, pipeline_name, run_id)
+        self._fn = _AssembleVolumeFn(timeout_secs, pipeline_name, run_id, wall_clock_guard)
 
     def expand(self, chunks):
         return (
