@@ -85,3 +85,33 @@ def offer_service():
     yield start
     for context in contexts:
         context.__exit__(None, None, None)
+
+
+KLBB = DATA_DIR / "radar" / "KLBB20160601_150025_V06"
+KLOT_CHUNKS = DATA_DIR / "radar" / "nexrad_chunks_KLOT"
+
+
+@pytest.fixture(scope="session")
+def klbb_path() -> str:
+    if not KLBB.exists():
+        pytest.skip(f"real data not found at {KLBB} (set BEAMLINE_DATA)")
+    return str(KLBB)
+
+
+@pytest.fixture(scope="session")
+def radar_registry(tmp_path_factory) -> str:
+    """A registry holding one radar QC UNet (v0001), trained briefly: a real model, less skill
+    than the default training."""
+    from models.radar_qc.train import train
+
+    registry = str(tmp_path_factory.mktemp("radar_registry"))
+    train(registry, seed=5, train_windows=160, holdout_windows=6, epochs=2,
+          command="pytest fixture")
+    return registry
+
+
+@pytest.fixture(scope="session")
+def radar_model_ref(radar_registry):
+    from models import registry
+
+    return registry.resolve(radar_registry, "radar_qc")

@@ -8,7 +8,7 @@ Notes:
     Split cuts: the Doppler pass of a low elevation has no dual-pol moments and is not
     classified itself; it takes the classes of the dual-pol sweep at the same fixed angle
     (within ``SAME_ANGLE_DEG``), matched by azimuth and gate. A sweep with no such partner is
-    written unmasked with ``qc_applied = 0``.
+    written unmasked, its ``QC_CLASS`` all no-echo with ``qc_applied = 0``.
 """
 
 import dataclasses
@@ -115,8 +115,8 @@ def _sweep_nodes(tree) -> list[str]:
 def apply_qc(tree, classes_by_sweep: dict[int, np.ndarray], model_attrs: dict):
     """The volume with every (azimuth, range) moment set to NaN where a gate is not weather.
 
-    Each sweep also gets a ``QC_CLASS`` variable (flag values per CF) and ``qc_applied``;
-    the root gets the model's name, version and sha256.
+    Each sweep also gets a ``QC_CLASS`` variable (flag values per CF; attributes
+    ``qc_applied`` and ``qc_source_sweep``); the root gets the model's name, version, sha256.
 
     Args:
         tree: the decoded volume (xarray DataTree); not modified.
@@ -139,13 +139,13 @@ def apply_qc(tree, classes_by_sweep: dict[int, np.ndarray], model_attrs: dict):
             for var in list(ds.data_vars):
                 if ds[var].dims == ("azimuth", "range") and ds[var].dtype.kind == "f":
                     ds[var] = ds[var].where(~drop)
-        # Same attributes on every sweep: CF/Radial 1 stacks the sweeps into one variable.
+        # On the variable, not the sweep: xradar's CF/Radial 2 writer drops sweep attributes.
         ds[QC_CLASS] = (("azimuth", "range"), classes, {
             "long_name": "radar QC class of the gate",
             "flag_values": np.array([MET, BIO, CLUTTER, NO_ECHO], dtype=np.uint8),
-            "flag_meanings": " ".join([*CLASS_NAMES, "no_echo"])})
-        ds.attrs["qc_applied"] = int(source is not None)
-        ds.attrs["qc_source_sweep"] = -1 if source is None else int(source)
+            "flag_meanings": " ".join([*CLASS_NAMES, "no_echo"]),
+            "qc_applied": int(source is not None),
+            "qc_source_sweep": -1 if source is None else int(source)})
         tree[name].dataset = ds
     tree.attrs.update(model_attrs)
     return tree
