@@ -85,8 +85,34 @@ JSONL
   done
   wait "$pipeline_pid"
 
+  if ! ls "$REGISTRY"/radar_qc/v*/manifest.json > /dev/null 2>&1; then
+    echo "== training the radar QC UNet on synthetic sweeps (registry $REGISTRY has none; ~3 min)"
+    "$VENV/bin/python" -m models.radar_qc.train --registry "$REGISTRY"
+  fi
+  echo "== radar QC, batch: the KLBB archive volume and one file that is not radar data"
+  mkdir -p "$OUT/demo_radar"
+  ln -sf "$(cd "$DATA_DIR/radar" && pwd)/KLBB20160601_150025_V06" "$OUT/demo_radar/"
+  head -c 100000 /dev/urandom > "$OUT/demo_radar/corrupt_V06"
+  "$VENV/bin/python" -m pipelines.radar_qc --input "$OUT/demo_radar/*" \
+    --registry "$REGISTRY" --output "$OUT" --sample_rate 1.0
+
+  echo "== radar QC, streaming: the KLOT real-time chunks land one by one, shuffled"
+  local chunk_landing="$OUT/landing_chunks"
+  rm -rf "$chunk_landing" "$chunk_landing.staging" && mkdir -p "$chunk_landing"
+  "$VENV/bin/python" -m pipelines.radar_qc --streaming --chunk_dir "$chunk_landing" \
+    --registry "$REGISTRY" --output "$OUT" --sample_rate 1.0 --stop_after_secs 40 \
+    --poll_secs 1 --chunk_timeout_secs 30 &
+  pipeline_pid=$!
+  sleep 8
+  "$VENV/bin/python" -m services.chunk_feed --chunks "$DATA_DIR/radar/nexrad_chunks_KLOT" \
+    --landing "$chunk_landing" --radar KLOT --delay_secs 0.1 --shuffle_seed 1
+  wait "$pipeline_pid"
+
   echo
   echo "== outputs"
+  echo "   QC'd radar volumes:  $OUT/volumes/ (CF/Radial 2 NetCDF)"
+  echo "   radar quicklooks:    $OUT/quicklooks/"
+  echo "   radar volume index:  $OUT/qc_volumes/"
   echo "   responses:           $OUT/responses/"
   echo "   sampled predictions: $OUT/predictions/"
   echo "   dead letters:        $OUT/dead_letters/"
@@ -95,11 +121,16 @@ JSONL
 import sys
 import pyarrow.dataset as ds
 out = sys.argv[1]
-for name in ("responses", "predictions", "dead_letters"):
+for name in ("responses", "predictions/pipeline=credit_scoring",
+             "predictions/pipeline=radar_qc", "qc_volumes", "dead_letters"):
     table = ds.dataset(f"{out}/{name}", partitioning="hive").to_table()
     print(f"   {name}: {table.num_rows} rows in {out}/{name}")
-print("   sampled-prediction columns:",
-      ", ".join(ds.dataset(f"{out}/predictions", partitioning="hive").schema.names))
+dead = ds.dataset(f"{out}/dead_letters", partitioning="hive").to_table(
+    columns=["pipeline", "stage"]).group_by(["pipeline", "stage"]).aggregate([([], "count_all")])
+for row in dead.to_pylist():
+    print(f"   dead letters {row['pipeline']}/{row['stage']}: {row['count_all']}")
+for path in sorted(__import__("glob").glob(f"{out}/quicklooks/*/*/*.png")):
+    print(f"   quicklook: {path}")
 PY
 }
 

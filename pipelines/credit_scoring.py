@@ -53,15 +53,10 @@ class CreditScoringOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--input", default=None,
-                            help="batch: glob of JSON Lines request files")
         parser.add_argument("--input_dir", default=None,
                             help="streaming: landing directory watched for new *.jsonl files")
         parser.add_argument("--input_topic", default=None,
                             help="streaming: Pub/Sub topic of requests (one JSON per message)")
-        parser.add_argument("--poll_secs", type=float, default=1.0,
-                            help="how often --input_dir is listed")
-        parser.add_argument("--model_name", default="credit", help="model name in the registry")
         parser.add_argument("--rules", default=DEFAULT_RULES_PATH,
                             help="offer rules file (decision thresholds, bank limits)")
         parser.add_argument("--offer_url", default=None,
@@ -77,13 +72,6 @@ class CreditScoringOptions(PipelineOptions):
                             help="longer request lines go to dead letters")
         parser.add_argument("--min_batch_size", type=int, default=64,
                             help="smallest batch handed to the model")
-        parser.add_argument("--max_batch_size", type=int, default=2048,
-                            help="largest batch handed to the model")
-        parser.add_argument("--max_batch_duration_secs", type=int, default=0,
-                            help="streaming: batch requests across bundles, none waiting longer "
-                                 "than this (stateful batching; 0 = batch within a bundle)")
-        parser.add_argument("--num_shards", type=int, default=1,
-                            help="files per partition (and window) of each output")
 
 
 def validate(options: PipelineOptions) -> tuple[CommonOptions, CreditScoringOptions]:
@@ -95,29 +83,34 @@ def validate(options: PipelineOptions) -> tuple[CommonOptions, CreditScoringOpti
     common = resolve_common(options)
     credit = options.view_as(CreditScoringOptions)
     streaming = options.view_as(StandardOptions).streaming
-    sources = [n for n in ("input", "input_dir", "input_topic") if getattr(credit, n)]
+    common.model_name = common.model_name or "credit"
+    if common.max_batch_size is None:
+        common.max_batch_size = 2048
+    given = {"input": common.input, "input_dir": credit.input_dir,
+             "input_topic": credit.input_topic}
+    sources = [name for name, value in given.items() if value]
     if len(sources) > 1:
         raise ValueError(f"give one source, not {', '.join('--' + s for s in sources)}")
     if credit.input_dir and not streaming:
         raise ValueError("--input_dir watches a directory and needs --streaming")
     if credit.input_topic and not streaming:
         raise ValueError("--input_topic needs --streaming")
-    if credit.input and streaming:
+    if common.input and streaming:
         raise ValueError("--input is a batch source; use --input_dir or --input_topic "
                          "with --streaming")
-    if credit.min_batch_size > credit.max_batch_size:
+    if credit.min_batch_size > common.max_batch_size:
         raise ValueError("--min_batch_size exceeds --max_batch_size")
     return common, credit
 
 
 def read_requests(pipeline, credit: CreditScoringOptions, common: CommonOptions):
     """The configured source as (origin, line) pairs; None when no source is configured."""
-    if credit.input:
-        return pipeline | "ReadRequestFiles" >> ReadLinesFromFiles(credit.input)
+    if common.input:
+        return pipeline | "ReadRequestFiles" >> ReadLinesFromFiles(common.input)
     if credit.input_dir:
         pattern = os.path.join(credit.input_dir, "*.jsonl")
         return pipeline | "WatchLandingDir" >> WatchDirectory(
-            pattern, credit.poll_secs, common.stop_after_secs)
+            pattern, common.poll_secs, common.stop_after_secs)
     if credit.input_topic:
         topic = credit.input_topic
         return (pipeline
@@ -145,7 +138,7 @@ def build(pipeline, options: PipelineOptions, requests=None) -> dict:
         requests = read_requests(pipeline, credit, common)
     if requests is None:
         raise ValueError("no request source: give --input, --input_dir or --input_topic")
-    model = model_registry.resolve(common.registry, credit.model_name, common.model_version)
+    model = model_registry.resolve(common.registry, common.model_name, common.model_version)
     rules = load_rules(credit.rules)
     context = {
         "pipeline": PIPELINE_NAME, "run_mode": common.run_mode, "run_id": common.run_id,
@@ -162,8 +155,8 @@ def build(pipeline, options: PipelineOptions, requests=None) -> dict:
         PIPELINE_NAME, common.run_id, credit.max_request_bytes)).with_outputs(
         DEAD_LETTERS, main="requests")
     handler = credit_model_handler(
-        model.path, credit.min_batch_size, credit.max_batch_size,
-        (credit.max_batch_duration_secs or None) if streaming else None)
+        model.path, credit.min_batch_size, common.max_batch_size,
+        (common.max_batch_duration_secs or None) if streaming else None)
     predictions, failures = (
         parsed.requests
         | "KeyByRequest" >> beam.Map(lambda r: (credit_rows.request_key(r), r.fields))
@@ -196,10 +189,10 @@ def build(pipeline, options: PipelineOptions, requests=None) -> dict:
         "responses_files": responses | "WriteResponses" >> WritePartitionedParquet(
             base=f"{output}/{RESPONSES}", schema=credit_rows.RESPONSE_SCHEMA,
             partition_columns=credit_rows.RESPONSE_PARTITIONS, file_prefix=common.run_id,
-            sort_field="request_id", num_shards=credit.num_shards, window_secs=window_secs),
+            sort_field="request_id", num_shards=common.num_shards, window_secs=window_secs),
         "predictions_files": outcomes | "WritePredictions" >> WriteSampledPredictions(
             output, credit_rows.PREDICTION_SCHEMA, common.sample_rate, common.run_id,
-            window_secs, credit.num_shards),
+            window_secs, common.num_shards),
         "dead_letters_files": dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
             output, common.run_id, window_secs),
     }

@@ -15,6 +15,22 @@ class CommonOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
+        parser.add_argument("--input", default=None,
+                            help="batch: glob of input files (credit_scoring: JSON Lines "
+                                 "requests; radar_qc: Level II archives, plain, .gz or .bz2)")
+        parser.add_argument("--poll_secs", type=float, default=1.0,
+                            help="streaming from a directory: how often it is listed")
+        parser.add_argument("--model_name", default=None,
+                            help="model name in the registry (default: the pipeline's own, "
+                                 "credit or radar_qc)")
+        parser.add_argument("--max_batch_size", type=int, default=None,
+                            help="largest batch handed to the model (default: 2048 credit "
+                                 "requests, 4 radar sweeps of ~21 MB each)")
+        parser.add_argument("--max_batch_duration_secs", type=int, default=0,
+                            help="streaming: batch across bundles, none waiting longer than "
+                                 "this (stateful batching; 0 = batch within a bundle)")
+        parser.add_argument("--num_shards", type=int, default=1,
+                            help="files per partition (and window) of each Parquet output")
         parser.add_argument("--registry", default="registry",
                             help="model registry root (local folder or gs://)")
         parser.add_argument("--model_version", default="latest",

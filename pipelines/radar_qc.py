@@ -59,24 +59,12 @@ class RadarQcOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--input", default=None,
-                            help="batch: glob of Level II archive files (plain, .gz, .bz2)")
         parser.add_argument("--chunk_dir", default=None,
                             help="streaming: landing directory of real-time chunks, laid out "
                                  "<chunk_dir>/<RADAR>/<YYYYMMDD-HHMMSS-NNN-T>")
-        parser.add_argument("--poll_secs", type=float, default=1.0,
-                            help="how often --chunk_dir is listed")
         parser.add_argument("--chunk_timeout_secs", type=float, default=900.0,
                             help="a volume still missing chunks this long after its first "
                                  "chunk goes to dead letters")
-        parser.add_argument("--model_name", default="radar_qc", help="model name in the registry")
-        parser.add_argument("--max_batch_size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
-                            help="most sweeps per model call (one sweep is ~21 MB of float32)")
-        parser.add_argument("--max_batch_duration_secs", type=int, default=0,
-                            help="streaming: batch sweeps across bundles, none waiting longer "
-                                 "than this (0 = batch within a bundle)")
-        parser.add_argument("--num_shards", type=int, default=1,
-                            help="files per partition (and window) of the Parquet outputs")
 
 
 def validate(options: PipelineOptions) -> tuple[CommonOptions, RadarQcOptions]:
@@ -88,14 +76,17 @@ def validate(options: PipelineOptions) -> tuple[CommonOptions, RadarQcOptions]:
     common = resolve_common(options)
     radar = options.view_as(RadarQcOptions)
     streaming = options.view_as(StandardOptions).streaming
-    if radar.input and radar.chunk_dir:
+    common.model_name = common.model_name or "radar_qc"
+    if common.max_batch_size is None:
+        common.max_batch_size = DEFAULT_MAX_BATCH_SIZE
+    if common.input and radar.chunk_dir:
         raise ValueError("give one source, not both --input and --chunk_dir")
     if radar.chunk_dir and not streaming:
         raise ValueError("--chunk_dir watches a landing directory and needs --streaming")
-    if radar.input and streaming:
+    if common.input and streaming:
         raise ValueError("--input is a batch source; use --chunk_dir with --streaming")
-    if radar.max_batch_size < 1:
-        raise ValueError(f"--max_batch_size must be at least 1, got {radar.max_batch_size}")
+    if common.max_batch_size < 1:
+        raise ValueError(f"--max_batch_size must be at least 1, got {common.max_batch_size}")
     return common, radar
 
 
@@ -120,7 +111,7 @@ class DecodeVolumeFn(beam.DoFn):
 
 
 class WriteQcVolumeFn(beam.DoFn):
-    """(volume id, [(key, classes or None, error or None)]) -> index row, files written.
+    """((volume id, source), [(key, classes or None, error or None)]) -> index row, files.
 
     A volume with any sweep the model failed on is not written: it goes to dead letters
     (stage "inference") with the failing sweeps and errors; a failure while writing goes to
@@ -198,15 +189,15 @@ class _ChunkPathFn(beam.DoFn):
 
 def read_volumes(pipeline, radar: RadarQcOptions, common: CommonOptions):
     """The configured source as volume sources (tuples of paths) plus source dead letters."""
-    if radar.input:
+    if common.input:
         sources = (pipeline
-                   | "MatchVolumeFiles" >> fileio.MatchFiles(radar.input)
+                   | "MatchVolumeFiles" >> fileio.MatchFiles(common.input)
                    | "VolumePath" >> beam.Map(lambda metadata: (metadata.path,)))
         return sources, []
     if radar.chunk_dir:
         named = (pipeline
                  | "WatchChunkDir" >> WatchNewFiles(os.path.join(radar.chunk_dir, "*", "*"),
-                                                    radar.poll_secs, common.stop_after_secs)
+                                                    common.poll_secs, common.stop_after_secs)
                  | "ChunkRadar" >> beam.ParDo(_ChunkPathFn(common.run_id)).with_outputs(
                      DEAD_LETTERS, main="chunks"))
         assembled = named.chunks | "AssembleVolumes" >> AssembleVolumes(
@@ -235,7 +226,7 @@ def build(pipeline, options: PipelineOptions, sources=None) -> dict:
     source_dead = []
     if sources is None:
         sources, source_dead = read_volumes(pipeline, radar, common)
-    model = model_registry.resolve(common.registry, radar.model_name, common.model_version)
+    model = model_registry.resolve(common.registry, common.model_name, common.model_version)
     context = {
         "pipeline": PIPELINE_NAME, "run_mode": common.run_mode, "run_id": common.run_id,
         "code_version": code_version(),
@@ -252,19 +243,20 @@ def build(pipeline, options: PipelineOptions, sources=None) -> dict:
     decoded = sources | "DecodeVolumes" >> beam.ParDo(DecodeVolumeFn(common.run_id)).with_outputs(
         DEAD_LETTERS, main="sweeps")
     handler = radar_model_handler(
-        model.path, radar.max_batch_size,
-        (radar.max_batch_duration_secs or None) if streaming else None)
+        model.path, common.max_batch_size,
+        (common.max_batch_duration_secs or None) if streaming else None)
     classified, failures = (decoded.sweeps
                             | "ClassifyGates" >> RunInference(handler).with_exception_handling())
 
     predictions = classified | "SweepRows" >> beam.MapTuple(
         lambda key, result: radar_rows.sweep_row(
             key, result.example, result.inference, result.model_id, context))
+    # Grouped by volume and source: two copies of one volume (say .gz and plain) stay apart.
     masks = classified | "KeyMaskByVolume" >> beam.MapTuple(
-        lambda key, result: (key.volume_id, (key, result.inference, None)))
+        lambda key, result: ((key.volume_id, key.origin), (key, result.inference, None)))
     failed = failures.failed_inferences | "KeyFailureByVolume" >> beam.FlatMap(
-        lambda failure: [(key.volume_id, (key, None, f"{type(failure[1]).__name__}: "
-                                                      f"{failure[1]}"))
+        lambda failure: [((key.volume_id, key.origin),
+                          (key, None, f"{type(failure[1]).__name__}: {failure[1]}"))
                          for key, _ in failure[0]])
     written = (
         (masks, failed)
@@ -282,10 +274,10 @@ def build(pipeline, options: PipelineOptions, sources=None) -> dict:
         "volumes_files": written.volumes | "WriteVolumeIndex" >> WritePartitionedParquet(
             base=f"{output}/{INDEX}", schema=radar_rows.VOLUME_SCHEMA,
             partition_columns=radar_rows.VOLUME_PARTITIONS, file_prefix=common.run_id,
-            sort_field="volume_id", num_shards=radar.num_shards, window_secs=window_secs),
+            sort_field="volume_id", num_shards=common.num_shards, window_secs=window_secs),
         "predictions_files": predictions | "WritePredictions" >> WriteSampledPredictions(
             output, radar_rows.PREDICTION_SCHEMA, common.sample_rate, common.run_id,
-            window_secs, radar.num_shards),
+            window_secs, common.num_shards),
         "dead_letters_files": dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
             output, common.run_id, window_secs),
     }

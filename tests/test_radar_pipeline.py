@@ -115,8 +115,8 @@ def test_a_sweep_the_model_failed_on_sends_its_volume_to_dead_letters():
     other = SweepKey(**{**key.__dict__, "sweep_number": 2})
     fn = radar_qc.WriteQcVolumeFn("/unused", ("radar_qc", "v0001", "abc"),
                                   {"pipeline": "radar_qc", "run_id": "r"})
-    outputs = list(fn.process((key.volume_id, [(key, np.zeros((2, 2), np.uint8), None),
-                                               (other, None, "ValueError: bad shape")])))
+    group = [(key, np.zeros((2, 2), np.uint8), None), (other, None, "ValueError: bad shape")]
+    outputs = list(fn.process(((key.volume_id, key.origin), group)))
     assert len(outputs) == 1
     record = outputs[0].value
     assert outputs[0].tag == "dead_letters"
