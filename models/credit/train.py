@@ -22,6 +22,7 @@ from models.credit.data import load_german
 from models.credit.schema import CATEGORICAL_FIELDS, NUMERIC_FIELDS, input_schema
 from models.metrics import accuracy, brier_score, log_loss, roc_auc
 from models.provenance import code_version, library_versions, sha256_file
+from transforms.slices import fairness_gaps, group_names, load_config, slice_value
 
 LOGGER = logging.getLogger(__name__)
 MODEL_NAME = "credit"
@@ -30,6 +31,8 @@ MODEL_NAME = "credit"
 COST_BAD_APPROVED = 5.0
 COST_GOOD_DECLINED = 1.0
 DECISION_THRESHOLD = COST_BAD_APPROVED / (COST_BAD_APPROVED + COST_GOOD_DECLINED)
+EVALUATION_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "transforms", "rules", "evaluation_credit_scoring.json")
 QUANTILES = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 
 
@@ -104,6 +107,32 @@ def holdout_metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
     }
 
 
+def _json_number(value):
+    """NaN -> None, so the manifest stays standard JSON."""
+    return None if isinstance(value, float) and np.isnan(value) else value
+
+
+def holdout_slice_gaps(records: list[dict], labels: np.ndarray, scores: np.ndarray,
+                       config_path: str = EVALUATION_CONFIG) -> dict:
+    """Fairness gaps of every configured slice group on the hold-out set: the baseline that
+    evaluation compares later gaps with (a gap the data itself carries is not drift)."""
+    config = load_config(config_path)
+    approved = scores >= DECISION_THRESHOLD
+    gaps = {}
+    for dimension in config.get("slices", []):
+        values = [slice_value(dimension, r.get(dimension["field"])) for r in records]
+        gaps[dimension["name"]] = {}
+        for group in group_names(dimension):
+            member = np.asarray([v == group for v in values], dtype=bool)
+            figures = fairness_gaps(labels, approved, member, config.get("min_slice_size", 30),
+                                    config.get("min_class_count", 5))
+            gaps[dimension["name"]][group] = {
+                k: _json_number(figures[k]) for k in (
+                    "size", "approval_rate", "approval_rate_ratio", "approval_rate_diff",
+                    "tpr_diff", "fpr_diff", "small")}
+    return gaps
+
+
 def train(data: str, registry: str, seed: int = 42, epochs: int = 60,
           holdout_fraction: float = 0.2, command: str | None = None):
     """Train, evaluate on the hold-out and publish; returns the new registry ModelRef."""
@@ -141,6 +170,8 @@ def train(data: str, registry: str, seed: int = 42, epochs: int = 60,
         "target": "probability of a good credit risk (label 1 in german.data)",
         "input_schema": input_schema(),
         "holdout_metrics": metrics,
+        "holdout_slices": holdout_slice_gaps(holdout_records, labels[holdout_idx],
+                                             holdout_scores),
         "feature_statistics": feature_statistics(train_records),
         "score_statistics": numeric_stats(train_scores),
     }
