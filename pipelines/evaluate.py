@@ -271,7 +271,8 @@ def mask_examples(rows: list[dict], predictions_root: str, truth_pattern: str,
                   count: int = 3) -> list:
     """Truth and predicted masks of the worst few labelled sweeps (lowest CSI), for the report."""
     sweeps = sorted((r for r in rows if r["slice"] == "sweep" and r["metric"] == "csi"
-                     and r["value"] is not None), key=lambda r: r["value"])[:count]
+                     and r["window"] == ALL and r["value"] is not None),
+                    key=lambda r: r["value"])[:count]
     wanted = {r["slice_value"] for r in sweeps}
     if not wanted:
         return []

@@ -299,7 +299,8 @@ def radar_group_metrics(rows: list[dict], config: dict, unpack) -> list[dict]:
 
     Returns:
         Metric rows overall, per sweep (slice "sweep", value = prediction id), per elevation
-        band and per range band (hits, misses and false alarms summed before the ratios).
+        band and per range band (hits, misses and false alarms summed before the ratios);
+        ``count`` is the gates judged (hits + misses + false alarms).
     """
     elevation_edges = config.get("elevation_bands_deg", [0, 1, 2, 4, 8, 20])
     range_edges = config.get("range_bands_km", [0, 25, 50, 100, 200])
@@ -322,8 +323,9 @@ def radar_group_metrics(rows: list[dict], config: dict, unpack) -> list[dict]:
                               flag="skipped"))
             continue
         scores = detection_scores(truth, predicted)
+        judged = scores["hits"] + scores["misses"] + scores["false_alarms"]
         for name in ("pod", "far", "csi"):
-            out.append(metric(name, scores[name], truth.size, "sweep", row["prediction_id"],
+            out.append(metric(name, scores[name], judged, "sweep", row["prediction_id"],
                               detail=f"elevation {row['elevation']:.1f}"))
         add(ALL, ALL, scores)
         add("elevation_band", band_of(row["elevation"], elevation_edges, "deg"), scores)

@@ -279,8 +279,9 @@ def write_report(directory: str, summary: dict, rows: list[dict], history: list[
         sections.append("<h2>Overall</h2>" + overall_table(current))
         sections.append(f"<h2>Slices (model {html.escape(newest)}, whole period)</h2>"
                         + slice_table(whole)
-                        + "<p>Gaps are against everyone outside the group. Grey rows are too "
-                          "small to judge; red flags a significant approval-rate gap.</p>")
+                        + ("<p>Gaps are against everyone outside the group. Grey rows are too "
+                           "small to judge; red flags a significant approval-rate gap.</p>"
+                           if pipeline == "credit_scoring" else ""))
         if latest:
             sections.append(f"<h2>Slices (latest window {html.escape(starts[-1])})</h2>"
                             + slice_table(latest))

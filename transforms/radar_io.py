@@ -139,12 +139,16 @@ def _decompressed_copy(path: str, directory: str) -> str:
 
 
 def open_volume(source: str | list[str]):
-    """Decode an archive file (plain, .gz or .bz2) or an ordered chunk list with xradar.
+    """Decode an archive file (plain, .gz or .bz2) or an ordered chunk list with xradar, or
+    read a CF/Radial 2 NetCDF volume (``.nc``: this pipeline's own output, synthetic volumes).
 
     Raises:
         RadarReadError: xradar cannot decode it (truncated, corrupt, not NEXRAD Level II).
     """
     import xradar
+
+    if isinstance(source, str) and source.endswith(".nc"):
+        return _open_cfradial2(source)
 
     with tempfile.TemporaryDirectory() as tmp:
         target = source
@@ -162,6 +166,29 @@ def open_volume(source: str | list[str]):
                                  f"({type(error).__name__}: {error})") from error
     if not list(tree.children):
         raise RadarReadError(f"{source}: decoded, but holds no sweeps")
+    return tree
+
+
+def _open_cfradial2(path: str):
+    import xarray as xr
+
+    try:
+        tree = xr.open_datatree(path)
+        tree.load()
+        tree.close()
+    except Exception as error:  # noqa: BLE001 - netCDF/HDF5 raise many kinds on bad input
+        raise RadarReadError(f"{path}: not a readable CF/Radial 2 NetCDF volume "
+                             f"({type(error).__name__}: {error})") from error
+    sweeps = [name for name in tree.children if name.startswith("sweep_")]
+    if not sweeps:
+        raise RadarReadError(f"{path}: NetCDF, but holds no sweep_<n> groups")
+    for name in set(tree.children) - set(sweeps):
+        del tree[name]  # radar_parameters, georeferencing_correction, ...
+    for name in sweeps:
+        # CF/Radial 2 stores rays along time; xradar's decoded layout (and ours) along azimuth.
+        ds = tree[name].to_dataset(inherit=False)
+        if "time" in ds.dims and "azimuth" in ds.coords:
+            tree[name].dataset = ds.swap_dims({"time": "azimuth"})
     return tree
 
 

@@ -23,6 +23,8 @@ _SWEEP_FIELDS = (
     pa.field("sweep_number", pa.int32()),
     pa.field("elevation", pa.float64()),
     pa.field("source", pa.string()),
+    pa.field("first_gate_m", pa.float64()),
+    pa.field("gate_spacing_m", pa.float64()),
     # Inputs as the model saw them, summarised (the full sweep stays in the source volume).
     *(pa.field(f"mean_{c.lower()}", pa.float64()) for c in CHANNELS),
     pa.field("gates_echo", pa.int64()),
@@ -100,6 +102,8 @@ def sweep_row(key: SweepKey, moments: np.ndarray, classes: np.ndarray, model_id:
         "sweep_number": key.sweep_number,
         "elevation": key.elevation,
         "source": key.origin,
+        "first_gate_m": key.first_gate_m,
+        "gate_spacing_m": key.gate_spacing_m,
         **means,
         "gates_echo": counts["echo"],
         **{f"gates_{n}": counts[n] for n in CLASS_NAMES},

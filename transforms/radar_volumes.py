@@ -40,6 +40,8 @@ class SweepKey:
         qc_sweeps: how many sweeps of this volume go through the model.
         skipped_sweeps: sweep numbers without dual-pol moments (not classified themselves).
         decoded_at: when the volume was decoded (for latency).
+        first_gate_m: range of the first gate's centre, metres.
+        gate_spacing_m: distance between gates, metres.
     """
 
     volume_id: str
@@ -51,6 +53,8 @@ class SweepKey:
     qc_sweeps: int
     skipped_sweeps: tuple[int, ...]
     decoded_at: datetime.datetime
+    first_gate_m: float | None = None
+    gate_spacing_m: float | None = None
 
     @property
     def prediction_id(self) -> str:
@@ -76,7 +80,8 @@ def keyed_sweeps(tree, source: tuple[str, ...]) -> list[tuple[SweepKey, np.ndarr
     first = sweeps[0]
     vid = volume_id(first.radar, first.volume_time)
     return [(SweepKey(vid, s.radar, s.volume_time, s.sweep_number, s.elevation, source,
-                      len(sweeps), tuple(skipped), decoded_at), s.data) for s in sweeps]
+                      len(sweeps), tuple(skipped), decoded_at, float(s.ranges[0]),
+                      float(s.ranges[1] - s.ranges[0])), s.data) for s in sweeps]
 
 
 def removed(classes: np.ndarray) -> np.ndarray:
