@@ -38,6 +38,60 @@ start_offer_service() {
   rm -f "$port_file"
 }
 
+# decide PIPELINE PREDICTIONS_ROOT TRUTH: evaluate with --decide; sets REPORT and DECISION.
+# Exit status 3 means "retrain"; anything else but 0 is an error and stops the demo.
+decide() {
+  local status=0 log
+  log=$(mktemp)
+  "$VENV/bin/python" -m pipelines.evaluate --pipeline "$1" --predictions "$2" --truth "$3" \
+    --registry "$REGISTRY" --output "$2" --decide > "$log" 2>&1 || status=$?
+  grep -v "^WARNING\|^INFO\|GCSFileSystem" "$log" || true
+  REPORT=$(sed -n 's/^  report:  //p' "$log")
+  rm -f "$log"
+  case $status in
+    0) DECISION="no retraining" ;;
+    3) DECISION="RETRAIN (exit status 3)" ;;
+    *) echo "evaluation failed with exit status $status" >&2; exit "$status" ;;
+  esac
+}
+
+# Six weeks of applicants; from week 4 young applicants without credit history surge, amounts
+# inflate 30 % and one slice's outcomes worsen. Requests are streamed, sampled, evaluated
+# against the outcomes that arrive later, and a retraining decision is taken; an unshifted
+# replay of the same six weeks is the control.
+evaluation_demo() {
+  local eval_out="$OUT/evaluation_demo" landing="$OUT/landing_evaluation"
+  rm -rf "$eval_out" "$landing" && mkdir -p "$eval_out/shifted" "$eval_out/unshifted" "$landing"
+  echo "== evaluation demo: six weeks of requests, shifted from week 4 (surge of young applicants"
+  echo "   without credit history, amounts +30 %, worse outcomes for one slice); truth arrives later"
+  "$VENV/bin/python" -m models.credit.scenarios --data "$DATA_DIR/credit/german.data" \
+    --scenario young_no_history_surge,amounts_inflate,slice_outcomes_worsen \
+    --requests "$eval_out/shifted/requests.jsonl" --truth "$eval_out/shifted/truth.jsonl"
+  "$VENV/bin/python" -m models.credit.scenarios --data "$DATA_DIR/credit/german.data" \
+    --scenario none --requests "$eval_out/unshifted/requests.jsonl" \
+    --truth "$eval_out/unshifted/truth.jsonl"
+
+  echo "== streaming the shifted requests through credit scoring (daily output files)"
+  "$VENV/bin/python" -m pipelines.credit_scoring --streaming --input_dir "$landing" \
+    --registry "$REGISTRY" --output "$eval_out/shifted" --sample_rate 0.5 --window_secs 86400 \
+    --stop_after_secs 20 --poll_secs 1 &
+  local pipeline_pid=$!
+  sleep 5
+  cp "$eval_out/shifted/requests.jsonl" "$landing/.requests.tmp"
+  mv "$landing/.requests.tmp" "$landing/requests.jsonl"
+  wait "$pipeline_pid"
+  echo "== the unshifted replay, batch"
+  "$VENV/bin/python" -m pipelines.credit_scoring --input "$eval_out/unshifted/requests.jsonl" \
+    --registry "$REGISTRY" --output "$eval_out/unshifted" --sample_rate 0.5
+
+  echo "== evaluate -> decide -> report: shifted"
+  decide credit_scoring "$eval_out/shifted" "$eval_out/shifted/truth.jsonl"
+  SHIFTED_REPORT=$REPORT SHIFTED_DECISION=$DECISION
+  echo "== evaluate -> decide -> report: unshifted"
+  decide credit_scoring "$eval_out/unshifted" "$eval_out/unshifted/truth.jsonl"
+  UNSHIFTED_REPORT=$REPORT UNSHIFTED_DECISION=$DECISION
+}
+
 demo() {
   if [ ! -f "$DATA_DIR/credit/german.data" ]; then
     echo "missing $DATA_DIR/credit/german.data (set BEAMLINE_DATA to the shared data folder)" >&2
@@ -85,6 +139,8 @@ JSONL
   done
   wait "$pipeline_pid"
 
+  evaluation_demo
+
   if ! ls "$REGISTRY"/radar_qc/v*/manifest.json > /dev/null 2>&1; then
     echo "== training the radar QC UNet on synthetic sweeps (registry $REGISTRY has none; ~3 min)"
     "$VENV/bin/python" -m models.radar_qc.train --registry "$REGISTRY"
@@ -95,6 +151,15 @@ JSONL
   head -c 100000 /dev/urandom > "$OUT/demo_radar/corrupt_V06"
   "$VENV/bin/python" -m pipelines.radar_qc --input "$OUT/demo_radar/*" \
     --registry "$REGISTRY" --output "$OUT" --sample_rate 1.0
+
+  echo "== radar QC of two synthetic volumes with known truth, then their evaluation"
+  "$VENV/bin/python" -m models.radar_qc.synthetic_volume \
+    --template "$DATA_DIR/radar/KLBB20160601_150025_V06" --out_dir "$OUT/demo_radar_synthetic" \
+    --truth "$OUT/demo_inputs/radar_truth.parquet" --count 2
+  "$VENV/bin/python" -m pipelines.radar_qc --input "$OUT/demo_radar_synthetic/*.nc" \
+    --registry "$REGISTRY" --output "$OUT" --sample_rate 1.0
+  decide radar_qc "$OUT" "$OUT/demo_inputs/radar_truth.parquet"
+  RADAR_REPORT=$REPORT RADAR_DECISION=$DECISION
 
   echo "== radar QC, streaming: the KLOT real-time chunks land one by one, shuffled"
   local chunk_landing="$OUT/landing_chunks"
@@ -132,6 +197,14 @@ for row in dead.to_pylist():
 for path in sorted(__import__("glob").glob(f"{out}/quicklooks/*/*/*.png")):
     print(f"   quicklook: {path}")
 PY
+  echo
+  echo "== evaluation reports (open in a browser)"
+  echo "   credit, shifted scenario:   $SHIFTED_REPORT"
+  echo "     decision: $SHIFTED_DECISION"
+  echo "   credit, unshifted replay:   $UNSHIFTED_REPORT"
+  echo "     decision: $UNSHIFTED_DECISION"
+  echo "   radar QC, synthetic truth:  $RADAR_REPORT"
+  echo "     decision: $RADAR_DECISION"
 }
 
 setup

@@ -23,7 +23,7 @@ setup(
         "scipy",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "ruff"],
+        "test": ["pytest", "pytest-timeout", "ruff", "selenium"],
         "gcp": ["apache-beam[gcp]==2.77.0"],
     },
 )

@@ -3,10 +3,13 @@
 Numbers: PSI on the training deciles as bins (the manifest's ``histogram_edges`` and
 ``histogram_counts``), outer bins open-ended so values beyond the training range still count.
 Categories: PSI, L-infinity and Jensen-Shannon divergence on code frequencies; a code never seen
-in training counts against a near-empty expected bin. Pure functions.
+in training counts against a near-empty expected bin. A limit never sits below the figure's
+sampling-noise floor for the window's size (``noise_floors``), so a quiet week with few rows
+does not raise a false alarm. Pure functions.
 """
 
 import numpy as np
+from scipy import stats
 
 from models.metrics import jensen_shannon, psi
 
@@ -72,7 +75,8 @@ def drift_report(feature_statistics: dict, columns: dict, thresholds: dict,
         default: limits of features without their own (default PSI 0.2).
 
     Returns:
-        One dict per feature: feature, kind, the figures, ``exceeded`` (the figures over their
+        One dict per feature: feature, kind, the figures, ``limits`` (the configured ones
+        raised to the noise floor where that is higher), ``exceeded`` (the figures over their
         limit) and ``drifted`` (any exceeded). Features absent from ``columns`` are skipped.
     """
     default = default or DEFAULT_THRESHOLD
@@ -81,10 +85,29 @@ def drift_report(feature_statistics: dict, columns: dict, thresholds: dict,
         if name not in columns:
             continue
         figures = feature_drift(training, columns[name])
-        limits = thresholds.get(name, default)
+        floors = noise_floors(training, figures["count"])
+        configured = thresholds.get(name, default)
+        limits = {k: max(limit, floors.get(k, 0.0)) for k, limit in configured.items()}
         exceeded = sorted(k for k, limit in limits.items()
                           if np.isfinite(figures.get(k, np.nan)) and figures[k] > limit)
         report.append({"feature": name, "kind": training["kind"], **figures,
-                       "limits": dict(limits), "exceeded": exceeded,
+                       "limits": limits, "configured_limits": dict(configured),
+                       "noise_floors": floors, "exceeded": exceeded,
                        "drifted": bool(exceeded)})
     return report
+
+
+def noise_floors(training: dict, count: int, quantile: float = 0.99) -> dict:
+    """What a figure reaches by sampling noise alone in ``quantile`` of same-distribution
+    windows of ``count`` rows: a limit below it would fire on small windows for nothing.
+
+    PSI of a sample against fixed expected bins is about chi-square with (bins - 1) degrees of
+    freedom over ``count``; a share's deviation is at most 0.5 / sqrt(count) standard errors.
+    """
+    if count <= 0:
+        return {"psi": float("inf"), "linf": float("inf")}
+    bins = (len(training["histogram_counts"]) if training["kind"] == "numeric"
+            else len(training["frequencies"]))
+    z = stats.norm.ppf(1 - (1 - quantile) / 2)
+    return {"psi": float(stats.chi2.ppf(quantile, max(bins - 1, 1)) / count),
+            "linf": float(z * 0.5 / np.sqrt(count))}

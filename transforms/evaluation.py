@@ -276,6 +276,8 @@ def drift_metrics(statistics: dict, columns: dict, drift_config: dict) -> list[d
         for figure, limit in item["limits"].items():
             out.append(metric(f"{figure}_limit", limit, item["count"], "drift", item["kind"],
                               detail=item["feature"]))
+            out.append(metric(f"{figure}_noise_floor", item["noise_floors"].get(figure),
+                              item["count"], "drift", item["kind"], detail=item["feature"]))
     return out
 
 

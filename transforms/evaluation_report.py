@@ -102,7 +102,7 @@ def drifted_features(rows: list[dict]) -> set[str]:
     return {r["detail"] for r in rows if r["slice"] == "drift" and r["flag"] == "drifted"}
 
 
-def drift_table(rows: list[dict]) -> str:
+def drift_table(rows: list[dict], table_id: str) -> str:
     """Every feature's drift figures and limits, drifted ones first."""
     figures: dict[str, dict] = {}
     for r in rows:
@@ -113,7 +113,7 @@ def drift_table(rows: list[dict]) -> str:
     if not figures:
         return "<p>No drift figures (the model's manifest has no training statistics).</p>"
     drifted = drifted_features(rows)
-    columns = ("psi", "psi_limit", "linf", "linf_limit", "js", "count")
+    columns = ("psi", "psi_limit", "psi_noise_floor", "linf", "linf_limit", "js", "count")
     head = "".join(f"<th>{c}</th>" for c in ("feature", "kind", *columns, "drifted"))
     body = "".join(
         f"<tr class='{'drifted' if name in drifted else ''}'><td>{html.escape(name)}</td>"
@@ -122,7 +122,7 @@ def drift_table(rows: list[dict]) -> str:
         + f"<td>{'DRIFTED' if name in drifted else ''}</td></tr>"
         for name, entry in sorted(figures.items(), key=lambda kv: (kv[0] not in drifted,
                                                                    -(kv[1].get("psi") or 0))))
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table id='{table_id}'><tr>{head}</tr>{body}</table>"
 
 
 def plot_calibration(rows: list[dict], path: str) -> bool:
@@ -165,7 +165,7 @@ def plot_masks(examples: list[tuple[str, np.ndarray, np.ndarray]], path: str) ->
     return True
 
 
-def slice_table(rows: list[dict]) -> str:
+def slice_table(rows: list[dict], table_id: str) -> str:
     """HTML table of every slice group with its figures and flags."""
     groups: dict[tuple, dict] = {}
     for r in rows:
@@ -185,7 +185,7 @@ def slice_table(rows: list[dict]) -> str:
         flag_text = {"small": "small: not significant"}.get(flag, flag)
         body.append(f"<tr class='{css}'><td>{html.escape(name)}</td>"
                     f"<td>{html.escape(group)}</td>{cells}<td>{html.escape(flag_text)}</td></tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    return f"<table id='{table_id}'><tr>{head}</tr>{''.join(body)}</table>"
 
 
 def overall_table(rows: list[dict]) -> str:
@@ -278,17 +278,19 @@ def write_report(directory: str, summary: dict, rows: list[dict], history: list[
             images.append(("Calibration, whole period", "calibration.png"))
         sections.append("<h2>Overall</h2>" + overall_table(current))
         sections.append(f"<h2>Slices (model {html.escape(newest)}, whole period)</h2>"
-                        + slice_table(whole)
+                        + slice_table(whole, "slices-all")
                         + ("<p>Gaps are against everyone outside the group. Grey rows are too "
                            "small to judge; red flags a significant approval-rate gap.</p>"
                            if pipeline == "credit_scoring" else ""))
         if latest:
             sections.append(f"<h2>Slices (latest window {html.escape(starts[-1])})</h2>"
-                            + slice_table(latest))
+                            + slice_table(latest, "slices-latest"))
         if any(r["slice"] == "drift" for r in own):
             sections.append(f"<h2>Drift (latest window {html.escape(starts[-1] if starts else ALL)}"
-                            f")</h2>" + drift_table(latest or whole)
-                            + "<h2>Drift (whole period)</h2>" + drift_table(whole))
+                            f")</h2>" + drift_table(latest or whole, "drift-latest")
+                            + "<p>A limit is the configured one, raised to the figure's "
+                              "99 % sampling-noise floor for the window's row count.</p>"
+                            + "<h2>Drift (whole period)</h2>" + drift_table(whole, "drift-all"))
     if plot_masks(mask_examples or [], os.path.join(directory, "masks.png")):
         images.append(("Truth vs predicted removal masks", "masks.png"))
     for title, name in images:

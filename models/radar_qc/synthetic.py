@@ -150,7 +150,7 @@ def synthetic_sweep(rng: np.random.Generator, n_azimuth: int = 128, n_range: int
 
     zdr = np.empty(shape)
     rhohv = np.empty(shape)
-    phidp_noise = np.empty(shape)
+    phidp_noise = np.zeros(shape)
     is_met, is_bio, is_clutter = labels == MET, labels == BIO, labels == CLUTTER
 
     zdr_rain = np.clip(0.06 * (dbz - 15.0), 0.0, 3.0) + melting[None, :] * 0.8

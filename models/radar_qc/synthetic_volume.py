@@ -9,7 +9,8 @@ Parquet file keyed by prediction id.
 
 Usage::
 
-    python -m models.radar_qc.synthetic_volume --template ../shared/data/radar/KLBB20160601_150025_V06 \\
+    python -m models.radar_qc.synthetic_volume \\
+        --template ../shared/data/radar/KLBB20160601_150025_V06 \\
         --out_dir out/synthetic_radar --truth out/synthetic_radar_truth.parquet --count 2
 """
 

@@ -1,0 +1,266 @@
+"""The evaluation job end to end: real credit and radar runs, late truth, metrics Parquet, the
+retraining decision and its exit status, and the HTML report rendered in headless Chromium."""
+
+import glob
+import json
+import os
+import shutil
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+
+from models.credit.data import load_german
+from models.credit.scenarios import generate, parse_scenarios, write_jsonl
+from models.radar_qc.synthetic_volume import write_synthetic_volumes
+from pipelines import credit_scoring, evaluate, radar_qc
+from transforms.evaluation import METRIC_SCHEMA
+from transforms.retraining import RETRAIN_EXIT_STATUS
+from transforms.slices import group_names, load_config
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+BAD_TRUTH = ['{"prediction_id": "x", ', '{"prediction_id": "app-w00-00000", "label": 2, '
+             '"label_time": "2026-10-01T00:00:00+00:00"}']
+
+
+def _scenario_run(root, registry, german_path, scenario):
+    """Requests of a scenario scored by the credit pipeline; returns (out, truth, counts)."""
+    records, labels = load_german(german_path)
+    requests, truth = generate(records, labels, parse_scenarios(scenario), weeks=4,
+                               per_week=300, shift_week=2, seed=7)
+    os.makedirs(root)
+    write_jsonl(requests, f"{root}/requests.jsonl")
+    write_jsonl(truth, f"{root}/truth.jsonl")
+    with open(f"{root}/truth.jsonl", "a", encoding="utf-8") as f:
+        f.write("\n".join(BAD_TRUTH) + "\n")
+    out = f"{root}/out"
+    credit_scoring.run(["--input", f"{root}/requests.jsonl", "--registry", registry,
+                        "--output", out, "--sample_rate", "0.5", "--run_id", "scenario"])
+    return out, f"{root}/truth.jsonl", len(truth)
+
+
+@pytest.fixture(scope="module")
+def scenario_runs(credit_registry, german_path, tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluation")
+    return {name: _scenario_run(f"{root}/{name}", credit_registry, german_path, scenario)
+            for name, scenario in (("shifted", "young_no_history_surge,amounts_inflate,"
+                                               "slice_outcomes_worsen"),
+                                   ("unshifted", "none"))}
+
+
+def _evaluate(out, truth, registry, *extra):
+    return evaluate.main(["--pipeline", "credit_scoring", "--predictions", out, "--truth", truth,
+                          "--registry", registry, "--output", out, *extra])
+
+
+def _decision(out):
+    paths = sorted(glob.glob(f"{out}/evaluation/decisions/pipeline=credit_scoring/*.json"))
+    with open(paths[-1], encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_shifted_scenario_asks_to_retrain_with_evidence(scenario_runs, credit_registry):
+    out, truth, _ = scenario_runs["shifted"]
+    assert _evaluate(out, truth, credit_registry, "--decide") == RETRAIN_EXIT_STATUS
+    decision = _decision(out)
+    assert decision["retrain"] and "input_drift" in decision["fired"]
+    drift = next(c for c in decision["checks"] if c["name"] == "input_drift")
+    assert {"age_years", "credit_history"} <= set(drift["evidence"]["drifted_features"])
+    assert decision["command"].startswith("python -m models.credit.train")
+    assert decision["model_version"] == "v0001" and decision["labels_in_window"] > 100
+
+
+def test_unshifted_replay_says_no(scenario_runs, credit_registry):
+    out, truth, _ = scenario_runs["unshifted"]
+    assert _evaluate(out, truth, credit_registry, "--decide") == 0
+    decision = _decision(out)
+    assert not decision["retrain"] and decision["fired"] == []
+    drift = next(c for c in decision["checks"] if c["name"] == "input_drift")
+    assert drift["evidence"]["drifted_features"] == []
+
+
+def test_join_counts_and_bad_truth_are_conserved(scenario_runs, credit_registry):
+    out, truth, truth_rows = scenario_runs["unshifted"]
+    outcome = evaluate.run(["--pipeline", "credit_scoring", "--predictions", out, "--truth", truth,
+                            "--registry", credit_registry, "--output", out,
+                            "--run_id", "eval-join"])
+    join = outcome["summary"]["join"]
+    sampled = ds.dataset(f"{out}/predictions", partitioning="hive").count_rows()
+    assert join["matched"] + join["predictions_unmatched"] == sampled
+    distinct_truth = join["matched"] + join["truth_unmatched"]
+    assert distinct_truth + join["truth_duplicates"] == truth_rows  # every good truth row
+    assert join["truth_duplicates"] > 0 and join["predictions_unmatched"] > 0
+    dead = ds.dataset(f"{out}/dead_letters", partitioning="hive").to_table(
+        filter=ds.field("run_id") == "eval-join").to_pylist()
+    assert sorted(d["stage"] for d in dead) == ["truth", "truth"]
+    assert any("not 0 or 1" in d["message"] for d in dead)
+    assert all(d["raw"] and d["origin"].startswith(truth) for d in dead)
+
+
+def test_metrics_parquet_has_every_slice_and_accumulates_history(scenario_runs,
+                                                                 credit_registry):
+    out, truth, _ = scenario_runs["shifted"]
+    for run_id in ("eval-history-1", "eval-history-2"):
+        evaluate.run(["--pipeline", "credit_scoring", "--predictions", out, "--truth", truth,
+                      "--registry", credit_registry, "--output", out, "--run_id", run_id])
+    dataset = ds.dataset(f"{out}/evaluation/metrics", partitioning="hive")
+    table = dataset.to_table()
+    assert set(METRIC_SCHEMA.names) == set(table.schema.names)
+    runs = set(table.column("evaluation_run_id").to_pylist())
+    assert {"eval-history-1", "eval-history-2"} <= runs
+    rows = [r for r in table.to_pylist() if r["evaluation_run_id"] == "eval-history-2"]
+    config = load_config(evaluate._default_rules_file("evaluation", "credit_scoring"))
+    sizes = {(r["slice"], r["slice_value"]) for r in rows if r["metric"] == "size"
+             and r["window"] == "all"}
+    for dimension in config["slices"]:
+        for group in group_names(dimension):
+            assert (dimension["name"], group) in sizes
+    weeks = sorted({r["window_start"] for r in rows if r["window"] == "week"})
+    assert weeks == ["2026-09-07", "2026-09-14", "2026-09-21", "2026-09-28"]
+    auc = [r["value"] for r in rows if r["metric"] == "auc" and r["slice"] == "all"
+           and r["window"] == "all"]
+    assert len(auc) == 1 and 0.5 < auc[0] <= 1.0
+    latest = json.load(open(f"{out}/evaluation/latest_credit_scoring.json", encoding="utf-8"))
+    assert latest["evaluation_run_id"] == "eval-history-2" and latest["metrics"]
+
+
+def test_options_are_checked_with_clear_messages(scenario_runs, credit_registry, tmp_path):
+    out, truth, _ = scenario_runs["unshifted"]
+    with pytest.raises(ValueError, match="give --truth"):
+        evaluate.run(["--predictions", out, "--registry", credit_registry])
+    with pytest.raises(ValueError, match="no sampled predictions"):
+        evaluate.run(["--predictions", str(tmp_path), "--truth", truth])
+    with pytest.raises(ValueError, match="matches no file"):
+        evaluate.run(["--predictions", out, "--truth", f"{tmp_path}/none*.csv"])
+    with pytest.raises(ValueError, match="is after"):
+        evaluate.run(["--predictions", out, "--truth", truth, "--dt_from", "2026-10-01",
+                      "--dt_to", "2026-09-01"])
+
+
+def test_dt_and_version_filters_narrow_what_is_evaluated(scenario_runs, credit_registry):
+    out, truth, _ = scenario_runs["unshifted"]
+    outcome = evaluate.run(["--pipeline", "credit_scoring", "--predictions", out, "--truth",
+                            truth, "--registry", credit_registry, "--output", out,
+                            "--dt_from", "2026-09-14", "--dt_to", "2026-09-20"])
+    weeks = {r["window_start"] for r in outcome["rows"] if r["window"] == "week"}
+    assert weeks == {"2026-09-14"}
+    with pytest.raises(ValueError, match="no sampled predictions"):
+        evaluate.run(["--predictions", out, "--truth", truth, "--model_versions", "v0099"])
+
+
+def _render(path):
+    """Open a page in headless Chromium; returns (broken images, broken links, page text)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get(f"file://{path}")
+        broken_images = driver.execute_script(
+            "return Array.from(document.images).filter("
+            "i => !i.complete || i.naturalWidth === 0).map(i => i.src);")
+        images = driver.execute_script("return document.images.length;")
+        links = driver.execute_script(
+            "return Array.from(document.links).map(a => a.href);")
+        text = driver.find_element("tag name", "body").text
+        tables = driver.execute_script(
+            "const out = {};"
+            "for (const t of document.querySelectorAll('table[id]')) {"
+            "  out[t.id] = Array.from(t.rows).slice(1).map(r => ({"
+            "    cells: Array.from(r.cells).map(c => c.textContent), cls: r.className}));"
+            "}"
+            "return out;")
+    finally:
+        driver.quit()
+    broken_links = [h for h in links if h.startswith("file://")
+                    and not os.path.exists(h[len("file://"):])]
+    return images, broken_images, broken_links, text, tables
+
+
+needs_browser = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("BEAMLINE_REQUIRE_BROWSER"),
+    reason="Chromium and chromedriver not installed (.ci/run installs them)")
+
+
+@needs_browser
+def test_report_renders_in_headless_chromium(scenario_runs, credit_registry):
+    out, truth, _ = scenario_runs["shifted"]
+    outcome = evaluate.run(["--pipeline", "credit_scoring", "--predictions", out, "--truth",
+                            truth, "--registry", credit_registry, "--output", out, "--decide"])
+    images, broken_images, broken_links, text, tables = _render(
+        os.path.abspath(outcome["report"]))
+    assert images >= 4 and broken_images == [] and broken_links == []
+    assert "Retraining decision: RETRAIN" in text
+    config = load_config(evaluate._default_rules_file("evaluation", "credit_scoring"))
+    shown = {(row["cells"][0], row["cells"][1]) for row in tables["slices-all"]}
+    for dimension in config["slices"]:
+        for group in group_names(dimension):
+            assert (dimension["name"], group) in shown
+    drifted = {row["cells"][0] for row in tables["drift-latest"] if row["cls"] == "drifted"}
+    assert {"age_years", "credit_history"} <= drifted
+    assert not {row["cells"][0] for row in tables["drift-latest"]
+                if row["cells"][0] in ("telephone", "job")} & drifted
+
+
+@pytest.fixture(scope="module")
+def radar_evaluation(radar_registry, klbb_path, tmp_path_factory):
+    root = tmp_path_factory.mktemp("radar_evaluation")
+    paths = write_synthetic_volumes(klbb_path, f"{root}/volumes", f"{root}/truth.parquet",
+                                    count=1, n_sweeps=2)
+    out = f"{root}/out"
+    radar_qc.run(["--input", f"{root}/volumes/*.nc", "--registry", radar_registry,
+                  "--output", out, "--sample_rate", "1.0"])
+    outcome = evaluate.run(["--pipeline", "radar_qc", "--predictions", out, "--truth",
+                            f"{root}/truth.parquet", "--registry", radar_registry,
+                            "--output", out, "--decide"])
+    return paths, out, outcome
+
+
+def test_radar_sweeps_are_scored_against_truth_masks(radar_evaluation):
+    paths, out, outcome = radar_evaluation
+    assert len(paths) == 1
+    volumes = ds.dataset(f"{out}/qc_volumes", partitioning="hive").to_table().to_pylist()
+    assert [v["radar"] for v in volumes] == ["XSYN"] and volumes[0]["sweeps_classified"] == 2
+    assert outcome["summary"]["join"]["matched"] == 2
+    rows = [r for r in outcome["rows"] if r["window"] == "all"]
+    sweeps = {r["slice_value"] for r in rows if r["slice"] == "sweep" and r["metric"] == "csi"}
+    assert sweeps == {"XSYN-20260907T120000Z-s00", "XSYN-20260907T120000Z-s01"}
+    bands = {r["slice"] for r in rows if r["metric"] == "csi"}
+    assert {"all", "sweep", "elevation_band", "range_band"} <= bands
+    overall = {r["metric"]: r["value"] for r in rows if r["slice"] == "all"}
+    assert 0.0 < overall["csi"] <= 1.0 and 0.0 <= overall["far"] <= 1.0
+    hits_misses = [r["count"] for r in rows if r["slice"] == "range_band" and r["metric"] == "csi"]
+    assert sum(hits_misses) == next(r["count"] for r in rows
+                                    if r["slice"] == "all" and r["metric"] == "csi")
+    decision = outcome["decision"]
+    assert decision["command"].startswith("python -m models.radar_qc.train")
+    assert {c["name"] for c in decision["checks"]} >= {"csi_drop", "pod_drop", "far_rise"}
+
+
+def test_radar_truth_mask_matches_the_generator(radar_evaluation, klbb_path):
+    """The truth written for a sweep is what the generator labelled, on the model grid."""
+    import pyarrow.parquet as pq
+
+    from transforms.radar_rows import unpack_mask
+
+    paths, out, _ = radar_evaluation
+    truth = pq.read_table(os.path.join(os.path.dirname(os.path.dirname(paths[0])),
+                                       "truth.parquet")).to_pylist()
+    masks = [unpack_mask(t["mask_packed"], t["mask_shape"]) for t in truth]
+    assert [m.shape for m in masks] == [(720, 1840), (720, 1840)]
+    assert all(0 < m.mean() < 0.5 for m in masks) and not np.array_equal(*masks)
+
+
+@needs_browser
+def test_radar_report_shows_truth_and_predicted_masks(radar_evaluation):
+    _, _, outcome = radar_evaluation
+    images, broken_images, broken_links, text, _ = _render(os.path.abspath(outcome["report"]))
+    assert broken_images == [] and broken_links == []
+    assert "Truth vs predicted removal masks" in text and images >= 2
