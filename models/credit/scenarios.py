@@ -24,11 +24,11 @@ Usage::
 
 import argparse
 import datetime
-import json
 
 import numpy as np
 
 from models.credit.data import load_german
+from models.credit.replay import write_jsonl
 
 SCENARIOS = ("none", "young_no_history_surge", "amounts_inflate", "slice_outcomes_worsen")
 SURGE_SHARE = 0.4
@@ -114,12 +114,6 @@ def generate(records: list[dict], labels, scenarios: tuple[str, ...], weeks: int
                           "label_time": label_time.isoformat()})
     truth.sort(key=lambda t: t["label_time"])
     return requests, truth
-
-
-def write_jsonl(rows: list[dict], path: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
 
 
 def main(argv=None) -> None:
