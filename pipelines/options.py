@@ -5,9 +5,11 @@ import datetime
 import sys
 import uuid
 
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 RUN_MODES = ("batch", "streaming", "backfill")
+BACKFILLS = "backfills"
 
 
 class CommonOptions(PipelineOptions):
@@ -45,7 +47,9 @@ class CommonOptions(PipelineOptions):
                             help="id of this run (default: <mode>-<UTC time>-<random>)")
         parser.add_argument("--run_mode", default=None, choices=RUN_MODES,
                             help="recorded on every row; default streaming if --streaming "
-                                 "else batch")
+                                 "else batch. backfill: needs --run_id and a pinned "
+                                 "--model_version; writes to <output>/backfills/<run_id>/, "
+                                 "replacing what an earlier run of it wrote")
         parser.add_argument("--window_secs", type=int, default=10,
                             help="streaming only: length of the fixed windows in which "
                                  "output files are written")
@@ -72,10 +76,27 @@ def resolve_common(options: PipelineOptions) -> CommonOptions:
         raise ValueError("--run_mode backfill is a batch run; drop --streaming")
     if streaming and common.window_secs <= 0:
         raise ValueError("--window_secs must be positive in streaming")
+    if common.run_mode == "backfill":
+        if common.run_id is None:
+            raise ValueError("a backfill needs --run_id, a stable name such as "
+                             "backfill-2026-09-credit-v0003: re-running it replaces its output")
+        if common.model_version == "latest":
+            raise ValueError("a backfill needs a pinned --model_version (e.g. v0003), not "
+                             "latest: its results must not depend on when it ran")
+        suffix = f"/{BACKFILLS}/{common.run_id}"
+        if not common.output.rstrip("/").endswith(suffix):
+            common.output = common.output.rstrip("/") + suffix
     if common.run_id is None:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
         common.run_id = f"{common.run_mode}-{stamp}-{uuid.uuid4().hex[:6]}"
     return common
+
+
+def clear_backfill_output(common: CommonOptions) -> None:
+    """A backfill owns ``<output>/backfills/<run id>/``: delete it before the run writes, so
+    re-running the same backfill replaces its output instead of adding to it."""
+    if common.run_mode == "backfill" and FileSystems.exists(common.output):
+        FileSystems.delete([common.output])
 
 
 def print_help_if_asked(argv, description: str, *option_classes) -> None:

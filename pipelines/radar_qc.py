@@ -38,7 +38,12 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from models import registry as model_registry
 from models.provenance import code_version
 from models.radar_qc.handler import DEFAULT_MAX_BATCH_SIZE, radar_model_handler
-from pipelines.options import CommonOptions, print_help_if_asked, resolve_common
+from pipelines.options import (
+    CommonOptions,
+    clear_backfill_output,
+    print_help_if_asked,
+    resolve_common,
+)
 from transforms import radar_rows
 from transforms.chunk_assembly import AssembleVolumes
 from transforms.dead_letters import DEAD_LETTERS, WriteDeadLetters, dead_letter
@@ -297,6 +302,7 @@ def run(argv=None, test_pipeline=None):
     options = PipelineOptions(argv)
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build(pipeline, options)
+    clear_backfill_output(options.view_as(CommonOptions))
     started = datetime.datetime.now(datetime.UTC)
     result = pipeline.run()
     result.wait_until_finish()

@@ -32,15 +32,27 @@ class _FirstSightingFn(beam.DoFn):
 
 
 class ReadLinesFromFiles(beam.PTransform):
-    """Batch: every line of the files matching a glob, as (filename, line bytes)."""
+    """Batch: every line of the files matching a glob, as (``path:line_number``, line bytes).
+
+    Built from Create, ParDo and a reshuffle only, so it runs on every runner, Dask included
+    (Beam's text source is a splittable DoFn, which the Dask runner cannot run). One file is
+    read by one worker: split very large inputs into several files.
+
+    Raises (at run time):
+        the runner's error wrapping ``BeamIOError`` when the glob matches no file.
+    """
 
     def __init__(self, pattern: str):
         super().__init__()
         self._pattern = pattern
 
     def expand(self, pbegin):
-        return pbegin | "ReadText" >> beam.io.ReadFromTextWithFilename(
-            self._pattern, coder=coders.BytesCoder())
+        return (pbegin
+                | "MatchInputFiles" >> fileio.MatchFiles(
+                    self._pattern, empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
+                | "InputPath" >> beam.Map(lambda metadata: metadata.path)
+                | "SpreadInputFiles" >> beam.Reshuffle()
+                | "ReadInputLines" >> beam.FlatMap(read_lines))
 
 
 class WatchNewFiles(beam.PTransform):
