@@ -7,8 +7,9 @@ setup(
     version="0.1.0",
     description="Apache Beam pipelines that invoke ML models (credit offers, radar QC).",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["pipelines*", "transforms*", "models*", "services*"]),
-    package_data={"transforms": ["*.json"], "pipelines": ["*.json"]},
+    packages=find_packages(
+        include=["pipelines*", "transforms*", "models*", "services*", "runners*"]),
+    package_data={"transforms": ["rules/*.json"]},
     install_requires=[
         "apache-beam==2.77.0",
         "tensorflow-cpu==2.21.*",
@@ -23,7 +24,10 @@ setup(
         "scipy",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "ruff", "selenium"],
+        # Beam's DaskRunner needs these (apache-beam[dask]); runners.dask_runner uses them.
+        "dask": ["dask>=2024.4.2", "distributed>=2024.4.2"],
+        "test": ["pytest", "pytest-timeout", "ruff", "selenium", "dask>=2024.4.2",
+                 "distributed>=2024.4.2"],
         "gcp": ["apache-beam[gcp]==2.77.0"],
     },
 )

@@ -169,7 +169,9 @@ class GroupMetricsFn(beam.DoFn):
 
     def process(self, element):
         key, rows = element
-        rows = list(rows)
+        # Grouped rows come in any order; sorted, sums (and so metrics) are the same to the
+        # last bit on every runner.
+        rows = sorted(rows, key=lambda r: r["prediction_id"])
         if self._pipeline == "radar_qc":
             figures = evaluation.radar_group_metrics(rows, self._config, unpack_mask)
         else:
@@ -178,13 +180,14 @@ class GroupMetricsFn(beam.DoFn):
         yield from evaluation.keyed(figures, key, self._pipeline, self._run)
 
 
-def join_count_rows(counts: dict, pipeline: str, run: dict) -> list[dict]:
-    """The join's counts as metric rows (slice "join")."""
-    names = ("matched", "predictions_unmatched", "truth_unmatched", "truth_duplicates",
-             "prediction_duplicates")
-    figures = [evaluation.metric(n, counts.get(n, 0), counts.get(n, 0), "join", ALL)
-               for n in names]
-    return evaluation.keyed(figures, (None, ALL, ALL, ALL), pipeline, run)
+JOIN_COUNTS = ("matched", "predictions_unmatched", "truth_unmatched", "truth_duplicates",
+               "prediction_duplicates")
+
+
+def join_count_row(name: str, count: int, pipeline: str, run: dict) -> dict:
+    """One of the join's counts as a metric row (slice "join"); zero counts have no row."""
+    figure = evaluation.metric(name, count, count, "join", ALL)
+    return evaluation.keyed([figure], (None, ALL, ALL, ALL), pipeline, run)[0]
 
 
 def build(pipeline, options: PipelineOptions) -> dict:
@@ -228,8 +231,7 @@ def build(pipeline, options: PipelineOptions) -> dict:
         | "ResolveJoin" >> beam.ParDo(JoinFn()).with_outputs("counts", main="rows"))
     counts = (joined.counts
               | "SumJoinCounts" >> beam.CombinePerKey(sum)
-              | "AllJoinCounts" >> beam.combiners.ToDict()
-              | "JoinCountRows" >> beam.FlatMap(join_count_rows, name, run))
+              | "JoinCountRows" >> beam.Map(lambda kv: join_count_row(*kv, name, run)))
     group_metrics = (joined.rows
                      | "KeyByVersionAndWindow" >> beam.FlatMap(
                          lambda r: [(k, r) for k in evaluation.group_keys(r, window)])
@@ -303,7 +305,8 @@ def finish(common: CommonOptions, evaluate: EvaluateOptions, now: datetime.datet
     rows = [r for r in history if r["evaluation_run_id"] == common.run_id]
     if not rows:
         raise RuntimeError(f"evaluation run {common.run_id} wrote no metric rows")
-    join = {r["metric"]: int(r["value"]) for r in rows if r["slice"] == "join"}
+    join = {name: 0 for name in JOIN_COUNTS}
+    join.update({r["metric"]: int(r["value"]) for r in rows if r["slice"] == "join"})
     summary = {
         "pipeline": name, "evaluation_run_id": common.run_id, "evaluated_at": now.isoformat(),
         "predictions": evaluate.predictions, "truth": evaluate.truth,
