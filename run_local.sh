@@ -141,6 +141,16 @@ JSONL
 
   evaluation_demo
 
+  echo "== backfill: the demo requests re-scored with the pinned model v0001 (own folder)"
+  local backfill="$OUT/backfills/backfill-demo-credit-v0001"
+  "$VENV/bin/python" -m pipelines.credit_scoring --input "$OUT/demo_inputs/requests.jsonl" \
+    --registry "$REGISTRY" --output "$OUT" --run_mode backfill \
+    --run_id backfill-demo-credit-v0001 --model_version v0001 --sample_rate 1.0
+  echo "== explain one old decision, then replay every prediction of the backfill"
+  "$VENV/bin/python" -m pipelines.explain --prediction_id req-0000042 \
+    --predictions "$backfill" --registry "$REGISTRY"
+  "$VENV/bin/python" -m pipelines.explain --all --predictions "$backfill" --registry "$REGISTRY"
+
   if ! ls "$REGISTRY"/radar_qc/v*/manifest.json > /dev/null 2>&1; then
     echo "== training the radar QC UNet on synthetic sweeps (registry $REGISTRY has none; ~3 min)"
     "$VENV/bin/python" -m models.radar_qc.train --registry "$REGISTRY"
