@@ -264,3 +264,28 @@ def test_radar_report_shows_truth_and_predicted_masks(radar_evaluation):
     images, broken_images, broken_links, text, _ = _render(os.path.abspath(outcome["report"]))
     assert broken_images == [] and broken_links == []
     assert "Truth vs predicted removal masks" in text and images >= 2
+
+
+def test_truth_as_csv_joins_like_json_lines(scenario_runs, credit_registry, tmp_path):
+    import csv
+
+    out, truth, _ = scenario_runs["unshifted"]
+    records = []
+    with open(truth, encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    good = [r for r in records if r.get("label") in (0, 1)]
+    csv_path = tmp_path / "truth.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["prediction_id", "label", "label_time"])
+        writer.writeheader()
+        writer.writerows(good)
+    runs = {}
+    for name, path in (("jsonl", truth), ("csv", str(csv_path))):
+        runs[name] = evaluate.run(["--pipeline", "credit_scoring", "--predictions", out,
+                                   "--truth", path, "--registry", credit_registry,
+                                   "--output", str(tmp_path / name)])["summary"]["join"]
+    assert runs["csv"] == runs["jsonl"] and runs["csv"]["matched"] > 500
