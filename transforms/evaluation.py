@@ -127,8 +127,8 @@ def resolve_join(prediction_id: str, predictions: list[dict], truths: list[dict]
     if not predictions:
         counts["truth_unmatched"] = 1
         return None, counts
-    prediction = max(predictions, key=lambda p: p.get("processed_at") or datetime.datetime.min
-                     .replace(tzinfo=datetime.UTC))
+    oldest = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+    prediction = max(predictions, key=lambda p: p.get("processed_at") or oldest)
     if truth is None:
         counts["predictions_unmatched"] = 1
         return dict(prediction), counts
