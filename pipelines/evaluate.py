@@ -28,15 +28,16 @@ Notes:
 """
 
 import datetime
-import glob
 import json
 import logging
 import os
 import sys
+import tempfile
 import uuid
 
 import apache_beam as beam
-import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import registry as model_registry
@@ -253,20 +254,48 @@ def build(pipeline, options: PipelineOptions) -> dict:
 
 def read_metric_rows(output: str, pipeline: str) -> list[dict]:
     """Every metric row written so far for a pipeline (history of all evaluation runs)."""
-    base = os.path.join(output, EVALUATION, METRICS)
-    if not os.path.isdir(os.path.join(base, f"pipeline={pipeline}")):
+    pattern = FileSystems.join(output, EVALUATION, METRICS, f"pipeline={pipeline}",
+                               "*.parquet")
+    rows = []
+    for path in _matching(pattern):
+        with FileSystems.open(path) as f:
+            rows.extend(dict(r, pipeline=pipeline) for r in pq.read_table(f).to_pylist())
+    return rows
+
+
+def _matching(pattern: str) -> list[str]:
+    try:
+        return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    except Exception:  # noqa: BLE001 - a missing folder matches nothing
         return []
-    dataset = ds.dataset(base, partitioning="hive")
-    return dataset.to_table(filter=ds.field("pipeline") == pipeline).to_pylist()
+
+
+def _write_text(path: str, text: str) -> None:
+    with FileSystems.create(path) as f:
+        f.write(text.encode("utf-8"))
 
 
 def previous_decision(directory: str) -> dict | None:
     """The newest decision record in a folder (names start with the decision time)."""
-    paths = sorted(glob.glob(os.path.join(directory, "*.json")))
+    paths = _matching(FileSystems.join(directory, "*.json"))
     if not paths:
         return None
-    with open(paths[-1], encoding="utf-8") as f:
-        return json.load(f)
+    with FileSystems.open(paths[-1]) as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+def publish_report(directory: str, *args) -> str:
+    """``write_report`` into ``directory``, on any Beam filesystem: rendered in a local
+    temporary folder first when ``directory`` is remote (matplotlib writes local files)."""
+    if "://" not in directory:
+        return write_report(directory, *args)
+    with tempfile.TemporaryDirectory() as local:
+        write_report(local, *args)
+        for name in sorted(os.listdir(local)):
+            with open(os.path.join(local, name), "rb") as source, \
+                    FileSystems.create(FileSystems.join(directory, name)) as sink:
+                sink.write(source.read())
+    return FileSystems.join(directory, "index.html")
 
 
 def mask_examples(rows: list[dict], predictions_root: str, truth_pattern: str,
@@ -318,28 +347,25 @@ def finish(common: CommonOptions, evaluate: EvaluateOptions, now: datetime.datet
     if evaluate.decide:
         with open(evaluate.retraining_rules, encoding="utf-8") as f:
             rules = json.load(f)
-        decisions_dir = os.path.join(output, EVALUATION, "decisions", f"pipeline={name}")
+        decisions_dir = FileSystems.join(output, EVALUATION, "decisions", f"pipeline={name}")
         version = max(r["model_version"] for r in rows if r["model_version"] != ALL)
         manifest = model_registry.resolve(common.registry, common.model_name, version,
                                           verify=False).manifest
         decision = decide(rows, rules, manifest.get("holdout_metrics", {}), now,
                           previous_decision(decisions_dir), common.registry,
                           manifest.get("holdout_slices"))
-        os.makedirs(decisions_dir, exist_ok=True)
         stamp = now.strftime("%Y%m%dT%H%M%SZ")
-        with open(os.path.join(decisions_dir, f"{stamp}-{common.run_id}.json"), "w",
-                  encoding="utf-8") as f:
-            json.dump(decision, f, indent=2, default=str)
+        _write_text(FileSystems.join(decisions_dir, f"{stamp}-{common.run_id}.json"),
+                    json.dumps(decision, indent=2, default=str))
     examples = (mask_examples(rows, evaluate.predictions, evaluate.truth)
                 if name == "radar_qc" else [])
-    report_dir = os.path.join(output, EVALUATION, "reports", name, common.run_id)
-    report = write_report(report_dir, summary, rows, history, decision, examples)
+    report_dir = FileSystems.join(output, EVALUATION, "reports", name, common.run_id)
+    report = publish_report(report_dir, summary, rows, history, decision, examples)
     latest = {**summary, "report": report, "decision": decision,
               "metrics": [{k: v for k, v in r.items() if k not in ("evaluated_at",)}
                           for r in rows]}
-    with open(os.path.join(output, EVALUATION, f"latest_{name}.json"), "w",
-              encoding="utf-8") as f:
-        json.dump(latest, f, indent=2, default=str)
+    _write_text(FileSystems.join(output, EVALUATION, f"latest_{name}.json"),
+                json.dumps(latest, indent=2, default=str))
     return {"report": report, "decision": decision, "summary": summary, "rows": rows}
 
 

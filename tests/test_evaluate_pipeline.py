@@ -289,3 +289,24 @@ def test_truth_as_csv_joins_like_json_lines(scenario_runs, credit_registry, tmp_
                                    "--truth", path, "--registry", credit_registry,
                                    "--output", str(tmp_path / name)])["summary"]["join"]
     assert runs["csv"] == runs["jsonl"] and runs["csv"]["matched"] > 500
+
+
+def test_evaluation_writes_everything_through_beam_filesystems(scenario_runs, credit_registry):
+    """An object-store output (gs:// in production): metrics, decision, JSON and report."""
+    import uuid
+
+    from tests.object_store import PREFIX, local
+
+    out, truth, _ = scenario_runs["shifted"]
+    remote_out = f"{PREFIX}evaluation-{uuid.uuid4().hex[:8]}"
+    assert evaluate.main(["--pipeline", "credit_scoring", "--predictions", out, "--truth", truth,
+                          "--registry", credit_registry, "--output", remote_out,
+                          "--decide"]) == RETRAIN_EXIT_STATUS
+    root = local(remote_out)
+    assert glob.glob(f"{root}/evaluation/metrics/pipeline=credit_scoring/*.parquet")
+    assert glob.glob(f"{root}/evaluation/decisions/pipeline=credit_scoring/*.json")
+    reports = glob.glob(f"{root}/evaluation/reports/credit_scoring/*/index.html")
+    assert len(reports) == 1 and os.path.exists(
+        os.path.join(os.path.dirname(reports[0]), "drift_latest.png"))
+    latest = json.load(open(f"{root}/evaluation/latest_credit_scoring.json", encoding="utf-8"))
+    assert latest["report"].startswith(PREFIX) and latest["decision"]["retrain"]

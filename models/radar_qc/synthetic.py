@@ -148,8 +148,8 @@ def synthetic_sweep(rng: np.random.Generator, n_azimuth: int = 128, n_range: int
     snr = _to_linear(snr_db)
     noise_scale = 1.0 + 4.0 * np.exp(-snr_db / 6.0)  # estimates get noisier at low SNR
 
-    zdr = np.empty(shape)
-    rhohv = np.empty(shape)
+    zdr = np.zeros(shape)
+    rhohv = np.zeros(shape)
     phidp_noise = np.zeros(shape)
     is_met, is_bio, is_clutter = labels == MET, labels == BIO, labels == CLUTTER
 
