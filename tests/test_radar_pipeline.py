@@ -167,3 +167,28 @@ def test_conflicting_options_are_rejected_with_the_flags_named(extra, message):
 
     with pytest.raises(ValueError, match=message):
         radar_qc.validate(PipelineOptions(extra))
+
+
+def test_volumes_on_an_object_store_are_read_and_written_through_beam_filesystems(
+        radar_registry, klbb_path):
+    """gs:// in production: the archive is copied to the worker for xradar, every output is
+    written through FileSystems."""
+    import glob
+    import gzip
+    import uuid
+
+    from tests.object_store import PREFIX, local
+
+    bucket = f"{PREFIX}radar-{uuid.uuid4().hex[:8]}"
+    os.makedirs(local(f"{bucket}/in"))
+    with open(klbb_path, "rb") as source, \
+            gzip.open(local(f"{bucket}/in/KLBB20160601_150025_V06.gz"), "wb") as sink:
+        shutil.copyfileobj(source, sink)
+    radar_qc.run(["--input", f"{bucket}/in/*", "--registry", radar_registry,
+                  "--output", f"{bucket}/out", "--sample_rate", "1.0"])
+    out = local(f"{bucket}/out")
+    volumes = pads.dataset(f"{out}/qc_volumes", partitioning="hive").to_table().to_pylist()
+    assert [v["source"] for v in volumes] == [f"{bucket}/in/KLBB20160601_150025_V06.gz"]
+    assert volumes[0]["netcdf"].startswith(PREFIX) and volumes[0]["quicklook"].startswith(PREFIX)
+    assert glob.glob(f"{out}/volumes/radar=KLBB/dt=2016-06-01/*_qc.nc")
+    assert glob.glob(f"{out}/quicklooks/radar=KLBB/dt=2016-06-01/*.png")

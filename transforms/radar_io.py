@@ -29,9 +29,12 @@ import datetime
 import gzip
 import os
 import re
+import shutil
 import tempfile
 
 import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 CHANNELS = ("DBZH", "ZDR", "RHOHV", "PHIDP")
 N_AZIMUTH = 720
@@ -130,6 +133,24 @@ def order_chunks(chunks: list[Chunk]) -> list[Chunk]:
     return [by_sequence[n] for n in range(1, last + 1)]
 
 
+def _local_copies(source: str | list[str], directory: str) -> str | list[str]:
+    """Remote paths (gs://, s3://, ...) copied into ``directory``, in order; local ones as
+    they are. xradar and netCDF read local files only."""
+    def one(path: str) -> str:
+        if "://" not in path:
+            return path
+        target = os.path.join(directory, path.rstrip("/").rsplit("/", 1)[-1])
+        try:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f, \
+                    open(target, "wb") as sink:
+                shutil.copyfileobj(f, sink)
+        except OSError as error:
+            raise RadarReadError(f"{path}: cannot read: {error}") from error
+        return target
+
+    return one(source) if isinstance(source, str) else [one(p) for p in source]
+
+
 def _decompressed_copy(path: str, directory: str) -> str:
     opener = gzip.open if path.endswith(".gz") else bz2.open
     target = os.path.join(directory, os.path.basename(path).rsplit(".", 1)[0])
@@ -147,14 +168,13 @@ def open_volume(source: str | list[str]):
     """
     import xradar
 
-    if isinstance(source, str) and source.endswith(".nc"):
-        return _open_cfradial2(source)
-
     with tempfile.TemporaryDirectory() as tmp:
-        target = source
+        target = _local_copies(source, tmp)
+        if isinstance(source, str) and source.endswith(".nc"):
+            return _open_cfradial2(target, source)
         if isinstance(source, str) and source.endswith((".gz", ".bz2")):
             try:
-                target = _decompressed_copy(source, tmp)
+                target = _decompressed_copy(target, tmp)
             except (OSError, EOFError) as error:
                 raise RadarReadError(f"{source}: cannot decompress: {error}") from error
         try:
@@ -169,7 +189,7 @@ def open_volume(source: str | list[str]):
     return tree
 
 
-def _open_cfradial2(path: str):
+def _open_cfradial2(path: str, name: str | None = None):
     import xarray as xr
 
     try:
@@ -177,11 +197,11 @@ def _open_cfradial2(path: str):
         tree.load()
         tree.close()
     except Exception as error:  # noqa: BLE001 - netCDF/HDF5 raise many kinds on bad input
-        raise RadarReadError(f"{path}: not a readable CF/Radial 2 NetCDF volume "
+        raise RadarReadError(f"{name or path}: not a readable CF/Radial 2 NetCDF volume "
                              f"({type(error).__name__}: {error})") from error
     sweeps = [name for name in tree.children if name.startswith("sweep_")]
     if not sweeps:
-        raise RadarReadError(f"{path}: NetCDF, but holds no sweep_<n> groups")
+        raise RadarReadError(f"{name or path}: NetCDF, but holds no sweep_<n> groups")
     for name in set(tree.children) - set(sweeps):
         del tree[name]  # radar_parameters, georeferencing_correction, ...
     for name in sweeps:
