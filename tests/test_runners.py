@@ -56,7 +56,7 @@ def dask_args():
 
 
 @pytest.fixture(scope="module")
-def portable_args(tmp_path_factory):
+def portable(tmp_path_factory):
     """Local job service + external worker pool; the pool's workers import beamline from the
     package built by setup.py (installed into a folder of its own), never from the checkout."""
     root = tmp_path_factory.mktemp("portable")
@@ -81,9 +81,10 @@ def portable_args(tmp_path_factory):
     try:
         _wait_for_port(pool_port, pool)
         _wait_for_port(job_port, job)
-        yield ["--runner", "PortableRunner", "--job_endpoint", f"localhost:{job_port}",
-               "--environment_type", "EXTERNAL", "--environment_config",
-               f"localhost:{pool_port}"]
+        yield {"staged": str(staged),
+               "args": ["--runner", "PortableRunner", "--job_endpoint", f"localhost:{job_port}",
+                        "--environment_type", "EXTERNAL", "--environment_config",
+                        f"localhost:{pool_port}"]}
     finally:
         for process in (job, pool):
             process.terminate()
@@ -125,23 +126,23 @@ def _run_credit(registry, requests, out, runner_args):
 
 
 def test_credit_batch_is_identical_on_direct_dask_and_portable(credit_input, credit_registry,
-                                                               dask_args, portable_args):
+                                                               dask_args, portable):
     requests, _, root = credit_input
     direct = _run_credit(credit_registry, requests, f"{root}/direct", [])
     assert len(direct["responses"]) == 300 and len(direct["dead_letters"]) == 2
     assert len(direct["predictions"]) > 100
-    for name, args in (("dask", dask_args), ("portable", portable_args)):
+    for name, args in (("dask", dask_args), ("portable", portable["args"])):
         assert _run_credit(credit_registry, requests, f"{root}/{name}", args) == direct, name
 
 
 def test_evaluation_is_identical_on_direct_dask_and_portable(credit_input, credit_registry,
-                                                             dask_args, portable_args):
+                                                             dask_args, portable):
     requests, truth, root = credit_input
     predictions = f"{root}/evaluated"
     credit_scoring.run(["--input", requests, "--registry", credit_registry, "--output",
                         predictions, "--sample_rate", "0.5", "--run_id", "evaluated"])
     results = {}
-    for name, args in (("direct", []), ("dask", dask_args), ("portable", portable_args)):
+    for name, args in (("direct", []), ("dask", dask_args), ("portable", portable["args"])):
         out = f"{root}/evaluation_{name}"
         evaluate.run(["--pipeline", "credit_scoring", "--predictions", predictions, "--truth",
                       truth, "--registry", credit_registry, "--output", out, "--run_id",
@@ -161,13 +162,13 @@ RADAR_OUTPUTS = {"predictions": lambda r: r["prediction_id"],
 
 def test_radar_batch_is_identical_on_direct_dask_and_portable(klbb_path, radar_registry,
                                                               tmp_path, dask_args,
-                                                              portable_args):
+                                                              portable):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     os.symlink(klbb_path, inputs / os.path.basename(klbb_path))
     (inputs / "corrupt_V06").write_bytes(os.urandom(50_000))
     results = {}
-    for name, args in (("direct", []), ("dask", dask_args), ("portable", portable_args)):
+    for name, args in (("direct", []), ("dask", dask_args), ("portable", portable["args"])):
         out = str(tmp_path / name)
         radar_qc.run(["--input", f"{inputs}/*", "--registry", radar_registry, "--output", out,
                       "--sample_rate", "1.0", "--run_id", "cross-runner", *args])
@@ -179,3 +180,23 @@ def test_radar_batch_is_identical_on_direct_dask_and_portable(klbb_path, radar_r
     assert [d["stage"] for d in direct["dead_letters"]] == ["decode"]
     assert results["dask"] == direct
     assert results["portable"] == direct
+
+
+def test_portable_workers_import_beamline_from_the_staged_package(portable, tmp_path):
+    """The worker processes run the package installed from the sdist, not the checkout."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    target = tmp_path / "where.txt"
+
+    def where(_):
+        import transforms.sampling
+
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(f"{os.getpid()} {transforms.sampling.__file__}")
+
+    with beam.Pipeline(options=PipelineOptions(portable["args"])) as pipeline:
+        _ = pipeline | beam.Create([0]) | beam.Map(where)
+    pid, path = target.read_text().split(" ", 1)
+    assert int(pid) != os.getpid()
+    assert path.startswith(portable["staged"]) and not path.startswith(ROOT)
