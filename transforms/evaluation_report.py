@@ -244,7 +244,8 @@ def write_report(directory: str, summary: dict, rows: list[dict], history: list[
         verdict = "RETRAIN" if decision["retrain"] else "no retraining"
         checks = "".join(
             f"<tr><td>{html.escape(c['name'])}</td><td>{c['type']}</td>"
-            f"<td>{'fired' if c['fired'] else ''}</td>"
+            f"<td>{('alert' if c.get('action') == 'alert' else 'fired') if c['fired'] else ''}"
+            f"</td>"
             f"<td style='text-align:left'><code>{_evidence(c['evidence'])}</code></td></tr>"
             for c in decision["checks"])
         sections.append(
@@ -253,7 +254,7 @@ def write_report(directory: str, summary: dict, rows: list[dict], history: list[
             f", window {html.escape(decision['window_start'])}, "
             f"{decision['labels_in_window']} labels. Command: "
             f"<code>{html.escape(decision['command'])}</code></p>"
-            f"<table><tr><th>rule</th><th>type</th><th>fired</th><th>evidence</th></tr>"
+            f"<table><tr><th>rule</th><th>type</th><th>fired / alert</th><th>evidence</th></tr>"
             f"{checks}</table>")
 
     images = []
