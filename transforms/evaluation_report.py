@@ -250,7 +250,9 @@ def write_report(directory: str, summary: dict, rows: list[dict], history: list[
             for c in decision["checks"])
         sections.append(
             f"<h2>Retraining decision: <span class='{css}'>{verdict}</span></h2>"
-            f"<p>{html.escape(decision['reason'])}; model {html.escape(decision['model_version'])}"
+            f"<p>{html.escape(decision['reason'])}; alerts for a person: "
+            f"{html.escape(', '.join(decision.get('alerts', [])) or 'none')}; "
+            f"model {html.escape(decision['model_version'])}"
             f", window {html.escape(decision['window_start'])}, "
             f"{decision['labels_in_window']} labels. Command: "
             f"<code>{html.escape(decision['command'])}</code></p>"
