@@ -399,7 +399,9 @@ def run(argv=None, test_pipeline=None) -> dict:
     if decision is not None:
         print(f"  decision: {'RETRAIN' if decision['retrain'] else 'no retraining'} "
               f"({decision['reason']})" + (f"\n  retrain with: {decision['command']}"
-                                            if decision["retrain"] else ""))
+                                            if decision["retrain"] else "")
+              + (f"\n  alerts for a person: {', '.join(decision['alerts'])}"
+                 if decision["alerts"] else ""))
     return outcome
 
 
