@@ -1,5 +1,6 @@
-"""Scheduled evaluation: sampled predictions JOIN late ground truth -> metrics, drift, report,
-and (with --decide) a retraining decision.
+"""Scheduled evaluation: sampled predictions joined with late truth; metrics, drift, a report.
+
+With --decide, also a retraining decision.
 
 Usage::
 

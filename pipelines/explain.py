@@ -1,5 +1,7 @@
-"""Explain an old decision: find a sampled prediction, load the exact model version that made it
-(checked by sha256), re-score the stored inputs and show original against replayed output.
+"""Explain an old decision: replay a sampled prediction with the exact model that made it.
+
+Finds the sampled row, loads the model version that made it (checked by sha256), re-scores the
+stored inputs and shows original against replayed output.
 
 Usage::
 

@@ -1,5 +1,7 @@
-"""Demo traffic that behaves like the world: German credit applicants replayed as requests over
-weeks, optional shifts from a given week on, and the ground truth that arrives later.
+"""Demo traffic that behaves like the world: requests over weeks, shifts, and later truth.
+
+German credit applicants are replayed as requests over weeks, optionally shifted from a given
+week on, and the ground truth that arrives later is written as a separate file.
 
 Scenarios (combine with commas; each starts at ``shift_week``, 0-based):
 

@@ -1,5 +1,7 @@
-"""Synthetic radar volumes with known truth, in a file the radar QC pipeline reads: the ground
-truth for evaluating QC end to end (real volumes come without per-gate truth).
+"""Synthetic radar volumes with known per-gate truth, in a file the radar QC pipeline reads.
+
+They are the ground truth for evaluating QC end to end (real volumes come without per-gate
+truth).
 
 A real decoded volume is the template: its geometry, coordinates and metadata are kept, the
 dual-pol moments of a few of its sweeps are replaced by synthetic fields (``synthetic.py``) and
