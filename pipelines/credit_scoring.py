@@ -33,12 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from models import registry as model_registry
 from models.credit.handler import credit_model_handler
 from models.provenance import code_version
-from pipelines.options import (
-    CommonOptions,
-    clear_backfill_output,
-    print_help_if_asked,
-    resolve_common,
-)
+from pipelines.options import CommonOptions, build_and_run, resolve_common
 from transforms import credit_rows
 from transforms.credit_requests import DEFAULT_MAX_REQUEST_BYTES, ParseRequestsFn
 from transforms.credit_rules import DEFAULT_RULES_PATH, load_rules
@@ -213,13 +208,8 @@ def run(argv=None, test_pipeline=None):
     Returns:
         The finished PipelineResult.
     """
-    print_help_if_asked(argv, __doc__.split("\n")[0], CreditScoringOptions)
-    options = PipelineOptions(argv)
-    pipeline = test_pipeline or beam.Pipeline(options=options)
-    build(pipeline, options)
-    clear_backfill_output(options.view_as(CommonOptions))
-    result = pipeline.run()
-    result.wait_until_finish()
+    result, options = build_and_run(argv, test_pipeline, __doc__.split("\n")[0],
+                                    CreditScoringOptions, build)
     common = options.view_as(CommonOptions)
     out = common.output.rstrip("/")
     print(f"credit_scoring run {common.run_id}: {result.state}\n"

@@ -42,7 +42,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import registry as model_registry
-from pipelines.options import CommonOptions, print_help_if_asked, resolve_common
+from pipelines.options import CommonOptions, build_and_run, resolve_common
 from transforms import evaluation
 from transforms.dead_letters import DEAD_LETTERS, WriteDeadLetters
 from transforms.evaluation import ALL, METRIC_SCHEMA, METRICS
@@ -376,12 +376,8 @@ def run(argv=None, test_pipeline=None) -> dict:
     Returns:
         {"report": html path, "decision": record or None, "summary": ..., "rows": metric rows}
     """
-    print_help_if_asked(argv, __doc__.split("\n")[0], EvaluateOptions)
-    options = PipelineOptions(argv)
-    pipeline = test_pipeline or beam.Pipeline(options=options)
-    build(pipeline, options)
-    result = pipeline.run()
-    result.wait_until_finish()
+    result, options = build_and_run(argv, test_pipeline, __doc__.split("\n")[0],
+                                    EvaluateOptions, build)
     common = options.view_as(CommonOptions)
     evaluate = options.view_as(EvaluateOptions)
     now = (evaluation.parse_time(evaluate.now) if evaluate.now

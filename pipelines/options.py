@@ -5,6 +5,7 @@ import datetime
 import sys
 import uuid
 
+import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
@@ -115,3 +116,22 @@ def print_help_if_asked(argv, description: str, *option_classes) -> None:
         option_class._add_argparse_args(parser.add_argument_group(option_class.__name__))
     parser.print_help()
     sys.exit(0)
+
+
+def build_and_run(argv, test_pipeline, description: str, option_class, build):
+    """What every pipeline's ``run`` does: help, parse, build, run to the end.
+
+    A backfill's own output folder is cleared after the graph is built (options checked) and
+    before anything is written.
+
+    Returns:
+        (the finished PipelineResult, the PipelineOptions).
+    """
+    print_help_if_asked(argv, description, option_class)
+    options = PipelineOptions(argv)
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    build(pipeline, options)
+    clear_backfill_output(options.view_as(CommonOptions))
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result, options

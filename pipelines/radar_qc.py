@@ -38,12 +38,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from models import registry as model_registry
 from models.provenance import code_version
 from models.radar_qc.handler import DEFAULT_MAX_BATCH_SIZE, radar_model_handler
-from pipelines.options import (
-    CommonOptions,
-    clear_backfill_output,
-    print_help_if_asked,
-    resolve_common,
-)
+from pipelines.options import CommonOptions, build_and_run, resolve_common
 from transforms import radar_rows
 from transforms.chunk_assembly import AssembleVolumes
 from transforms.dead_letters import DEAD_LETTERS, WriteDeadLetters, dead_letter
@@ -298,14 +293,9 @@ def run(argv=None, test_pipeline=None):
     Returns:
         The finished PipelineResult.
     """
-    print_help_if_asked(argv, __doc__.split("\n")[0], RadarQcOptions)
-    options = PipelineOptions(argv)
-    pipeline = test_pipeline or beam.Pipeline(options=options)
-    build(pipeline, options)
-    clear_backfill_output(options.view_as(CommonOptions))
     started = datetime.datetime.now(datetime.UTC)
-    result = pipeline.run()
-    result.wait_until_finish()
+    result, options = build_and_run(argv, test_pipeline, __doc__.split("\n")[0],
+                                    RadarQcOptions, build)
     common = options.view_as(CommonOptions)
     out = common.output.rstrip("/")
     seconds = (datetime.datetime.now(datetime.UTC) - started).total_seconds()

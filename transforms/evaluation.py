@@ -24,7 +24,7 @@ from models.metrics import (
     roc_auc,
 )
 from transforms.drift import drift_report
-from transforms.slices import fairness_gaps, group_names, slice_value
+from transforms.slices import fairness_gaps, group_members
 
 ALL = "all"
 WINDOWS = ("week", "day", "all")
@@ -240,10 +240,7 @@ def credit_group_metrics(rows: list[dict], config: dict, statistics: dict) -> li
     min_size = config.get("min_slice_size", 30)
     min_class = config.get("min_class_count", 5)
     for dimension in config.get("slices", []):
-        values = [slice_value(dimension, r.get(dimension["field"])) for r in labelled]
-        present = sorted(set(values) - set(group_names(dimension)))
-        for group in group_names(dimension) + present:
-            member = np.asarray([v == group for v in values], dtype=bool)
+        for group, member in group_members(dimension, labelled):
             gaps = fairness_gaps(labels, approved, member, min_size, min_class)
             flag = "small" if gaps["small"] else ("significant" if gaps["significant"]
                                                    else None)
@@ -333,10 +330,11 @@ def radar_group_metrics(rows: list[dict], config: dict, unpack) -> list[dict]:
         add("elevation_band", band_of(row["elevation"], elevation_edges, "deg"), scores)
         gate_km = _gate_ranges_km(row, shape[1])
         if gate_km is not None:
-            for band in sorted({band_of(r, range_edges, "km") for r in gate_km}):
-                columns = np.asarray([band_of(r, range_edges, "km") == band for r in gate_km])
-                add("range_band", band, detection_scores(truth[:, columns],
-                                                         predicted[:, columns]))
+            gate_bands = np.asarray([band_of(r, range_edges, "km") for r in gate_km])
+            for band in np.unique(gate_bands):
+                columns = gate_bands == band
+                add("range_band", str(band), detection_scores(truth[:, columns],
+                                                              predicted[:, columns]))
     for (slice_name, group), (hits, misses, false_alarms) in sorted(totals.items()):
         gates = int(hits + misses + false_alarms)
         for name, value in _ratios(hits, misses, false_alarms).items():

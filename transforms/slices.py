@@ -62,6 +62,16 @@ def group_names(dimension: dict) -> list[str]:
     return [band["name"] for band in dimension["bands"]]
 
 
+def group_members(dimension: dict, rows: list[dict]) -> list[tuple[str, np.ndarray]]:
+    """(group, boolean membership over ``rows``) for every configured group of a dimension,
+    then any other group present ("other")."""
+    values = np.asarray([slice_value(dimension, r.get(dimension["field"])) for r in rows],
+                        dtype=object)
+    configured = group_names(dimension)
+    present = sorted(set(values.tolist()) - set(configured))
+    return [(group, values == group) for group in configured + present]
+
+
 def two_proportion_z(successes_a: int, n_a: int, successes_b: int, n_b: int) -> float:
     """z statistic of the difference of two proportions (pooled); NaN if undefined."""
     if n_a == 0 or n_b == 0:

@@ -22,7 +22,7 @@ from models.credit.data import load_german
 from models.credit.schema import CATEGORICAL_FIELDS, NUMERIC_FIELDS, input_schema
 from models.metrics import accuracy, brier_score, log_loss, roc_auc
 from models.provenance import code_version, library_versions, sha256_file
-from transforms.slices import fairness_gaps, group_names, load_config, slice_value
+from transforms.slices import fairness_gaps, group_members, load_config
 
 LOGGER = logging.getLogger(__name__)
 MODEL_NAME = "credit"
@@ -120,10 +120,8 @@ def holdout_slice_gaps(records: list[dict], labels: np.ndarray, scores: np.ndarr
     approved = scores >= DECISION_THRESHOLD
     gaps = {}
     for dimension in config.get("slices", []):
-        values = [slice_value(dimension, r.get(dimension["field"])) for r in records]
         gaps[dimension["name"]] = {}
-        for group in group_names(dimension):
-            member = np.asarray([v == group for v in values], dtype=bool)
+        for group, member in group_members(dimension, records):
             figures = fairness_gaps(labels, approved, member, config.get("min_slice_size", 30),
                                     config.get("min_class_count", 5))
             gaps[dimension["name"]][group] = {
