@@ -163,7 +163,7 @@ JSONL
     --registry "$REGISTRY" --output "$OUT" --sample_rate 1.0
 
   echo "== radar QC of two synthetic volumes with known truth, then their evaluation"
-  "$VENV/bin/python" -m models.radar_qc.synthetic_volume \
+  "$VENV/bin/python" -m transforms.radar.synthetic_volumes \
     --template "$DATA_DIR/radar/KLBB20160601_150025_V06" --out_dir "$OUT/demo_radar_synthetic" \
     --truth "$OUT/demo_inputs/radar_truth.parquet" --count 2
   "$VENV/bin/python" -m pipelines.radar_qc --input "$OUT/demo_radar_synthetic/*.nc" \

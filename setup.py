@@ -8,8 +8,9 @@ setup(
     description="Apache Beam pipelines that invoke ML models (credit offers, radar QC).",
     python_requires=">=3.11,<3.12",
     packages=find_packages(
-        include=["pipelines*", "transforms*", "models*", "services*", "runners*"]),
-    package_data={"transforms": ["rules/*.json"]},
+        include=["pipelines*", "transforms*", "models*", "services*", "runners*", "config"]),
+    # Configuration travels with the package, so installed CLIs find their defaults.
+    package_data={"config": ["*/*.json"]},
     install_requires=[
         "apache-beam==2.77.0",
         "tensorflow-cpu==2.21.*",

@@ -28,7 +28,7 @@ import numpy as np
 
 from models import registry as model_registry
 from pipelines import radar_qc
-from transforms.radar_io import open_volume, volume_sweeps
+from transforms.radar.reading import open_volume, volume_sweeps
 
 KLBB = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "radar",
                     "KLBB20160601_150025_V06")

@@ -1,0 +1,4 @@
+"""Models and what is below every pipeline: the registry, configuration loaders, metrics, slices,
+training statistics, and one package per model (credit, radar_qc) with its builder, training and
+RunInference handler. Imports nothing from transforms or pipelines.
+"""

@@ -1,0 +1,3 @@
+"""Options and graph wiring of each runnable pipeline (credit_scoring, radar_qc, evaluate), the
+explain CLI, and the capability table they look capabilities up in.
+"""

@@ -18,6 +18,13 @@ Usage::
         --input_topic projects/P/topics/credit-requests \\
         --runner DataflowRunner ...
 
+    # another data set: its model (trained with models.credit.train --config) and rules
+    python -m pipelines.credit_scoring --input 'crx/*.jsonl' --model_name credit_crx ...
+
+The request fields, their validation and the Parquet columns come from the data set the served
+model version was trained on (its manifest); the offer rules default to
+``config/offer_rules/<model name>.json``.
+
 Outputs under ``--output``: ``responses/`` (one row per request that got through),
 ``predictions/`` (the deterministic sample, with inputs and versions) and ``dead_letters/``
 (every request that did not get through, with the stage and the reason).
@@ -31,21 +38,31 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from models import registry as model_registry
+from models.credit.dataset import dataset_from_manifest
 from models.credit.handler import credit_model_handler
 from models.provenance import code_version
-from pipelines.options import CommonOptions, build_and_run, resolve_common
-from transforms import credit_rows
-from transforms.credit_requests import DEFAULT_MAX_REQUEST_BYTES, ParseRequestsFn
-from transforms.credit_rules import DEFAULT_RULES_PATH, load_rules
-from transforms.dead_letters import DEAD_LETTERS, WriteDeadLetters
-from transforms.file_sources import ReadLinesFromFiles, WatchDirectory
-from transforms.offers import FAILED, RequestOffers
-from transforms.parquet_sink import WritePartitionedParquet, file_windows
-from transforms.predictions import WriteSampledPredictions
+from pipelines.options import (
+    CommonOptions,
+    build_and_run,
+    check_sources,
+    resolve_common,
+    run_outputs,
+)
+from transforms.common.dead_letters import DEAD_LETTERS
+from transforms.common.file_sources import ReadLinesFromFiles, WatchDirectory
+from transforms.common.outputs import PrimaryDataset, write_run_outputs
+from transforms.common.parquet_sink import file_windows
+from transforms.credit import rows as credit_rows
+from transforms.credit.offers import FAILED, RequestOffers
+from transforms.credit.requests import DEFAULT_MAX_REQUEST_BYTES, ParseRequestsFn
+from transforms.credit.rules import check_rules_fit, default_rules_path, load_rules
 
 LOGGER = logging.getLogger(__name__)
 PIPELINE_NAME = "credit_scoring"
-RESPONSES = "responses"
+DEFAULT_MODEL = "credit_german"
+RESPONSES = PrimaryDataset(
+    name="responses", label="WriteResponses", schema=credit_rows.RESPONSE_SCHEMA,
+    partitions=credit_rows.RESPONSE_PARTITIONS, sort_field="request_id")
 
 
 class CreditScoringOptions(PipelineOptions):
@@ -57,8 +74,9 @@ class CreditScoringOptions(PipelineOptions):
                             help="streaming: landing directory watched for new *.jsonl files")
         parser.add_argument("--input_topic", default=None,
                             help="streaming: Pub/Sub topic of requests (one JSON per message)")
-        parser.add_argument("--rules", default=DEFAULT_RULES_PATH,
-                            help="offer rules file (decision thresholds, bank limits)")
+        parser.add_argument("--rules", default=None,
+                            help="offer rules file (decision thresholds, bank limits; default "
+                                 "config/offer_rules/<model name>.json)")
         parser.add_argument("--offer_url", default=None,
                             help="base URL of the banks' offer API; without it approved "
                                  "requests get no offer (offer_status not_requested)")
@@ -82,22 +100,12 @@ def validate(options: PipelineOptions) -> tuple[CommonOptions, CreditScoringOpti
     """
     common = resolve_common(options)
     credit = options.view_as(CreditScoringOptions)
-    streaming = options.view_as(StandardOptions).streaming
-    common.model_name = common.model_name or "credit"
+    common.model_name = common.model_name or DEFAULT_MODEL
+    credit.rules = credit.rules or default_rules_path(common.model_name)
     if common.max_batch_size is None:
         common.max_batch_size = 2048
-    given = {"input": common.input, "input_dir": credit.input_dir,
-             "input_topic": credit.input_topic}
-    sources = [name for name, value in given.items() if value]
-    if len(sources) > 1:
-        raise ValueError(f"give one source, not {', '.join('--' + s for s in sources)}")
-    if credit.input_dir and not streaming:
-        raise ValueError("--input_dir watches a directory and needs --streaming")
-    if credit.input_topic and not streaming:
-        raise ValueError("--input_topic needs --streaming")
-    if common.input and streaming:
-        raise ValueError("--input is a batch source; use --input_dir or --input_topic "
-                         "with --streaming")
+    check_sources(options, {"input": common.input},
+                  {"input_dir": credit.input_dir, "input_topic": credit.input_topic})
     if credit.min_batch_size > common.max_batch_size:
         raise ValueError("--min_batch_size exceeds --max_batch_size")
     return common, credit
@@ -129,8 +137,8 @@ def build(pipeline, options: PipelineOptions, requests=None) -> dict:
             (tests feed TestStream or Create here).
 
     Returns:
-        The PCollections: responses, predictions (the sampled rows), dead_letters, and the
-        written file paths of each sink (``*_files``).
+        The PCollections: responses, predictions (the scored rows, before sampling),
+        dead_letters, and the written file paths of each sink (``*_files``).
     """
     common, credit = validate(options)
     streaming = options.view_as(StandardOptions).streaming
@@ -139,23 +147,25 @@ def build(pipeline, options: PipelineOptions, requests=None) -> dict:
     if requests is None:
         raise ValueError("no request source: give --input, --input_dir or --input_topic")
     model = model_registry.resolve(common.registry, common.model_name, common.model_version)
+    dataset = dataset_from_manifest(model.manifest)
     rules = load_rules(credit.rules)
+    check_rules_fit(rules, dataset.kinds, credit.rules)
     context = {
         "pipeline": PIPELINE_NAME, "run_mode": common.run_mode, "run_id": common.run_id,
         "code_version": code_version(),
         "models": {model.path: (model.name, model.version, model.sha256)},
     }
-    window_secs = common.window_secs if streaming else 0
-    LOGGER.info("serving %s %s (%s), rules %s", model.name, model.version, model.path,
-                rules.version)
+    outputs = run_outputs(options)
+    LOGGER.info("serving %s %s (%s, data set %s), rules %s", model.name, model.version,
+                model.path, dataset.version, rules.version)
 
     if streaming:
-        requests = requests | "WindowRequests" >> file_windows(window_secs)
+        requests = requests | "WindowRequests" >> file_windows(outputs.window_secs)
     parsed = requests | "ParseRequests" >> beam.ParDo(ParseRequestsFn(
-        PIPELINE_NAME, common.run_id, credit.max_request_bytes)).with_outputs(
+        PIPELINE_NAME, common.run_id, credit.max_request_bytes, dataset.fields)).with_outputs(
         DEAD_LETTERS, main="requests")
     handler = credit_model_handler(
-        model.path, credit.min_batch_size, common.max_batch_size,
+        model.path, dataset.kinds, credit.min_batch_size, common.max_batch_size,
         (common.max_batch_duration_secs or None) if streaming else None)
     predictions, failures = (
         parsed.requests
@@ -171,30 +181,23 @@ def build(pipeline, options: PipelineOptions, requests=None) -> dict:
         to_ask, settled = scored | "NeedsOffer" >> beam.Partition(
             lambda row, _: 0 if credit_rows.needs_offer(row) else 1, 2)
         answered = to_ask | "RequestOffers" >> RequestOffers(
-            credit.offer_url, credit.offer_timeout_secs, credit.offer_retries,
+            credit.offer_url, rules.fields, credit.offer_timeout_secs, credit.offer_retries,
             credit.offer_batch_size)
         scored = (settled, answered) | "AllOutcomes" >> beam.Flatten()
     # Stamped once, so a response and its sampled prediction row agree on processed_at.
     outcomes = scored | "StampProcessed" >> beam.Map(credit_rows.stamp_processed)
     responses, offer_failed = outcomes | "SplitOfferOutcomes" >> beam.Partition(
         lambda row, _: 1 if row["offer_status"] == FAILED else 0, 2)
-    offer_dead = offer_failed | "OfferDeadLetters" >> beam.Map(credit_rows.offer_dead_letter)
+    offer_dead = offer_failed | "OfferDeadLetters" >> beam.Map(
+        credit_rows.offer_dead_letter, dataset.field_names)
     dead_letters = (parsed[DEAD_LETTERS], inference_failed, offer_dead)
     dead_letters = dead_letters | "AllDeadLetters" >> beam.Flatten()
-    output = common.output.rstrip("/")
     return {
         "responses": responses,
         "predictions": outcomes,
         "dead_letters": dead_letters,
-        "responses_files": responses | "WriteResponses" >> WritePartitionedParquet(
-            base=f"{output}/{RESPONSES}", schema=credit_rows.RESPONSE_SCHEMA,
-            partition_columns=credit_rows.RESPONSE_PARTITIONS, file_prefix=common.run_id,
-            sort_field="request_id", num_shards=common.num_shards, window_secs=window_secs),
-        "predictions_files": outcomes | "WritePredictions" >> WriteSampledPredictions(
-            output, credit_rows.PREDICTION_SCHEMA, common.sample_rate, common.run_id,
-            window_secs, common.num_shards),
-        "dead_letters_files": dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
-            output, common.run_id, window_secs),
+        **write_run_outputs(outputs, RESPONSES, responses, outcomes,
+                            credit_rows.prediction_schema(dataset.kinds), dead_letters),
     }
 
 
@@ -212,10 +215,11 @@ def run(argv=None, test_pipeline=None):
                                     CreditScoringOptions, build)
     common = options.view_as(CommonOptions)
     out = common.output.rstrip("/")
+    model = f"model_name={common.model_name}"
     print(f"credit_scoring run {common.run_id}: {result.state}\n"
-          f"  responses:    {out}/{RESPONSES}/\n"
-          f"  predictions:  {out}/predictions/pipeline={PIPELINE_NAME}/\n"
-          f"  dead letters: {out}/{DEAD_LETTERS}/pipeline={PIPELINE_NAME}/")
+          f"  responses:    {out}/{RESPONSES.name}/{model}/\n"
+          f"  predictions:  {out}/predictions/pipeline={PIPELINE_NAME}/{model}/\n"
+          f"  dead letters: {out}/{DEAD_LETTERS}/pipeline={PIPELINE_NAME}/{model}/")
     return result
 
 

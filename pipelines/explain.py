@@ -11,9 +11,10 @@ Usage::
     # every sampled prediction of a run; exit status 1 if any replay differs
     python -m pipelines.explain --all --run_id batch-20261127T062357Z-1e77ee --predictions out
 
-Credit: the stored raw fields go through the model again; the score must match within 1e-6,
-and the decision and bank are re-derived with the offer rules in force when the rules version is
-the stored one (otherwise the difference of versions is reported). Radar: the referenced volume
+Credit: the stored raw fields (the fields of the data set in the version's manifest) go through
+the model again; the score must match within 1e-6, and the decision and bank are re-derived
+with the offer rules in force when the rules version is the stored one (otherwise the
+difference of versions is reported). Radar: the referenced volume
 is decoded again and the sweep classified; the bit-packed removal mask must be identical.
 """
 
@@ -23,56 +24,53 @@ import logging
 import os
 import sys
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from models import registry as model_registry
+from models.config import ConfigError
 from models.provenance import code_version
-from transforms.credit_rules import APPROVE, DEFAULT_RULES_PATH, choose_bank, decide, load_rules
-from transforms.predictions import PARTITION_COLUMNS, PREDICTIONS
+from pipelines.capabilities import CAPABILITIES, capability
+from transforms.common.predictions import PARTITION_COLUMNS, PREDICTIONS
+from transforms.radar.explain import ReplayError
 
 LOGGER = logging.getLogger(__name__)
-SCORE_TOLERANCE = 1e-6
 
 
 class ExplainError(Exception):
     """The prediction, its model version or its input cannot be found or trusted."""
 
 
-def _schema(pipeline: str) -> pa.Schema:
-    from transforms import credit_rows, radar_rows
-
-    schema = (radar_rows if pipeline == "radar_qc" else credit_rows).PREDICTION_SCHEMA
-    # Columns of the files, then the partition values parsed from the folder names.
-    return pa.schema([f for f in schema if f.name not in PARTITION_COLUMNS]
-                     + [pa.field("model_version", pa.string()), pa.field("dt", pa.string())])
+def _version_folders(root: str, pipeline: str | None) -> list[str]:
+    base = f"{root.rstrip('/')}/{PREDICTIONS}"
+    pattern = f"pipeline={pipeline}" if pipeline else "pipeline=*"
+    return sorted(glob.glob(f"{base}/{pattern}/model_name=*/model_version=*"))
 
 
 def find_rows(root: str, prediction_id: str | None = None, run_id: str | None = None,
               pipeline: str | None = None) -> list[dict]:
     """Sampled prediction rows under ``<root>/predictions`` matching the given filters.
 
-    Each pipeline's folder is read with that pipeline's schema, so files written before a
-    column was added read it as null.
+    Each model version's folder is read on its own, with the union of its files' schemas, so
+    data sets with other fields never meet and files written before a column was added read
+    it as null.
     """
-    base = f"{root.rstrip('/')}/{PREDICTIONS}"
-    pipelines = [pipeline] if pipeline else sorted(
-        os.path.basename(p).split("=", 1)[1] for p in glob.glob(f"{base}/pipeline=*"))
     condition = None
     for column, value in (("prediction_id", prediction_id), ("run_id", run_id)):
         if value is not None:
             term = ds.field(column) == value
             condition = term if condition is None else condition & term
     rows = []
-    for name in pipelines:
-        folder = f"{base}/pipeline={name}"
-        if not os.path.isdir(folder):
+    for folder in _version_folders(root, pipeline):
+        files = sorted(glob.glob(f"{folder}/dt=*/*.parquet"))
+        if not files:
             continue
-        partitioning = ds.partitioning(
-            pa.schema([("model_version", pa.string()), ("dt", pa.string())]), flavor="hive")
-        dataset = ds.dataset(folder, schema=_schema(name), partitioning=partitioning)
-        rows.extend(dict(r, pipeline=name) for r in dataset.to_table(filter=condition).to_pylist())
+        schema = pa.unify_schemas([pq.read_schema(f) for f in files])
+        dataset = ds.dataset(files, schema=schema)
+        values = dict(part.split("=", 1) for part in folder.split("/")[-3:])
+        for row in dataset.to_table(filter=condition).to_pylist():
+            rows.append(dict(row, **{k: values[k] for k in PARTITION_COLUMNS if k in values}))
     return rows
 
 
@@ -81,15 +79,11 @@ def load_model(registry: str, row: dict):
     prediction (the file's sha256 against the manifest and against the row).
 
     Returns:
-        (ModelRef, loaded Keras model).
+        (ModelRef, loaded model).
 
     Raises:
         ExplainError: the version is missing or its file is not the one recorded on the row.
     """
-    import keras
-
-    if row["pipeline"] == "radar_qc":
-        import models.radar_qc.model  # noqa: F401 - registers the preprocessing layer
     try:
         ref = model_registry.resolve(registry, row["model_name"], row["model_version"])
     except model_registry.RegistryError as error:
@@ -98,78 +92,17 @@ def load_model(registry: str, row: dict):
         raise ExplainError(f"{row['model_name']} {row['model_version']} in {registry} has "
                            f"sha256 {ref.sha256}, the prediction was made by "
                            f"{row['model_sha256']}")
-    return ref, keras.models.load_model(ref.path, compile=False)
+    return ref, capability(row["pipeline"]).load_model(ref.path)
 
 
-def replay_credit(rows: list[dict], model, rules) -> list[dict]:
-    """Re-score credit rows with one model; one comparison per row."""
-    from models.credit.model import predict_scores
-    from models.credit.schema import FIELD_NAMES
+def replay(rows: list[dict], registry: str, rules_path: str | None = None) -> list[dict]:
+    """Replay rows of any pipeline, loading each (pipeline, model, version) once.
 
-    if not rows:
-        return []
-    scores = predict_scores(model, [{f: r[f] for f in FIELD_NAMES} for r in rows])
-    out = []
-    for row, score in zip(rows, scores):
-        score = float(score)
-        same_rules = row.get("rules_version") == rules.version
-        decision = decide(score, rules)
-        fields = {f: row[f] for f in FIELD_NAMES}
-        bank = choose_bank(score, fields, rules) if decision == APPROVE else None
-        difference = abs(score - row["score"])
-        match = difference <= SCORE_TOLERANCE and (
-            not same_rules or (decision == row["decision"] and bank == row["bank"]))
-        out.append({
-            "prediction_id": row["prediction_id"], "match": match,
-            "stored": {"score": row["score"], "decision": row["decision"], "bank": row["bank"]},
-            "replayed": {"score": score, "decision": decision, "bank": bank},
-            "score_difference": difference,
-            "rules": {"stored": row.get("rules_version"), "current": rules.version,
-                      "decision_replayed": same_rules},
-        })
-    return out
-
-
-def replay_radar(rows: list[dict], model) -> list[dict]:
-    """Re-decode each referenced volume and re-classify the sampled sweeps; masks must match."""
-    from models.radar_qc.handler import radar_inference_fn
-    from transforms.radar_io import open_volume
-    from transforms.radar_rows import pack_mask
-    from transforms.radar_volumes import keyed_sweeps
-
-    out = []
-    by_source: dict[str, list[dict]] = {}
-    for row in rows:
-        by_source.setdefault(row["source"], []).append(row)
-    for source, sweeps in by_source.items():
-        paths = tuple(source.split(";"))
-        tree = open_volume(paths[0] if len(paths) == 1 else list(paths))
-        data = {key.sweep_number: moments for key, moments in keyed_sweeps(tree, paths)}
-        for row in sweeps:
-            moments = data.get(row["sweep_number"])
-            if moments is None:
-                raise ExplainError(f"{source} has no sweep {row['sweep_number']}")
-            classes = radar_inference_fn(model, [moments])[0].inference
-            packed = pack_mask(classes)
-            differing = int(np.sum(np.unpackbits(np.frombuffer(packed, np.uint8))
-                                   != np.unpackbits(np.frombuffer(row["mask_packed"], np.uint8))))
-            out.append({
-                "prediction_id": row["prediction_id"], "match": packed == row["mask_packed"],
-                "stored": {"fraction_removed": row["fraction_removed"]},
-                "replayed": {"fraction_removed": _fraction_removed(classes)},
-                "differing_gates": differing, "source": source,
-            })
-    return out
-
-
-def _fraction_removed(classes: np.ndarray) -> float:
-    from transforms.radar_volumes import class_counts
-
-    return class_counts(classes)["fraction_removed"]
-
-
-def replay(rows: list[dict], registry: str, rules_path: str = DEFAULT_RULES_PATH) -> list[dict]:
-    """Replay rows of any pipeline, loading each (pipeline, model version) once.
+    Args:
+        rows: sampled prediction rows (``find_rows``).
+        registry: the model registry.
+        rules_path: credit offer rules to re-derive decisions with (default: each model's
+            ``config/offer_rules/<model name>.json``).
 
     Every result carries the versions: model (name, version, sha256), code (stored and
     current) and, for credit, rules.
@@ -178,15 +111,13 @@ def replay(rows: list[dict], registry: str, rules_path: str = DEFAULT_RULES_PATH
     for row in rows:
         groups.setdefault((row["pipeline"], row["model_name"], row["model_version"]),
                           []).append(row)
-    rules = load_rules(rules_path)
     current_code = code_version()
     results = []
     for (pipeline, _, _), members in sorted(groups.items()):
         try:
             ref, model = load_model(registry, members[0])
-            replayed = (replay_radar(members, model) if pipeline == "radar_qc"
-                        else replay_credit(members, model, rules))
-        except ExplainError as error:
+            replayed = capability(pipeline).replay(members, model, ref.manifest, rules_path)
+        except (ExplainError, ReplayError, ConfigError, OSError) as error:
             results.extend({"prediction_id": r["prediction_id"], "pipeline": pipeline,
                             "match": False, "error": str(error)} for r in members)
             continue
@@ -234,11 +165,15 @@ def main(argv=None) -> int:
     parser.add_argument("--all", action="store_true",
                         help="replay every sampled prediction (of --run_id, --pipeline)")
     parser.add_argument("--run_id", default=None)
-    parser.add_argument("--pipeline", default=None, choices=("credit_scoring", "radar_qc"))
-    parser.add_argument("--rules", default=DEFAULT_RULES_PATH, help="offer rules file")
+    parser.add_argument("--pipeline", default=None, choices=sorted(CAPABILITIES))
+    parser.add_argument("--rules", default=None,
+                        help="credit offer rules file (default: "
+                             "config/offer_rules/<model name>.json)")
     args = parser.parse_args(argv)
     if bool(args.prediction_id) == bool(args.all):
         parser.error("give --prediction_id or --all")
+    if not os.path.isdir(os.path.join(args.predictions, PREDICTIONS)):
+        parser.error(f"no {PREDICTIONS}/ folder under {args.predictions}")
     rows = find_rows(args.predictions, args.prediction_id, args.run_id, args.pipeline)
     if not rows:
         parser.error(f"no sampled prediction matches under {args.predictions}/predictions")

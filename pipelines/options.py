@@ -9,6 +9,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from transforms.common.outputs import RunOutputs
+
 RUN_MODES = ("batch", "streaming", "backfill")
 BACKFILLS = "backfills"
 
@@ -24,8 +26,9 @@ class CommonOptions(PipelineOptions):
         parser.add_argument("--poll_secs", type=float, default=1.0,
                             help="streaming from a directory: how often it is listed")
         parser.add_argument("--model_name", default=None,
-                            help="model name in the registry (default: the pipeline's own, "
-                                 "credit or radar_qc)")
+                            help="model name in the registry (default: credit_german for "
+                                 "credit_scoring, radar_qc for radar_qc); each credit data set "
+                                 "is its own model")
         parser.add_argument("--max_batch_size", type=int, default=None,
                             help="largest batch handed to the model (default: 2048 credit "
                                  "requests, 4 radar sweeps of ~21 MB each)")
@@ -91,6 +94,44 @@ def resolve_common(options: PipelineOptions) -> CommonOptions:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
         common.run_id = f"{common.run_mode}-{stamp}-{uuid.uuid4().hex[:6]}"
     return common
+
+
+def check_sources(options: PipelineOptions, batch: dict, streaming: dict) -> str | None:
+    """Exactly one source at most, and one that fits the mode.
+
+    Args:
+        options: all pipeline options.
+        batch: flag name -> value of the batch sources.
+        streaming: flag name -> value of the streaming sources.
+
+    Returns:
+        The flag name of the source given, or None.
+
+    Raises:
+        ValueError: several sources, or a source of the other mode.
+    """
+    given = [name for name, value in {**batch, **streaming}.items() if value]
+    if len(given) > 1:
+        raise ValueError(f"give one source, not {', '.join('--' + s for s in given)}")
+    if not given:
+        return None
+    is_streaming = options.view_as(StandardOptions).streaming
+    if given[0] in streaming and not is_streaming:
+        raise ValueError(f"--{given[0]} is a streaming source and needs --streaming")
+    if given[0] in batch and is_streaming:
+        raise ValueError(f"--{given[0]} is a batch source; use "
+                         f"{' or '.join('--' + s for s in streaming)} with --streaming")
+    return given[0]
+
+
+def run_outputs(options: PipelineOptions) -> RunOutputs:
+    """Where a pipeline run writes, from the resolved common options."""
+    common = options.view_as(CommonOptions)
+    streaming = options.view_as(StandardOptions).streaming
+    return RunOutputs(output=common.output, run_id=common.run_id,
+                      model_name=common.model_name, sample_rate=common.sample_rate,
+                      window_secs=common.window_secs if streaming else 0,
+                      num_shards=common.num_shards)
 
 
 def clear_backfill_output(common: CommonOptions) -> None:

@@ -38,20 +38,33 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from models import registry as model_registry
 from models.provenance import code_version
 from models.radar_qc.handler import DEFAULT_MAX_BATCH_SIZE, radar_model_handler
-from pipelines.options import CommonOptions, build_and_run, resolve_common
-from transforms import radar_rows
-from transforms.chunk_assembly import AssembleVolumes
-from transforms.dead_letters import DEAD_LETTERS, WriteDeadLetters, dead_letter
-from transforms.file_sources import WatchNewFiles
-from transforms.parquet_sink import WritePartitionedParquet, file_windows, utc_date
-from transforms.predictions import WriteSampledPredictions
-from transforms.quicklook import quicklook_png, write_bytes
-from transforms.radar_io import RadarReadError, open_volume, parse_chunk_name
-from transforms.radar_volumes import apply_qc, class_counts, keyed_sweeps, write_cfradial
+from pipelines.options import (
+    CommonOptions,
+    build_and_run,
+    check_sources,
+    resolve_common,
+    run_outputs,
+)
+from transforms.common.dead_letters import DEAD_LETTERS
+from transforms.common.file_sources import WatchNewFiles
+from transforms.common.outputs import PrimaryDataset, write_run_outputs
+from transforms.common.parquet_sink import file_windows
+from transforms.radar import rows as radar_rows
+from transforms.radar.chunk_assembly import AssembleVolumes
+from transforms.radar.dofns import (
+    PIPELINE_NAME,
+    QUICKLOOKS,
+    VOLUMES,
+    ChunkPathFn,
+    DecodeVolumeFn,
+    WriteQcVolumeFn,
+)
 
 LOGGER = logging.getLogger(__name__)
-PIPELINE_NAME = "radar_qc"
-VOLUMES, QUICKLOOKS, INDEX = "volumes", "quicklooks", "qc_volumes"
+DEFAULT_MODEL = "radar_qc"
+INDEX = PrimaryDataset(
+    name="qc_volumes", label="WriteVolumeIndex", schema=radar_rows.VOLUME_SCHEMA,
+    partitions=radar_rows.VOLUME_PARTITIONS, sort_field="volume_id")
 
 
 class RadarQcOptions(PipelineOptions):
@@ -75,116 +88,13 @@ def validate(options: PipelineOptions) -> tuple[CommonOptions, RadarQcOptions]:
     """
     common = resolve_common(options)
     radar = options.view_as(RadarQcOptions)
-    streaming = options.view_as(StandardOptions).streaming
-    common.model_name = common.model_name or "radar_qc"
+    common.model_name = common.model_name or DEFAULT_MODEL
     if common.max_batch_size is None:
         common.max_batch_size = DEFAULT_MAX_BATCH_SIZE
-    if common.input and radar.chunk_dir:
-        raise ValueError("give one source, not both --input and --chunk_dir")
-    if radar.chunk_dir and not streaming:
-        raise ValueError("--chunk_dir watches a landing directory and needs --streaming")
-    if common.input and streaming:
-        raise ValueError("--input is a batch source; use --chunk_dir with --streaming")
+    check_sources(options, {"input": common.input}, {"chunk_dir": radar.chunk_dir})
     if common.max_batch_size < 1:
         raise ValueError(f"--max_batch_size must be at least 1, got {common.max_batch_size}")
     return common, radar
-
-
-class DecodeVolumeFn(beam.DoFn):
-    """Source (archive path, or ordered chunk paths) -> keyed sweeps; undecodable -> dead letter.
-
-    Nothing of a bad file is copied into its dead letter: the origin names it.
-    """
-
-    def __init__(self, run_id: str):
-        self._run_id = run_id
-
-    def process(self, source: tuple[str, ...]):
-        try:
-            tree = open_volume(source[0] if len(source) == 1 else list(source))
-            yield from keyed_sweeps(tree, source)
-        except RadarReadError as error:
-            beam.metrics.Metrics.counter(PIPELINE_NAME, "volumes_rejected").inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
-                pipeline=PIPELINE_NAME, stage="decode", error=error, raw=None,
-                origin=";".join(source), run_id=self._run_id))
-
-
-class WriteQcVolumeFn(beam.DoFn):
-    """((volume id, source), [(key, classes or None, error or None)]) -> index row, files.
-
-    A volume with any sweep the model failed on is not written: it goes to dead letters
-    (stage "inference") with the failing sweeps and errors; a failure while writing goes to
-    dead letters with stage "write".
-    """
-
-    def __init__(self, output: str, model: tuple[str, str, str], context: dict):
-        self._output = output
-        self._model = model
-        self._context = context
-
-    def process(self, element):
-        _, sweeps = element
-        sweeps = sorted(sweeps, key=lambda s: s[0].sweep_number)
-        key = sweeps[0][0]
-        failed = [(k.sweep_number, error) for k, _, error in sweeps if error is not None]
-        if failed or len(sweeps) != key.qc_sweeps:
-            reason = (f"{key.volume_id}: sweeps not classified: "
-                      + "; ".join(f"sweep {n}: {e}" for n, e in failed)
-                      if failed else f"{key.volume_id}: {len(sweeps)} of {key.qc_sweeps} "
-                                     "sweeps reached the writer")
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, radar_rows.volume_dead_letter(
-                key, "inference", reason, self._context, "InferenceFailed"))
-            return
-        try:
-            yield self._write(key, {k.sweep_number: classes for k, classes, _ in sweeps})
-        except Exception as error:  # noqa: BLE001 - any write failure is this volume's alone
-            LOGGER.exception("writing %s failed", key.volume_id)
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, radar_rows.volume_dead_letter(
-                key, "write", error, self._context))
-
-    def _write(self, key, classes_by_sweep: dict) -> dict:
-        name, version, sha256 = self._model
-        tree = open_volume(key.source[0] if len(key.source) == 1 else list(key.source))
-        qc = apply_qc(tree, classes_by_sweep, {
-            "qc_model_name": name, "qc_model_version": version, "qc_model_sha256": sha256,
-            "qc_run_id": self._context["run_id"]})
-        folder = f"radar={key.radar}/dt={utc_date(key.volume_time)}"
-        paths = {
-            "netcdf": write_cfradial(qc, f"{self._output}/{VOLUMES}/{folder}/"
-                                         f"{key.volume_id}_qc.nc"),
-            "quicklook": f"{self._output}/{QUICKLOOKS}/{folder}/{key.volume_id}.png",
-        }
-        lowest = min(classes_by_sweep, key=lambda n: (
-            float(tree[f"sweep_{n}"].ds["sweep_fixed_angle"].values), n))
-        title = (f"{key.radar} {key.volume_time:%Y-%m-%d %H:%M:%S} UTC - "
-                 f"QC model {name} {version}")
-        write_bytes(paths["quicklook"], quicklook_png(
-            tree[f"sweep_{lowest}"].ds, qc[f"sweep_{lowest}"].ds, title))
-        counts = [class_counts(c) for c in classes_by_sweep.values()]
-        echo = sum(c["echo"] for c in counts)
-        removed_share = (sum(c["fraction_removed"] * c["echo"] for c in counts) / echo
-                         if echo else 0.0)
-        beam.metrics.Metrics.counter(PIPELINE_NAME, "volumes_written").inc()
-        return radar_rows.volume_row(key, paths, len(tree.children), removed_share,
-                                     self._model, self._context)
-
-
-class _ChunkPathFn(beam.DoFn):
-    """Landing path -> (radar, path) for AssembleVolumes; a misnamed file -> dead letter."""
-
-    def __init__(self, run_id: str):
-        self._run_id = run_id
-
-    def process(self, path: str):
-        try:
-            parse_chunk_name(path)
-        except RadarReadError as error:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
-                pipeline=PIPELINE_NAME, stage="assemble", error=error, raw=None, origin=path,
-                run_id=self._run_id))
-            return
-        yield os.path.basename(os.path.dirname(path)), path
 
 
 def read_volumes(pipeline, radar: RadarQcOptions, common: CommonOptions):
@@ -198,7 +108,7 @@ def read_volumes(pipeline, radar: RadarQcOptions, common: CommonOptions):
         named = (pipeline
                  | "WatchChunkDir" >> WatchNewFiles(os.path.join(radar.chunk_dir, "*", "*"),
                                                     common.poll_secs, common.stop_after_secs)
-                 | "ChunkRadar" >> beam.ParDo(_ChunkPathFn(common.run_id)).with_outputs(
+                 | "ChunkRadar" >> beam.ParDo(ChunkPathFn(common.run_id)).with_outputs(
                      DEAD_LETTERS, main="chunks"))
         assembled = named.chunks | "AssembleVolumes" >> AssembleVolumes(
             radar.chunk_timeout_secs, PIPELINE_NAME, common.run_id, wall_clock_guard=True)
@@ -232,8 +142,8 @@ def build(pipeline, options: PipelineOptions, sources=None) -> dict:
         "code_version": code_version(),
         "models": {model.path: (model.name, model.version, model.sha256)},
     }
-    window_secs = common.window_secs if streaming else 0
-    output = common.output.rstrip("/")
+    outputs = run_outputs(options)
+    window_secs, output = outputs.window_secs, outputs.output.rstrip("/")
     LOGGER.info("serving %s %s (%s)", model.name, model.version, model.path)
 
     if streaming:
@@ -271,15 +181,8 @@ def build(pipeline, options: PipelineOptions, sources=None) -> dict:
         "volumes": written.volumes,
         "predictions": predictions,
         "dead_letters": dead_letters,
-        "volumes_files": written.volumes | "WriteVolumeIndex" >> WritePartitionedParquet(
-            base=f"{output}/{INDEX}", schema=radar_rows.VOLUME_SCHEMA,
-            partition_columns=radar_rows.VOLUME_PARTITIONS, file_prefix=common.run_id,
-            sort_field="volume_id", num_shards=common.num_shards, window_secs=window_secs),
-        "predictions_files": predictions | "WritePredictions" >> WriteSampledPredictions(
-            output, radar_rows.PREDICTION_SCHEMA, common.sample_rate, common.run_id,
-            window_secs, common.num_shards),
-        "dead_letters_files": dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
-            output, common.run_id, window_secs),
+        **write_run_outputs(outputs, INDEX, written.volumes, predictions,
+                            radar_rows.PREDICTION_SCHEMA, dead_letters),
     }
 
 
@@ -302,9 +205,11 @@ def run(argv=None, test_pipeline=None):
     print(f"radar_qc run {common.run_id}: {result.state} in {seconds:.1f} s\n"
           f"  QC'd volumes: {out}/{VOLUMES}/   (CF/Radial 2 NetCDF)\n"
           f"  quicklooks:   {out}/{QUICKLOOKS}/\n"
-          f"  volume index: {out}/{INDEX}/\n"
-          f"  predictions:  {out}/predictions/pipeline={PIPELINE_NAME}/\n"
-          f"  dead letters: {out}/{DEAD_LETTERS}/pipeline={PIPELINE_NAME}/")
+          f"  volume index: {out}/{INDEX.name}/\n"
+          f"  predictions:  {out}/predictions/pipeline={PIPELINE_NAME}/"
+          f"model_name={common.model_name}/\n"
+          f"  dead letters: {out}/{DEAD_LETTERS}/pipeline={PIPELINE_NAME}/"
+          f"model_name={common.model_name}/")
     return result
 
 

@@ -1,0 +1,1 @@
+"""Runners beyond Beam's own: a DaskRunner with its data losses fixed."""

@@ -1,8 +1,9 @@
 """A stand-in for the partner banks' offer API: a small HTTP service on 127.0.0.1.
 
-``POST /v1/quotes`` with ``{"quotes": [{"request_id", "bank", "score", "amount",
-"duration_months"}, ...]}`` answers ``{"rates_version", "quotes": [...]}`` with one entry per
-quote request: ``{"status": "ok", "offer_id", "apr", "monthly_payment", ...}`` or
+``POST /v1/quotes`` with ``{"quotes": [{"request_id", "bank", "score", and "amount",
+"duration_months", "purpose" where the data set has them}, ...]}`` answers ``{"rates_version",
+"quotes": [...]}`` with one entry per quote request (a monthly payment only when amount and
+duration are given): ``{"status": "ok", "offer_id", "apr", "monthly_payment", ...}`` or
 ``{"status": "rejected", "reason"}``. ``GET /healthz`` answers ok; ``GET /stats`` counts calls.
 
 Faults can be injected to exercise the client: a fixed latency, a fraction of calls failing with
@@ -85,14 +86,17 @@ def quote(item: dict, poison_fraction: float) -> dict:
     if is_poisoned(request_id, poison_fraction):
         return {"request_id": request_id, "status": "error",
                 "reason": "bank system could not price this applicant"}
-    score, amount = float(item["score"]), float(item["amount"])
+    score = float(item["score"])
     surcharge = next(s for floor, s in SCORE_BANDS if score >= floor)
     apr = round(BASE_APR[bank] + surcharge, 2)
     offer_id = hashlib.sha256(f"{bank}:{request_id}:{RATES_VERSION}".encode()).hexdigest()[:16]
+    amount, months = item.get("amount"), item.get("duration_months")
+    # A quote without amount or duration (a data set that has neither) gets a rate only.
+    payment = (round(monthly_payment(float(amount), apr, float(months)), 2)
+               if amount is not None and months is not None else None)
     return {
         "request_id": request_id, "status": "ok", "bank": bank, "offer_id": offer_id,
-        "apr": apr, "amount": amount, "duration_months": item["duration_months"],
-        "monthly_payment": round(monthly_payment(amount, apr, item["duration_months"]), 2),
+        "apr": apr, "amount": amount, "duration_months": months, "monthly_payment": payment,
         "rates_version": RATES_VERSION,
     }
 

@@ -13,6 +13,30 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA_DIR = pathlib.Path(os.environ.get("BEAMLINE_DATA", ROOT.parent / "shared" / "data"))
 GERMAN = DATA_DIR / "credit" / "german.data"
+CRX = DATA_DIR / "credit" / "crx.data"
+
+
+def german_dataset():
+    """The German credit data set configuration (config/datasets/credit_german.json)."""
+    from models.credit.dataset import load_dataset
+
+    return load_dataset("credit_german")
+
+
+def load_german(path) -> tuple[list[dict], object]:
+    """(records, labels 1 good / 0 bad) of german.data, read as its configuration says."""
+    from models.credit.dataset import read_data
+
+    loaded = read_data(german_dataset(), str(path))
+    return loaded.records, loaded.labels
+
+
+def german_scenarios() -> dict:
+    """The demo scenarios configured for German credit."""
+    from models.config import default_path
+    from models.credit.scenarios import load_scenarios
+
+    return load_scenarios(default_path("scenarios", "credit_german"), german_dataset())
 # Fewer epochs than the default keep the suite quick; the model is still a real one.
 TEST_EPOCHS = 25
 
@@ -30,21 +54,37 @@ def credit_registry(german_path, tmp_path_factory) -> str:
     from models.credit.train import train
 
     registry = str(tmp_path_factory.mktemp("registry"))
-    train(german_path, registry, seed=7, epochs=TEST_EPOCHS, command="pytest fixture")
+    train("credit_german", registry, german_path, seed=7, epochs=TEST_EPOCHS,
+          command="pytest fixture")
     return registry
+
+
+@pytest.fixture(scope="session")
+def crx_path() -> str:
+    if not CRX.exists():
+        pytest.skip(f"real data not found at {CRX} (set BEAMLINE_DATA)")
+    return str(CRX)
+
+
+@pytest.fixture(scope="session")
+def crx_registry(credit_registry, crx_path) -> str:
+    """The credit registry with a Credit Approval (crx) model beside the German one."""
+    from models.credit.train import train
+
+    train("credit_crx", credit_registry, crx_path, seed=7, epochs=TEST_EPOCHS,
+          command="pytest fixture")
+    return credit_registry
 
 
 @pytest.fixture(scope="session")
 def credit_model_ref(credit_registry):
     from models import registry
 
-    return registry.resolve(credit_registry, "credit")
+    return registry.resolve(credit_registry, "credit_german")
 
 
 @pytest.fixture(scope="session")
 def german_records(german_path):
-    from models.credit.data import load_german
-
     return load_german(german_path)
 
 

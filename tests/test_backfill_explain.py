@@ -8,7 +8,8 @@ import os
 import pyarrow.dataset as ds
 import pytest
 
-from models.credit.data import load_german
+from tests.conftest import load_german
+
 from models.credit.replay import replay_requests
 from pipelines import credit_scoring, explain, radar_qc
 from tests.conftest import write_jsonl
@@ -51,7 +52,7 @@ def test_backfill_writes_to_its_own_folder_and_records_mode_and_run(credit_backf
 def test_rerunning_a_backfill_replaces_its_output(credit_backfill, credit_registry):
     out, requests = credit_backfill
     backfill = f"{out}/backfills/backfill-2026-11-credit"
-    stale = (f"{backfill}/predictions/pipeline=credit_scoring/model_version=v0001/"
+    stale = (f"{backfill}/predictions/pipeline=credit_scoring/model_name=credit_german/model_version=v0001/"
              f"dt=2024-11-01/stale.parquet")
     with open(stale, "wb") as f:
         f.write(b"left over from an older run")

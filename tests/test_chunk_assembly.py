@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from tests.conftest import DATA_DIR
-from transforms.chunk_assembly import AssembleVolumes
+from transforms.radar.chunk_assembly import AssembleVolumes
 
 KLOT = DATA_DIR / "radar" / "nexrad_chunks_KLOT"
 T0 = 1_774_728_897  # 2026-03-28T20:14:57Z

@@ -4,11 +4,14 @@ import keras
 import numpy as np
 import pytest
 
-from models.credit.handler import credit_inference_fn, credit_model_handler
+from models.credit.handler import CreditInference, credit_model_handler
 from models.credit.model import build_credit_model, predict_scores
-from models.credit.schema import CATEGORICAL_FIELDS, FIELD_NAMES, NUMERIC_FIELDS
-from models.credit.train import DECISION_THRESHOLD, stratified_split
+from models.credit.train import stratified_split
 from models.metrics import accuracy, log_loss, roc_auc
+from tests.conftest import german_dataset
+
+GERMAN = german_dataset()
+KINDS = GERMAN.kinds
 
 
 def test_auc_and_log_loss_on_hand_computed_cases():
@@ -32,19 +35,20 @@ def test_split_is_stratified_and_seeded(german_records):
 
 def test_model_takes_raw_fields_and_handles_unknown_codes(german_records):
     records, _ = german_records
-    model = build_credit_model(records[:200])
-    assert set(model.input) == set(FIELD_NAMES)  # named raw inputs, nothing engineered
+    model = build_credit_model(records[:200], GERMAN)
+    assert set(model.input) == set(GERMAN.field_names)  # named raw inputs, nothing engineered
     unknown = dict(records[0], purpose="A499", checking_status="ZZZ")
-    scores = predict_scores(model, [records[0], unknown])
+    scores = predict_scores(model, [records[0], unknown], KINDS)
     assert scores.shape == (2,) and np.all((scores > 0) & (scores < 1))
-    assert len(NUMERIC_FIELDS) == 7 and len(CATEGORICAL_FIELDS) == 13
+    assert list(KINDS.values()).count("numeric") == 7
+    assert list(KINDS.values()).count("categorical") == 13
 
 
 def test_exported_model_scores_exactly_like_the_trained_one(credit_model_ref, german_records):
     records, labels = german_records
     loaded = keras.models.load_model(credit_model_ref.path)
     manifest = credit_model_ref.manifest
-    scores = predict_scores(loaded, records)
+    scores = predict_scores(loaded, records, KINDS)
     # The manifest's hold-out AUC was computed in memory before export; the loaded model on
     # the same rows gives the same number.
     _, holdout = stratified_split(labels, manifest["split"]["holdout_fraction"], manifest["seed"])
@@ -55,13 +59,16 @@ def test_exported_model_scores_exactly_like_the_trained_one(credit_model_ref, ge
 
 def test_manifest_has_schema_metrics_and_training_statistics(credit_model_ref):
     manifest = credit_model_ref.manifest
-    assert [f["name"] for f in manifest["input_schema"]] == list(FIELD_NAMES)
+    assert [f["name"] for f in manifest["input_schema"]] == list(GERMAN.field_names)
+    assert manifest["dataset"]["model_name"] == "credit_german"
+    assert manifest["dataset"]["costs"] == {"bad_approved": 5.0, "good_declined": 1.0}
     metrics = manifest["holdout_metrics"]
-    assert metrics["decision_threshold"] == pytest.approx(DECISION_THRESHOLD)
+    assert metrics["decision_threshold"] == pytest.approx(5 / 6)
+    assert metrics["expected_cost_per_applicant"] > 0
     for key in ("auc", "log_loss", "brier", "accuracy_at_threshold"):
         assert 0.0 < metrics[key] < 1.0
     stats = manifest["feature_statistics"]
-    assert set(stats) == set(FIELD_NAMES)
+    assert set(stats) == set(GERMAN.field_names)
     assert stats["age_years"]["kind"] == "numeric" and len(stats["age_years"]["quantiles"]) == 11
     assert sum(stats["checking_status"]["frequencies"].values()) == pytest.approx(1.0)
     assert len(manifest["training_data_sha256"]) == 64
@@ -71,13 +78,13 @@ def test_manifest_has_schema_metrics_and_training_statistics(credit_model_ref):
 
 def test_handler_scores_a_batch_and_reports_the_versioned_path(credit_model_ref, german_records):
     records, _ = german_records
-    handler = credit_model_handler(credit_model_ref.path)
+    handler = credit_model_handler(credit_model_ref.path, KINDS)
     model = handler.load_model()
     keyed = [(("id-1",), records[0]), (("id-2",), records[1])]
     results = list(handler.run_inference(keyed, model))
-    direct = predict_scores(model, records[:2])
+    direct = predict_scores(model, records[:2], KINDS)
     assert [k for k, _ in results] == [("id-1",), ("id-2",)]
     assert [r.inference for _, r in results] == pytest.approx(direct.tolist(), abs=1e-7)
     assert results[0][1].model_id == credit_model_ref.path
-    assert "/credit/v0001/" in results[0][1].model_id
-    assert credit_inference_fn(model, [], None, "x") == []
+    assert "/credit_german/v0001/" in results[0][1].model_id
+    assert CreditInference(KINDS)(model, [], None, "x") == []

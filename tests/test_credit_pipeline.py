@@ -18,12 +18,11 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from models import registry as model_registry
-from models.credit.schema import FIELD_NAMES
 from pipelines import credit_scoring
 from services.bank_offers import is_poisoned
-from tests.conftest import write_jsonl
-from transforms.credit_rules import load_rules
-from transforms.sampling import keep_prediction
+from tests.conftest import german_dataset, write_jsonl
+from transforms.common.sampling import keep_prediction
+from transforms.credit.rules import default_rules_path, load_rules
 
 BAD_LINES = [
     '{"request_id": "broken", ',                                   # malformed JSON
@@ -104,7 +103,7 @@ def test_sampled_predictions_schema_partitions_and_sample(conservation_run, cred
     requests, out, _ = conservation_run
     table = _table(out, "predictions")
     names = set(table.schema.names)
-    assert set(FIELD_NAMES) <= names
+    assert set(german_dataset().field_names) <= names
     assert {"prediction_id", "event_time", "processed_at", "pipeline", "run_mode", "run_id",
             "model_name", "model_version", "model_sha256", "code_version", "rules_version",
             "score", "decision", "bank", "offer_status", "offer_apr", "latency_ms", "dt"} <= names
@@ -114,7 +113,7 @@ def test_sampled_predictions_schema_partitions_and_sample(conservation_run, cred
     row = rows[0]
     assert row["pipeline"] == "credit_scoring" and row["run_mode"] == "batch"
     assert row["model_version"] == "v0001" and row["model_sha256"] == credit_model_ref.sha256
-    assert row["rules_version"] == load_rules().version
+    assert row["rules_version"] == load_rules(default_rules_path("credit_german")).version
     assert row["dt"] == row["event_time"].strftime("%Y-%m-%d")
     assert row["latency_ms"] >= 0
     # A response and its sampled prediction row describe the same moment.
@@ -124,8 +123,8 @@ def test_sampled_predictions_schema_partitions_and_sample(conservation_run, cred
                if r["prediction_id"] in processed)
     folders = {os.path.relpath(d, out / "predictions") for d, _, fs in os.walk(out / "predictions")
                if fs}
-    assert all(f.startswith("pipeline=credit_scoring/model_version=v0001/dt=2026-1")
-               for f in folders)
+    prefix = "pipeline=credit_scoring/model_name=credit_german/model_version=v0001/dt=2026-1"
+    assert folders and all(f.startswith(prefix) for f in folders)
 
 
 def test_a_model_that_cannot_score_sends_requests_to_dead_letters(tmp_path, make_requests):
@@ -134,7 +133,8 @@ def test_a_model_that_cannot_score_sends_requests_to_dead_letters(tmp_path, make
     model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
     model.save(tmp_path / "model.keras")
     registry = str(tmp_path / "registry")
-    model_registry.publish(registry, "credit", str(tmp_path / "model.keras"), {})
+    model_registry.publish(registry, "credit_german", str(tmp_path / "model.keras"),
+                           {"dataset": german_dataset().to_dict()})
     input_path = write_jsonl(tmp_path / "requests.jsonl", make_requests(5))
     credit_scoring.run(_args(registry, tmp_path / "out", "--input", input_path))
     dead = _table(tmp_path / "out", "dead_letters").to_pylist()
@@ -208,7 +208,7 @@ def test_streaming_picks_up_files_landing_in_a_watched_directory(credit_registry
 
 @pytest.mark.parametrize("extra, message", [
     (["--input", "a.jsonl", "--streaming"], "--input is a batch source"),
-    (["--input_dir", "landing"], "--input_dir watches a directory and needs --streaming"),
+    (["--input_dir", "landing"], "--input_dir is a streaming source and needs --streaming"),
     (["--input", "a", "--input_dir", "b", "--streaming"], "give one source"),
     (["--sample_rate", "2"], r"--sample_rate must lie in \[0, 1\]"),
     (["--input", "a", "--run_mode", "streaming"], "--run_mode streaming needs --streaming"),

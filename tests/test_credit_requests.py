@@ -3,8 +3,11 @@ import json
 
 import pytest
 
-from models.credit.schema import FIELD_NAMES
-from transforms.credit_requests import RequestError, decode_line, parse_request
+from tests.conftest import german_dataset
+from transforms.credit.requests import RequestError, decode_line, parse_request
+
+FIELDS = german_dataset().fields
+FIELD_NAMES = german_dataset().field_names
 
 NOW = datetime.datetime(2026, 11, 27, tzinfo=datetime.UTC)
 
@@ -20,7 +23,7 @@ def _line(request: dict, **changes) -> str:
 
 
 def test_valid_request_is_normalised(good):
-    request = parse_request(json.dumps(good), "f.jsonl:1", NOW)
+    request = parse_request(json.dumps(good), "f.jsonl:1", NOW, FIELDS)
     assert request.request_id == good["request_id"]
     assert request.event_time.tzinfo == datetime.UTC
     assert set(request.fields) == set(FIELD_NAMES)
@@ -30,12 +33,13 @@ def test_valid_request_is_normalised(good):
 
 
 def test_unknown_category_code_is_accepted_for_the_oov_bucket(good):
-    request = parse_request(_line(good, purpose="A499"), "o", NOW)
+    request = parse_request(_line(good, purpose="A499"), "o", NOW, FIELDS)
     assert request.fields["purpose"] == "A499"
 
 
 def test_event_time_offsets_are_converted_to_utc(good):
-    request = parse_request(_line(good, event_time="2026-11-01T02:00:00+02:00"), "o", NOW)
+    line = _line(good, event_time="2026-11-01T02:00:00+02:00")
+    request = parse_request(line, "o", NOW, FIELDS)
     assert request.event_time == datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
 
 
@@ -56,7 +60,7 @@ def test_event_time_offsets_are_converted_to_utc(good):
 ])
 def test_bad_fields_are_rejected_with_a_clear_message(good, changes, stage, message):
     with pytest.raises(RequestError, match=message) as error:
-        parse_request(_line(good, **changes), "o", NOW)
+        parse_request(_line(good, **changes), "o", NOW, FIELDS)
     assert error.value.stage == stage
 
 
@@ -64,7 +68,7 @@ def test_bad_fields_are_rejected_with_a_clear_message(good, changes, stage, mess
 def test_non_finite_numbers_are_rejected(good, value):
     # json.dumps writes NaN / Infinity, and json.loads accepts them.
     with pytest.raises(RequestError, match="credit_amount must be finite"):
-        parse_request(_line(good, credit_amount=value), "o", NOW)
+        parse_request(_line(good, credit_amount=value), "o", NOW, FIELDS)
 
 
 @pytest.mark.parametrize("line, message", [
@@ -75,14 +79,14 @@ def test_non_finite_numbers_are_rejected(good, value):
 ])
 def test_unparsable_lines_are_rejected_at_parse(line, message):
     with pytest.raises(RequestError, match=message) as error:
-        parse_request(line, "o", NOW)
+        parse_request(line, "o", NOW, FIELDS)
     assert error.value.stage == "parse"
 
 
 def test_oversized_lines_are_rejected_before_parsing(good):
     line = _line(good, request_id="x" * 5000)
     with pytest.raises(RequestError, match=r"request of \d+ bytes exceeds the limit of 1024"):
-        parse_request(line, "o", NOW, max_bytes=1024)
+        parse_request(line, "o", NOW, FIELDS, max_bytes=1024)
 
 
 def test_invalid_utf8_is_a_parse_error():
@@ -94,9 +98,9 @@ def test_invalid_utf8_is_a_parse_error():
 def test_parse_dofn_emits_requests_and_tags_dead_letters(good):
     from apache_beam.pvalue import TaggedOutput
 
-    from transforms.credit_requests import ParseRequestsFn
+    from transforms.credit.requests import ParseRequestsFn
 
-    fn = ParseRequestsFn("credit_scoring", "run-1", max_bytes=4096)
+    fn = ParseRequestsFn("credit_scoring", "run-1", 4096, FIELDS)
     [request] = list(fn.process(("f:1", json.dumps(good).encode())))
     assert request.request_id == good["request_id"] and request.origin == "f:1"
     [tagged] = list(fn.process(("f:2", b"\xff not utf-8")))
@@ -106,3 +110,34 @@ def test_parse_dofn_emits_requests_and_tags_dead_letters(good):
         ("parse", "RequestError", "f:2")
     assert letter["raw"] == "\\xff not utf-8" and letter["run_id"] == "run-1"
     assert letter["message"].startswith("not UTF-8 text")
+
+
+def _crx_fields():
+    from models.credit.dataset import load_dataset
+
+    return load_dataset("credit_crx").fields
+
+
+CRX_REQUEST = {"request_id": "crx-1", "event_time": "2026-11-01T00:00:00+00:00", "A1": "b",
+               "A2": 30.83, "A3": 0, "A4": "u", "A5": "g", "A6": "w", "A7": "v", "A8": 1.25,
+               "A9": "t", "A10": "t", "A11": 1, "A12": "f", "A13": "g", "A14": 202, "A15": 0}
+
+
+def test_a_field_the_data_set_lets_be_missing_may_be_null_or_absent():
+    fields = _crx_fields()
+    with_null = parse_request(json.dumps(dict(CRX_REQUEST, A1=None, A2=None)), "o", NOW, fields)
+    assert with_null.fields["A1"] is None and with_null.fields["A2"] is None
+    absent = {k: v for k, v in CRX_REQUEST.items() if k != "A14"}
+    assert parse_request(json.dumps(absent), "o", NOW, fields).fields["A14"] is None
+    assert parse_request(json.dumps(CRX_REQUEST), "o", NOW, fields).fields["A14"] == 202.0
+
+
+def test_a_field_the_data_set_requires_may_not_be_null_or_absent():
+    fields = _crx_fields()
+    with pytest.raises(RequestError, match="A9 may not be null"):
+        parse_request(json.dumps(dict(CRX_REQUEST, A9=None)), "o", NOW, fields)
+    absent = {k: v for k, v in CRX_REQUEST.items() if k != "A15"}
+    with pytest.raises(RequestError, match="missing fields: A15"):
+        parse_request(json.dumps(absent), "o", NOW, fields)
+    with pytest.raises(RequestError, match="unexpected fields: credit_amount"):
+        parse_request(json.dumps(dict(CRX_REQUEST, credit_amount=5)), "o", NOW, fields)

@@ -10,13 +10,14 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 
-from models.credit.data import load_german
+from tests.conftest import load_german
+
 from models.credit.scenarios import generate, parse_scenarios, write_jsonl
-from models.radar_qc.synthetic_volume import write_synthetic_volumes
+from models.slices import group_names, load_config
 from pipelines import credit_scoring, evaluate, radar_qc
-from transforms.evaluation import METRIC_SCHEMA
-from transforms.retraining import RETRAIN_EXIT_STATUS
-from transforms.slices import group_names, load_config
+from transforms.evaluation.join import METRIC_SCHEMA
+from transforms.evaluation.retraining import RETRAIN_EXIT_STATUS
+from transforms.radar.synthetic_volumes import write_synthetic_volumes
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -110,7 +111,7 @@ def test_metrics_parquet_has_every_slice_and_accumulates_history(scenario_runs,
     runs = set(table.column("evaluation_run_id").to_pylist())
     assert {"eval-history-1", "eval-history-2"} <= runs
     rows = [r for r in table.to_pylist() if r["evaluation_run_id"] == "eval-history-2"]
-    config = load_config(evaluate._default_rules_file("evaluation", "credit_scoring"))
+    config = load_evaluation_config(default_path("evaluation", "credit_german"))
     sizes = {(r["slice"], r["slice_value"]) for r in rows if r["metric"] == "size"
              and r["window"] == "all"}
     for dimension in config["slices"]:
@@ -198,7 +199,7 @@ def test_report_renders_in_headless_chromium(scenario_runs, credit_registry):
         os.path.abspath(outcome["report"]))
     assert images >= 4 and broken_images == [] and broken_links == []
     assert "Retraining decision: RETRAIN" in text
-    config = load_config(evaluate._default_rules_file("evaluation", "credit_scoring"))
+    config = load_evaluation_config(default_path("evaluation", "credit_german"))
     shown = {(row["cells"][0], row["cells"][1]) for row in tables["slices-all"]}
     for dimension in config["slices"]:
         for group in group_names(dimension):
@@ -248,7 +249,7 @@ def test_radar_truth_mask_matches_the_generator(radar_evaluation, klbb_path):
     """The truth written for a sweep is what the generator labelled, on the model grid."""
     import pyarrow.parquet as pq
 
-    from transforms.radar_rows import unpack_mask
+    from models.radar_qc.vocabulary import unpack_mask
 
     paths, out, _ = radar_evaluation
     truth = pq.read_table(os.path.join(os.path.dirname(os.path.dirname(paths[0])),

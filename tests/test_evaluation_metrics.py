@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from models.credit.data import load_german
+from tests.conftest import load_german
+
 from models.credit.scenarios import generate, parse_scenarios
 from models.credit.train import feature_statistics
 from models.metrics import (
@@ -20,8 +21,10 @@ from models.metrics import (
     psi,
     roc_auc,
 )
-from transforms.drift import categorical_drift, drift_report, numeric_drift
-from transforms.evaluation import (
+from models.radar_qc.vocabulary import unpack_mask
+from models.slices import fairness_gaps, load_config, slice_value
+from transforms.evaluation.drift import categorical_drift, drift_report, numeric_drift
+from transforms.evaluation.join import (
     TruthError,
     credit_group_metrics,
     group_keys,
@@ -30,9 +33,7 @@ from transforms.evaluation import (
     truth_record,
     window_start,
 )
-from transforms.radar_rows import unpack_mask
-from transforms.retraining import RETRAIN_EXIT_STATUS, check_rule, decide
-from transforms.slices import fairness_gaps, load_config, slice_value
+from transforms.evaluation.retraining import RETRAIN_EXIT_STATUS, check_rule, decide
 
 UTC = datetime.UTC
 T0 = datetime.datetime(2026, 9, 7, tzinfo=UTC)
@@ -112,7 +113,7 @@ def _window_columns(requests, names, week):
 def test_drift_fires_on_a_shifted_scenario_and_not_on_an_unshifted_one(german_path):
     records, labels = load_german(german_path)
     stats = feature_statistics(records)
-    config = load_config("transforms/rules/evaluation_credit_scoring.json")["drift"]
+    config = load_evaluation_config("config/evaluation/credit_german.json")["drift"]
     kwargs = {"weeks": 4, "per_week": 400, "shift_week": 2, "seed": 3}
     surge, _ = generate(records, labels, parse_scenarios("young_no_history_surge"), **kwargs)
     inflated, _ = generate(records, labels, parse_scenarios("amounts_inflate"), **kwargs)
@@ -200,7 +201,7 @@ def test_windows_are_iso_weeks_and_days():
 # --- slices ----------------------------------------------------------------------------------
 
 def test_slice_definitions_bands_and_groups():
-    config = load_config("transforms/rules/evaluation_credit_scoring.json")
+    config = load_evaluation_config("config/evaluation/credit_german.json")
     dims = {d["name"]: d for d in config["slices"]}
     assert {"sex_personal_status", "age_band", "foreign_worker", "credit_history"} <= set(dims)
     ages = [slice_value(dims["age_band"], a) for a in (18, 24, 25, 60, 61, 75)]
@@ -232,7 +233,7 @@ def test_fairness_gaps_by_hand():
 
 def test_credit_group_metrics_show_every_configured_slice_and_flag_small_ones(german_path):
     records, labels = load_german(german_path)
-    config = load_config("transforms/rules/evaluation_credit_scoring.json")
+    config = load_evaluation_config("config/evaluation/credit_german.json")
     rng = np.random.default_rng(0)
     rows = [dict(r, prediction_id=str(i), label=int(labels[i]), score=float(s),
                  decision="approve" if s > 0.8 else "decline", rules_version="r1")
@@ -256,7 +257,7 @@ def test_radar_group_metrics_per_sweep_elevation_and_range_band():
            "mask_packed": np.packbits(predicted).tobytes(),
            "truth_mask_packed": np.packbits(truth).tobytes(), "truth_mask_shape": list(shape),
            "first_gate_m": 10_000.0, "gate_spacing_m": 10_000.0}  # gates at 10..40 km
-    out = radar_group_metrics([row], {"range_bands_km": [0, 25, 50]}, unpack_mask)
+    out = radar_group_metrics([row], {"range_bands_km": [0, 25, 50]})
     figures = {(m["slice"], m["slice_value"], m["metric"]): m["value"] for m in out}
     # 2 hits, 1 miss, 1 false alarm overall.
     assert figures[("all", "all", "csi")] == pytest.approx(0.5)

@@ -5,13 +5,15 @@ import requests
 from apache_beam.io.requestresponse import UserCodeQuotaException, UserCodeTimeoutException
 
 from services.bank_offers import is_poisoned, monthly_payment, quote
-from transforms.offers import (
+from transforms.credit.offers import (
     FAILED,
     OFFERED,
     DeadLetteringRepeater,
     OfferCaller,
     ServiceUnavailable,
 )
+
+QUOTE_FIELDS = {"amount": "credit_amount", "duration_months": "duration_months"}
 
 
 def _rows(n, bank="alpenbank", prefix="r"):
@@ -39,7 +41,7 @@ def test_quote_prices_by_bank_and_score_band():
 
 def test_caller_gets_one_offer_per_request(offer_service):
     service = offer_service()
-    with OfferCaller(service.url) as caller:
+    with OfferCaller(service.url, QUOTE_FIELDS) as caller:
         answered = caller(_rows(3))
     assert [r["offer_status"] for r in answered] == [OFFERED] * 3
     assert [r["prediction_id"] for r in answered] == ["r-0", "r-1", "r-2"]
@@ -48,20 +50,20 @@ def test_caller_gets_one_offer_per_request(offer_service):
 
 
 def test_caller_maps_http_failures_to_beam_exceptions(offer_service):
-    with OfferCaller(offer_service(fail_rate=1.0, fail_kinds=("429",)).url) as caller:
+    with OfferCaller(offer_service(fail_rate=1.0, fail_kinds=("429",)).url, QUOTE_FIELDS) as caller:
         with pytest.raises(UserCodeQuotaException, match="429"):
             caller(_rows(1))
-    with OfferCaller(offer_service(fail_rate=1.0, fail_kinds=("500",)).url) as caller:
+    with OfferCaller(offer_service(fail_rate=1.0, fail_kinds=("500",)).url, QUOTE_FIELDS) as caller:
         with pytest.raises(ServiceUnavailable, match="500"):
             caller(_rows(1))
     hanging = offer_service(fail_rate=1.0, fail_kinds=("timeout",), hang_secs=1.0)
-    with OfferCaller(hanging.url, timeout_secs=0.2) as caller:
+    with OfferCaller(hanging.url, QUOTE_FIELDS, timeout_secs=0.2) as caller:
         with pytest.raises(UserCodeTimeoutException, match="within 0.2s"):
             caller(_rows(1))
 
 
 def test_unreachable_service_is_a_transient_failure():
-    with OfferCaller("http://127.0.0.1:9", timeout_secs=0.5) as caller:
+    with OfferCaller("http://127.0.0.1:9", QUOTE_FIELDS, timeout_secs=0.5) as caller:
         with pytest.raises(ServiceUnavailable, match="unreachable"):
             caller(_rows(1))
 
@@ -69,7 +71,7 @@ def test_unreachable_service_is_a_transient_failure():
 def test_repeater_retries_then_returns_failures_instead_of_raising(offer_service):
     service = offer_service(fail_rate=1.0, fail_kinds=("500",))
     repeater = DeadLetteringRepeater(max_retries=2, initial_delay_secs=0.01)
-    with OfferCaller(service.url) as caller:
+    with OfferCaller(service.url, QUOTE_FIELDS) as caller:
         outcome = repeater.repeat(caller, _rows(2), timeout=1.0)
     assert service.stats()["calls"] == 3  # first attempt + 2 retries
     assert [r["offer_status"] for r in outcome] == [FAILED, FAILED]
@@ -82,7 +84,7 @@ def test_repeater_recovers_from_transient_failures(offer_service):
     service = offer_service(fail_rate=0.5, fail_kinds=("429", "500"), seed=3)
     repeater = DeadLetteringRepeater(max_retries=8, initial_delay_secs=0.01,
                                      max_delay_secs=0.05)
-    with OfferCaller(service.url) as caller:
+    with OfferCaller(service.url, QUOTE_FIELDS) as caller:
         outcomes = [repeater.repeat(caller, _rows(1, prefix=f"t{i}"), timeout=1.0)[0]
                     for i in range(20)]
     stats = service.stats()
@@ -96,7 +98,7 @@ def test_bank_rejection_is_final_and_not_retried(offer_service):
     assert poisoned, "the fraction should poison a few of 40 ids"
     service = offer_service(poison_fraction=0.3)
     repeater = DeadLetteringRepeater(max_retries=3, initial_delay_secs=0.01)
-    with OfferCaller(service.url, batch_size=40) as caller:
+    with OfferCaller(service.url, QUOTE_FIELDS, batch_size=40) as caller:
         outcome = repeater.repeat(caller, rows, timeout=1.0)
     failed = {r["prediction_id"] for r in outcome if r["offer_status"] == FAILED}
     assert failed == poisoned
@@ -110,3 +112,12 @@ def test_service_health_and_unknown_paths(offer_service):
     assert requests.get(service.url + "/healthz", timeout=2).json() == {"status": "ok"}
     assert requests.get(service.url + "/nope", timeout=2).status_code == 404
     assert requests.post(service.url + "/v1/quotes", data=b"{}", timeout=2).status_code == 400
+
+
+def test_a_quote_without_amount_or_duration_gets_a_rate_and_no_payment(offer_service):
+    service = offer_service()
+    rows = [{"prediction_id": "crx-0", "bank": "alpenbank", "score": 0.96, "A15": 0.0}]
+    with OfferCaller(service.url, {}) as caller:
+        [answered] = caller(rows)
+    assert answered["offer_status"] == OFFERED and answered["offer_apr"] == 4.9
+    assert answered["offer_monthly_payment"] is None

@@ -11,7 +11,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
-from transforms.parquet_sink import WritePartitionedParquet
+from transforms.common.parquet_sink import WritePartitionedParquet
 
 SCHEMA = pa.schema([("id", pa.string()), ("value", pa.float64()), ("part", pa.string())])
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import DATA_DIR
-from transforms.radar_io import (
+from transforms.radar.reading import (
     CHANNELS,
     N_AZIMUTH,
     N_RANGE,

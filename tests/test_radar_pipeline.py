@@ -11,10 +11,11 @@ import numpy as np
 import pyarrow.dataset as pads
 import pytest
 
+from models.radar_qc.vocabulary import unpack_mask
 from pipelines import radar_qc
 from tests.conftest import KLOT_CHUNKS
-from transforms.radar_rows import PREDICTION_SCHEMA, VOLUME_SCHEMA, unpack_mask
-from transforms.radar_volumes import QC_CLASS, SweepKey
+from transforms.radar.rows import PREDICTION_SCHEMA, VOLUME_SCHEMA
+from transforms.radar.volumes import QC_CLASS, SweepKey
 
 
 def read(path):
@@ -158,7 +159,7 @@ def test_streaming_qcs_chunks_landing_one_by_one_in_a_watched_directory(radar_re
 
 @pytest.mark.parametrize("extra, message", [
     (["--input", "a", "--chunk_dir", "b", "--streaming"], "not both --input and --chunk_dir"),
-    (["--chunk_dir", "b"], "--chunk_dir watches a landing directory and needs --streaming"),
+    (["--chunk_dir", "b"], "--chunk_dir is a streaming source and needs --streaming"),
     (["--input", "a", "--streaming"], "--input is a batch source"),
     (["--input", "a", "--max_batch_size", "0"], "--max_batch_size must be at least 1"),
 ])

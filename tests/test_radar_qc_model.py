@@ -6,9 +6,8 @@ import pytest
 from models.metrics import detection_scores
 from models.radar_qc.synthetic import BIO, CLUTTER, MET, NO_ECHO, sensitivity_dbz, synthetic_set
 from models.radar_qc.train import non_meteorological, rhohv_rule, tune_rhohv_threshold
-from transforms.radar_io import CHANNELS
-from transforms.radar_rows import pack_mask, unpack_mask
-from transforms.radar_volumes import class_counts, native_classes
+from models.radar_qc.vocabulary import CHANNELS, class_counts, pack_mask, unpack_mask
+from transforms.radar.volumes import native_classes
 
 DBZH, ZDR, RHOHV, PHIDP = range(4)
 

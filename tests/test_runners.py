@@ -13,7 +13,8 @@ import time
 import pyarrow.dataset as ds
 import pytest
 
-from models.credit.data import load_german
+from tests.conftest import load_german
+
 from models.credit.scenarios import generate
 from pipelines import credit_scoring, evaluate, radar_qc
 from tests.conftest import write_jsonl
@@ -190,7 +191,7 @@ def test_portable_workers_import_beamline_from_the_staged_package(portable, tmp_
     target = tmp_path / "where.txt"
 
     def where(_):
-        import transforms.sampling
+        import transforms.common.sampling
 
         with open(target, "w", encoding="utf-8") as f:
             f.write(f"{os.getpid()} {transforms.sampling.__file__}")

@@ -1,6 +1,6 @@
 import pytest
 
-from transforms.sampling import keep_prediction, sample_fraction, validate_rate
+from transforms.common.sampling import keep_prediction, sample_fraction, validate_rate
 
 
 def test_fraction_is_stable_and_in_unit_interval():

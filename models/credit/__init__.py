@@ -1,0 +1,3 @@
+"""The credit model: data set configuration, model with preprocessing inside, training, handler,
+request replay and demo scenarios.
+"""

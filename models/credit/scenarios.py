@@ -1,17 +1,16 @@
 """Demo traffic that behaves like the world: requests over weeks, shifts, and later truth.
 
-German credit applicants are replayed as requests over weeks, optionally shifted from a given
-week on, and the ground truth that arrives later is written as a separate file.
+A configured data set's applicants are replayed as requests over weeks, optionally shifted from
+a given week on, and the ground truth that arrives later is written as a separate file. The
+shifts are configuration (``config/scenarios/<model name>.json``), in three kinds:
 
-Scenarios (combine with commas; each starts at ``shift_week``, 0-based):
-
-- ``none``: applicants drawn with replacement from the data set, as they are.
-- ``young_no_history_surge``: 40 % of requests come from applicants under 25 with no
-  credit history (drawn from the under-25 applicants, credit_history set to A30 "no credits
-  taken"); their outcomes are kept.
-- ``amounts_inflate``: every credit amount is 30 % higher (prices rose; outcomes kept).
-- ``slice_outcomes_worsen``: half of the good outcomes of female divorced/separated/married
-  applicants (personal_status_sex A92) turn bad (the model is not told).
+- ``surge``: a ``share`` of requests is drawn from a sub-population (``from``: a field with
+  ``codes``, or a ``min`` / ``max`` band), optionally with fields ``set`` to given values;
+  their outcomes are kept;
+- ``scale``: a numeric ``field`` is multiplied by ``factor`` (outcomes kept);
+- ``worsen_outcomes``: a ``share`` of the good outcomes of a ``group`` (field + codes or band)
+  turn bad; the model is not told.
+``none`` replays applicants drawn with replacement, as they are.
 
 Ground truth: one row per request with prediction_id = request_id, label 1 good / 0 bad and
 label_time = event time + ``label_delay_days`` (+ up to 2 days); a few labels are first
@@ -20,52 +19,107 @@ never arrive.
 
 Usage::
 
-    python -m models.credit.scenarios --scenario amounts_inflate,slice_outcomes_worsen \\
+    python -m models.credit.scenarios --config credit_german \\
+        --scenario amounts_inflate,slice_outcomes_worsen \\
         --requests out/requests.jsonl --truth out/truth.jsonl
 """
 
 import argparse
 import datetime
+import math
+import os
+import sys
 
 import numpy as np
 
-from models.credit.data import load_german
-from models.credit.replay import write_jsonl
+from models.config import ConfigError, default_path, read_config
+from models.credit.dataset import (
+    NUMERIC,
+    DataError,
+    Dataset,
+    load_dataset,
+    read_data,
+    resolve_data_path,
+)
+from models.credit.replay import client_value, write_jsonl
 
-SCENARIOS = ("none", "young_no_history_surge", "amounts_inflate", "slice_outcomes_worsen")
-SURGE_SHARE = 0.4
-INFLATION = 1.3
-WORSEN_CODES = ("A92",)
-WORSEN_SHARE = 0.5
+KINDS = ("surge", "scale", "worsen_outcomes")
 
 
-def parse_scenarios(text: str) -> tuple[str, ...]:
-    """Comma-separated scenario names, checked.
+def _check_condition(name: str, condition, dataset: Dataset, path: str) -> None:
+    if not isinstance(condition, dict) or condition.get("field") not in dataset.by_name:
+        raise ConfigError(f"{path}: scenario {name!r} needs a field of the data set, got "
+                          f"{condition!r}")
+    if "codes" not in condition and "min" not in condition and "max" not in condition:
+        raise ConfigError(f"{path}: scenario {name!r}: a condition needs codes or a min/max")
+
+
+def load_scenarios(path: str, dataset: Dataset) -> dict:
+    """The scenarios of a configuration file, checked against the data set.
+
+    Returns:
+        {scenario name: spec} in the file's order.
+    """
+    scenarios = read_config("scenarios", path).content.get("scenarios", {})
+    for name, spec in scenarios.items():
+        kind = spec.get("kind")
+        if kind not in KINDS:
+            raise ConfigError(f"{path}: scenario {name!r} has kind {kind!r}; kinds: "
+                              f"{', '.join(KINDS)}")
+        if kind == "surge":
+            _check_condition(name, spec.get("from"), dataset, path)
+            unknown = sorted(set(spec.get("set", {})) - set(dataset.field_names))
+            if unknown:
+                raise ConfigError(f"{path}: scenario {name!r} sets unknown fields {unknown}")
+        elif kind == "scale":
+            field = dataset.by_name.get(spec.get("field"))
+            if field is None or field.kind != NUMERIC:
+                raise ConfigError(f"{path}: scenario {name!r} scales {spec.get('field')!r}, "
+                                  f"which is not a numeric field of the data set")
+        else:
+            _check_condition(name, spec.get("group"), dataset, path)
+        if not 0.0 <= float(spec.get("share", 0.0)) <= 1.0:
+            raise ConfigError(f"{path}: scenario {name!r}: share must lie in [0, 1]")
+    return scenarios
+
+
+def parse_scenarios(text: str, available: dict) -> tuple[str, ...]:
+    """Comma-separated scenario names, checked against the configured ones.
 
     Raises:
         ValueError: an unknown name.
     """
     names = tuple(n.strip() for n in text.split(",") if n.strip()) or ("none",)
-    unknown = [n for n in names if n not in SCENARIOS]
+    unknown = [n for n in names if n != "none" and n not in available]
     if unknown:
-        raise ValueError(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
+        raise ValueError(f"unknown scenario(s) {unknown}; choose from "
+                         f"{', '.join(('none', *available))}")
     return tuple(n for n in names if n != "none")
 
 
-def _client_value(value):
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+def matches(condition: dict, record: dict) -> bool:
+    """Whether a record falls in a condition: its field's code in ``codes``, or its number in
+    [``min``, ``max``)."""
+    value = record.get(condition["field"])
+    if value is None:
+        return False
+    if "codes" in condition:
+        return str(value) in condition["codes"]
+    return condition.get("min", -math.inf) <= float(value) < condition.get("max", math.inf)
 
 
-def generate(records: list[dict], labels, scenarios: tuple[str, ...], weeks: int = 6,
-             per_week: int = 500, start: datetime.datetime | None = None, shift_week: int = 3,
-             seed: int = 7, label_delay_days: float = 30.0, missing_share: float = 0.03,
-             corrected_share: float = 0.02, id_prefix: str = "app"):
+def generate(records: list[dict], labels, scenarios: dict, active: tuple[str, ...] = (),
+             weeks: int = 6, per_week: int = 500, start: datetime.datetime | None = None,
+             shift_week: int = 3, seed: int = 7, label_delay_days: float = 30.0,
+             missing_share: float = 0.03, corrected_share: float = 0.02,
+             id_prefix: str = "app"):
     """Requests and their later ground truth.
 
     Args:
-        records: applicant fields (``load_german``).
+        records: applicant fields (``read_data``).
         labels: 1 good / 0 bad per record.
-        scenarios: shifts to apply from ``shift_week`` on (empty = none).
+        scenarios: the configured scenarios ({name: spec}, applied in this order).
+        active: names of the scenarios to apply from ``shift_week`` on (empty = none).
         weeks, per_week: how many weeks of traffic, requests per week.
         start: event time of week 0's start (default Monday 2026-09-07 UTC).
         shift_week: first shifted week.
@@ -81,29 +135,30 @@ def generate(records: list[dict], labels, scenarios: tuple[str, ...], weeks: int
     rng = np.random.default_rng(seed)
     start = start or datetime.datetime(2026, 9, 7, tzinfo=datetime.UTC)
     labels = np.asarray(labels)
-    young = [i for i, r in enumerate(records) if r["age_years"] < 25]
+    applied = [(name, spec) for name, spec in scenarios.items() if name in active]
+    pools = {name: [i for i, r in enumerate(records) if matches(spec["from"], r)]
+             for name, spec in applied if spec["kind"] == "surge"}
     requests, truth = [], []
     for week in range(weeks):
         offsets = np.sort(rng.uniform(0, 7 * 86400, per_week))
         shifted = week >= shift_week
         for n, offset in enumerate(offsets):
             index = int(rng.integers(len(records)))
-            fields = dict(records[index])
-            label = int(labels[index])
-            if shifted and "young_no_history_surge" in scenarios and rng.random() < SURGE_SHARE:
-                index = young[int(rng.integers(len(young)))]
-                fields = dict(records[index], credit_history="A30")
-                label = int(labels[index])
-            if shifted and "amounts_inflate" in scenarios:
-                fields["credit_amount"] = round(fields["credit_amount"] * INFLATION)
-            if (shifted and "slice_outcomes_worsen" in scenarios and label == 1
-                    and fields["personal_status_sex"] in WORSEN_CODES
-                    and rng.random() < WORSEN_SHARE):
-                label = 0
+            fields, label = dict(records[index]), int(labels[index])
+            for name, spec in applied if shifted else ():
+                if spec["kind"] == "surge" and pools[name] and rng.random() < spec["share"]:
+                    index = pools[name][int(rng.integers(len(pools[name])))]
+                    fields, label = dict(records[index], **spec.get("set", {})), int(
+                        labels[index])
+                elif spec["kind"] == "scale" and fields[spec["field"]] is not None:
+                    fields[spec["field"]] = round(fields[spec["field"]] * spec["factor"])
+                elif (spec["kind"] == "worsen_outcomes" and label == 1
+                      and matches(spec["group"], fields) and rng.random() < spec["share"]):
+                    label = 0
             event_time = start + datetime.timedelta(seconds=float(offset), weeks=week)
             request_id = f"{id_prefix}-w{week:02d}-{n:05d}"
             requests.append({"request_id": request_id, "event_time": event_time.isoformat(),
-                             **{k: _client_value(v) for k, v in fields.items()}})
+                             **{k: client_value(v) for k, v in fields.items()}})
             if rng.random() < missing_share:
                 continue
             label_time = event_time + datetime.timedelta(
@@ -118,11 +173,16 @@ def generate(records: list[dict], labels, scenarios: tuple[str, ...], weeks: int
     return requests, truth
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default="../shared/data/credit/german.data")
+    parser.add_argument("--config", default="credit_german",
+                        help="data set configuration file, or a model name")
+    parser.add_argument("--data", default=None,
+                        help="data file (default: the configuration's \"data\")")
+    parser.add_argument("--scenarios", default=None,
+                        help="scenario file (default: config/scenarios/<model name>.json)")
     parser.add_argument("--scenario", default="none",
-                        help=f"comma-separated, from: {', '.join(SCENARIOS)}")
+                        help="comma-separated names from the scenario file, or none")
     parser.add_argument("--requests", required=True, help="JSON Lines file of requests to write")
     parser.add_argument("--truth", required=True, help="JSON Lines file of ground truth to write")
     parser.add_argument("--weeks", type=int, default=6)
@@ -132,16 +192,27 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--id_prefix", default="app")
     args = parser.parse_args(argv)
-    records, labels = load_german(args.data)
+    try:
+        dataset = load_dataset(args.config)
+        path = args.scenarios or default_path("scenarios", dataset.model_name)
+        scenarios = load_scenarios(path, dataset) if args.scenarios or os.path.exists(path) \
+            else {}
+        active = parse_scenarios(args.scenario, scenarios)
+        loaded = read_data(dataset, resolve_data_path(dataset, args.data))
+    except (ConfigError, DataError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     requests, truth = generate(
-        records, labels, parse_scenarios(args.scenario), args.weeks, args.per_week,
+        loaded.records, loaded.labels, scenarios, active, args.weeks, args.per_week,
         datetime.datetime.fromisoformat(args.start), args.shift_week, args.seed,
         id_prefix=args.id_prefix)
     write_jsonl(requests, args.requests)
     write_jsonl(truth, args.truth)
-    print(f"wrote {len(requests)} requests to {args.requests} and {len(truth)} truth rows "
-          f"to {args.truth} (scenario {args.scenario}, shifted from week {args.shift_week})")
+    print(f"wrote {len(requests)} {dataset.model_name} requests to {args.requests} and "
+          f"{len(truth)} truth rows to {args.truth} (scenario {args.scenario}, shifted from "
+          f"week {args.shift_week})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

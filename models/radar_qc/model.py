@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from models.radar_qc.synthetic import CLASS_NAMES, NO_ECHO
+from models.radar_qc.vocabulary import CLASS_NAMES, NO_ECHO
 
 N_CLASSES = len(CLASS_NAMES)
 

@@ -31,9 +31,8 @@ Notes:
 import numpy as np
 from scipy import ndimage
 
-MET, BIO, CLUTTER = 0, 1, 2
-CLASS_NAMES = ("meteorological", "biological", "clutter_noise")
-NO_ECHO = 255
+from models.radar_qc.vocabulary import BIO, CLUTTER, MET, NO_ECHO
+
 GATE_KM = 0.25
 RAY_DEG = 0.5
 

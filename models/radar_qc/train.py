@@ -20,11 +20,11 @@ import tempfile
 import numpy as np
 
 from models import registry as model_registry
-from models.credit.train import numeric_stats
 from models.metrics import detection_scores
 from models.provenance import code_version, library_versions
-from models.radar_qc.synthetic import BIO, CLASS_NAMES, CLUTTER, NO_ECHO, synthetic_set
-from transforms.radar_io import CHANNELS
+from models.radar_qc.synthetic import synthetic_set
+from models.radar_qc.vocabulary import BIO, CHANNELS, CLASS_NAMES, CLUTTER, NO_ECHO
+from models.statistics import numeric_stats
 
 LOGGER = logging.getLogger(__name__)
 MODEL_NAME = "radar_qc"

@@ -1,0 +1,178 @@
+"""Configuration as data: finding, reading and checking the files under ``config/``.
+
+Every kind of configuration is a JSON file in ``config/<kind>/<name>.json``, where ``name`` is
+the registry model name it belongs to (``credit_german``, ``credit_crx``, ``radar_qc``):
+
+- ``datasets``: a credit data set's schema (fields, label, costs; see ``models.credit.dataset``);
+- ``offer_rules``: decision thresholds and the banks asked for offers;
+- ``evaluation``: slices, drift limits, windows of the scheduled evaluation;
+- ``retraining``: the rules that turn an evaluation into a retraining decision;
+- ``scenarios``: shifts the demo traffic generator can apply to a data set.
+
+Each file declares a ``version``; what is recorded wherever a file was used is that version plus
+the first 8 hex digits of the file's sha256, so an edit that forgets to bump the version is
+still told apart. Files are read once, where a job starts, and travel as values.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import pathlib
+
+from models.provenance import PROJECT_ROOT
+
+CONFIG_DIR = PROJECT_ROOT / "config"
+KINDS = ("datasets", "offer_rules", "evaluation", "retraining", "scenarios")
+RETRAINING_RULE_TYPES = ("metric_drop", "metric_rise", "drift", "slice_gap", "schedule",
+                         "event")
+
+
+class ConfigError(ValueError):
+    """A configuration file that is missing, not JSON, or breaks its kind's rules."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigFile:
+    """One parsed configuration file.
+
+    Attributes:
+        kind: one of ``KINDS``.
+        path: where it was read from.
+        content: the parsed JSON object.
+        version: declared version + "+" + 8 hex digits of the file's sha256.
+    """
+
+    kind: str
+    path: str
+    content: dict
+    version: str
+
+
+def default_path(kind: str, name: str) -> str:
+    """``config/<kind>/<name>.json``: where a model's configuration of a kind is found."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown configuration kind {kind!r}; kinds: {', '.join(KINDS)}")
+    return str(CONFIG_DIR / kind / f"{name}.json")
+
+
+def versioned(declared: str, text: str) -> str:
+    """The recorded version of a file: its declared version plus a short content hash."""
+    return f"{declared}+{hashlib.sha256(text.encode('utf-8')).hexdigest()[:8]}"
+
+
+def parse_config(kind: str, text: str, path: str = "<text>") -> ConfigFile:
+    """Configuration text -> ConfigFile (JSON object with a ``version``).
+
+    Raises:
+        ConfigError: not JSON, not an object, or without a version.
+    """
+    try:
+        content = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: a {kind} file must hold a JSON object")
+    if not isinstance(content.get("version"), str) or not content["version"].strip():
+        raise ConfigError(f"{path}: a {kind} file needs a \"version\" string")
+    return ConfigFile(kind=kind, path=path, content=content,
+                      version=versioned(content["version"], text))
+
+
+def read_config(kind: str, path: str) -> ConfigFile:
+    """Read one configuration file (a local path).
+
+    Raises:
+        ConfigError: the file is missing or unreadable, or not a valid file of its kind.
+    """
+    try:
+        text = pathlib.Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read {kind} file {path}: {error.strerror or error}") from None
+    return parse_config(kind, text, path)
+
+
+# --- evaluation --------------------------------------------------------------------------
+
+def check_slices(config: dict, path: str, fields: dict[str, str] | None = None) -> None:
+    """Slice dimensions are well formed and, given the schema's ``{field: kind}``, name fields
+    it has: code groups on categorical fields, bands on numeric ones.
+
+    Raises:
+        ConfigError: naming the slice and what is wrong with it.
+    """
+    for dimension in config.get("slices", []):
+        if "name" not in dimension or "field" not in dimension:
+            raise ConfigError(f"{path}: every slice needs a name and a field: {dimension}")
+        name, field = dimension["name"], dimension["field"]
+        if ("groups" in dimension) == ("bands" in dimension):
+            raise ConfigError(f"{path}: slice {name!r} needs groups or bands (one of them)")
+        if fields is None:
+            continue
+        if field not in fields:
+            raise ConfigError(f"{path}: slice {name!r} is on field {field!r}, which the data "
+                              f"set does not have; its fields: {', '.join(fields)}")
+        wanted = "categorical" if "groups" in dimension else "numeric"
+        if fields[field] != wanted:
+            raise ConfigError(f"{path}: slice {name!r} uses "
+                              f"{'groups' if 'groups' in dimension else 'bands'} on "
+                              f"{fields[field]} field {field!r}; "
+                              f"{'bands' if wanted == 'categorical' else 'groups'} fit it")
+        for band in dimension.get("bands", []):
+            if "name" not in band or not ("min" in band or "max" in band):
+                raise ConfigError(f"{path}: slice {name!r}: a band needs a name and a min "
+                                  f"or max: {band}")
+
+
+def check_drift_features(config: dict, path: str, fields: dict[str, str]) -> None:
+    """Drift limits name fields of the schema (or the model's ``score``)."""
+    unknown = sorted(set(config.get("drift", {}).get("features", {})) - set(fields) - {"score"})
+    if unknown:
+        raise ConfigError(f"{path}: drift limits for fields the data set does not have: "
+                          f"{', '.join(unknown)}")
+
+
+def load_evaluation_config(path: str, fields: dict[str, str] | None = None) -> dict:
+    """An evaluation configuration, checked (against the schema's fields when given).
+
+    Args:
+        path: the file.
+        fields: ``{field name: "numeric" | "categorical"}`` of the evaluated model's data set;
+            None for models without a tabular schema (radar).
+
+    Returns:
+        The content, with ``config_version`` added.
+    """
+    config = read_config("evaluation", path)
+    check_slices(config.content, path, fields)
+    if fields is not None:
+        check_drift_features(config.content, path, fields)
+    window = config.content.get("window", "week")
+    if window not in ("week", "day", "all"):
+        raise ConfigError(f"{path}: window must be week, day or all, got {window!r}")
+    return {**config.content, "config_version": config.version}
+
+
+# --- retraining --------------------------------------------------------------------------
+
+def load_retraining_rules(path: str) -> dict:
+    """Retraining rules, checked: every rule has a known type and a name.
+
+    Returns:
+        The content, with ``config_version`` added.
+    """
+    config = read_config("retraining", path)
+    rules = config.content.get("rules")
+    if not isinstance(rules, list):
+        raise ConfigError(f"{path}: retraining rules need a \"rules\" list")
+    for rule in rules:
+        if rule.get("type") not in RETRAINING_RULE_TYPES:
+            raise ConfigError(f"{path}: rule {rule.get('name')!r} has type "
+                              f"{rule.get('type')!r}; types: {', '.join(RETRAINING_RULE_TYPES)}")
+        if rule.get("action", "retrain") not in ("retrain", "alert"):
+            raise ConfigError(f"{path}: rule {rule.get('name')!r}: action must be retrain or "
+                              f"alert")
+    minimum = config.content.get("min_new_labels", 0)
+    if not isinstance(minimum, (int, float)) or math.isnan(minimum) or minimum < 0:
+        raise ConfigError(f"{path}: min_new_labels must be a number >= 0")
+    return {**config.content, "config_version": config.version}

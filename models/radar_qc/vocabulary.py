@@ -1,0 +1,41 @@
+"""The radar QC model's vocabulary: its input channels, its classes and the removal mask.
+
+Everything that reads, writes, trains, evaluates or replays radar QC speaks these names, so they
+live here, below all of them, rather than in any one of them.
+"""
+
+import numpy as np
+
+# Model input channels, in order (moment names as xradar gives them).
+CHANNELS = ("DBZH", "ZDR", "RHOHV", "PHIDP")
+# Per-gate classes; NO_ECHO marks gates with no signal (never classified, never removed).
+MET, BIO, CLUTTER = 0, 1, 2
+CLASS_NAMES = ("meteorological", "biological", "clutter_noise")
+NO_ECHO = 255
+
+
+def removed(classes: np.ndarray) -> np.ndarray:
+    """True where a gate is classified as not weather (biological or clutter/noise)."""
+    return (classes == BIO) | (classes == CLUTTER)
+
+
+def class_counts(classes: np.ndarray) -> dict:
+    """Gate counts per class, and the share of echo gates removed."""
+    counts = {name: int(np.sum(classes == index)) for index, name in enumerate(CLASS_NAMES)}
+    echo = sum(counts.values())
+    counts["echo"] = echo
+    counts["fraction_removed"] = (
+        float((counts[CLASS_NAMES[BIO]] + counts[CLASS_NAMES[CLUTTER]]) / echo) if echo
+        else 0.0)
+    return counts
+
+
+def pack_mask(classes: np.ndarray) -> bytes:
+    """The removal mask of a sweep's classes, bit-packed (numpy packbits, row-major)."""
+    return np.packbits(removed(classes)).tobytes()
+
+
+def unpack_mask(packed: bytes, shape) -> np.ndarray:
+    """Inverse of ``pack_mask``: a boolean (azimuth, range) removal mask."""
+    bits = np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=int(np.prod(shape)))
+    return bits.reshape(shape).astype(bool)

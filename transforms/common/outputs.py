@@ -1,0 +1,69 @@
+"""The three outputs every pipeline run writes: its primary dataset, the sampled predictions and
+the dead letters, all Hive-partitioned Parquet under one output root."""
+
+import dataclasses
+
+import pyarrow as pa
+
+from transforms.common.dead_letters import WriteDeadLetters
+from transforms.common.parquet_sink import WritePartitionedParquet
+from transforms.common.predictions import WriteSampledPredictions
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutputs:
+    """Where and how a run writes.
+
+    Attributes:
+        output: the output root.
+        run_id: prefix of every file name.
+        model_name: the served model (a partition level of every dataset).
+        sample_rate: share of predictions kept in the sample.
+        window_secs: 0 in batch; the file window in streaming.
+        num_shards: files per partition and window.
+    """
+
+    output: str
+    run_id: str
+    model_name: str
+    sample_rate: float
+    window_secs: int = 0
+    num_shards: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PrimaryDataset:
+    """A pipeline's own output dataset (responses, QC'd volume index ...).
+
+    Attributes:
+        name: folder under the output root, and the step label's suffix (CamelCase).
+        label: unique, stable step label of its sink.
+        schema: row schema, partition columns included.
+        partitions: partition columns, in folder order.
+        sort_field: rows in a file are sorted by it.
+    """
+
+    name: str
+    label: str
+    schema: pa.Schema
+    partitions: tuple[str, ...]
+    sort_field: str
+
+
+def write_run_outputs(run: RunOutputs, primary: PrimaryDataset, primary_rows, predictions,
+                      prediction_schema: pa.Schema, dead_letters) -> dict:
+    """Wire the three sinks; returns the written file paths as ``<name>_files`` PCollections
+    (``<primary.name>_files``, ``predictions_files``, ``dead_letters_files``)."""
+    output = run.output.rstrip("/")
+    return {
+        f"{primary.name}_files": primary_rows | primary.label >> WritePartitionedParquet(
+            base=f"{output}/{primary.name}", schema=primary.schema,
+            partition_columns=primary.partitions, file_prefix=run.run_id,
+            sort_field=primary.sort_field, num_shards=run.num_shards,
+            window_secs=run.window_secs),
+        "predictions_files": predictions | "WritePredictions" >> WriteSampledPredictions(
+            output, prediction_schema, run.sample_rate, run.run_id, run.window_secs,
+            run.num_shards),
+        "dead_letters_files": dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
+            output, run.run_id, run.model_name, run.window_secs),
+    }

@@ -1,0 +1,56 @@
+"""Replaying sampled credit decisions: the stored raw fields through the exact model version
+again, and the decision and bank re-derived under the offer rules in force."""
+
+from models.credit.dataset import dataset_from_manifest
+from transforms.credit.rules import APPROVE, choose_bank, decide, default_rules_path, load_rules
+
+SCORE_TOLERANCE = 1e-6
+
+
+def load_credit_model(path: str):
+    """A credit model file (its custom layers registered first)."""
+    import keras
+
+    import models.credit.model  # noqa: F401 - registers the model's layers for loading
+
+    return keras.models.load_model(path, compile=False)
+
+
+def replay_credit(rows: list[dict], model, manifest: dict, rules_path: str | None = None
+                  ) -> list[dict]:
+    """Re-score credit rows made by one model version; one comparison per row.
+
+    Args:
+        rows: sampled prediction rows of that version.
+        model: the loaded model.
+        manifest: its manifest (the data set it was trained on names the inputs).
+        rules_path: the offer rules to re-derive decisions with (default: the model's
+            ``config/offer_rules/<model name>.json``). A row decided under another rules
+            version has its score compared, not its decision.
+    """
+    from models.credit.model import predict_scores
+
+    if not rows:
+        return []
+    dataset = dataset_from_manifest(manifest)
+    rules = load_rules(rules_path or default_rules_path(dataset.model_name))
+    records = [{f: r.get(f) for f in dataset.field_names} for r in rows]
+    scores = predict_scores(model, records, dataset.kinds)
+    out = []
+    for row, fields, score in zip(rows, records, scores):
+        score = float(score)
+        same_rules = row.get("rules_version") == rules.version
+        decision = decide(score, rules)
+        bank = choose_bank(score, fields, rules) if decision == APPROVE else None
+        difference = abs(score - row["score"])
+        match = difference <= SCORE_TOLERANCE and (
+            not same_rules or (decision == row["decision"] and bank == row["bank"]))
+        out.append({
+            "prediction_id": row["prediction_id"], "match": match,
+            "stored": {"score": row["score"], "decision": row["decision"], "bank": row["bank"]},
+            "replayed": {"score": score, "decision": decision, "bank": bank},
+            "score_difference": difference,
+            "rules": {"stored": row.get("rules_version"), "current": rules.version,
+                      "decision_replayed": same_rules},
+        })
+    return out

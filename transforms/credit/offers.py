@@ -1,0 +1,201 @@
+"""Asking the chosen bank for its current offer, through Beam's RequestResponseIO.
+
+RequestResponseIO gives the batching of calls (``Caller.batch_elements_kwargs``), the client-side
+adaptive throttling (``DefaultThrottler``) and the retry hook (``Repeater``). Its stock repeater
+re-raises once retries are exhausted, which would fail the bundle and, on a streaming runner,
+retry it forever. ``DeadLetteringRepeater`` keeps the exponential backoff but, when the last
+attempt fails, returns a failure outcome per request instead of raising, so the pipeline routes
+those requests to dead letters and moves on.
+
+Which failures are retried: timeouts, connection errors, HTTP 429 and 5xx (transient). A 4xx
+other than 429, or a malformed answer, is not retried. A per-applicant rejection inside a 200
+answer is the bank's final word and is not retried either.
+"""
+
+import logging
+import time
+
+import apache_beam as beam
+from apache_beam.io.requestresponse import (
+    Caller,
+    DefaultThrottler,
+    Repeater,
+    RequestResponseIO,
+    UserCodeExecutionException,
+    UserCodeQuotaException,
+    UserCodeTimeoutException,
+)
+from apache_beam.utils.retry import FuzzedExponentialIntervals
+
+LOGGER = logging.getLogger(__name__)
+OFFERED, FAILED = "offered", "failed"
+
+
+class ServiceUnavailable(UserCodeExecutionException):
+    """A transient failure of the service (5xx, connection refused or reset): retried."""
+
+
+def quote_request(row: dict, fields: dict) -> dict:
+    """The part of a scored request that the bank needs to price it.
+
+    Args:
+        row: the scored row.
+        fields: the offer rules' mapping of quote fields (amount, duration_months, purpose) to
+            the data set's fields; only what is mapped is sent.
+    """
+    return {"request_id": row["prediction_id"], "bank": row["bank"], "score": row["score"],
+            **{quote: row.get(name) for quote, name in fields.items()}}
+
+
+def apply_quote(row: dict, answer: dict) -> dict:
+    """Merge one bank answer into the scored row: an offer, or a failure with its reason."""
+    if answer.get("status") == "ok":
+        return dict(row, offer_status=OFFERED, offer_id=answer["offer_id"],
+                    offer_apr=float(answer["apr"]),
+                    offer_monthly_payment=(None if answer.get("monthly_payment") is None
+                                           else float(answer["monthly_payment"])),
+                    offer_rates_version=answer.get("rates_version"), offer_error=None,
+                    offer_error_class=None)
+    return dict(row, offer_status=FAILED, offer_error_class="OfferRejected",
+                offer_error=f"bank answered {answer.get('status')!r}: "
+                            f"{answer.get('reason', 'no reason given')}")
+
+
+def fail_rows(rows: list[dict], error: BaseException, attempts: int) -> list[dict]:
+    """Mark every row of a call that could not be completed."""
+    message = f"{error} (after {attempts} attempt{'s' if attempts > 1 else ''})"
+    return [dict(row, offer_status=FAILED, offer_error_class=type(error).__name__,
+                 offer_error=message) for row in rows]
+
+
+class OfferCaller(Caller):
+    """Calls ``POST <url>/v1/quotes`` for a batch of scored rows.
+
+    Args:
+        url: base URL of the offers API.
+        fields: quote field -> data set field (the offer rules' ``fields``).
+        timeout_secs: connect and read timeout of one HTTP call.
+        batch_size: most quote requests per call.
+    """
+
+    def __init__(self, url: str, fields: dict, timeout_secs: float = 2.0, batch_size: int = 50):
+        self._url = url.rstrip("/") + "/v1/quotes"
+        self._fields = dict(fields)
+        self._timeout_secs = timeout_secs
+        self._batch_size = batch_size
+        self._session = None
+
+    def __enter__(self):
+        import requests
+
+        self._session = requests.Session()
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def batch_elements_kwargs(self):
+        return {"min_batch_size": 1, "max_batch_size": self._batch_size}
+
+    def __call__(self, rows: list[dict]) -> list[dict]:
+        import requests
+
+        if self._session is None:
+            self.__enter__()
+        try:
+            response = self._session.post(
+                self._url, json={"quotes": [quote_request(r, self._fields) for r in rows]},
+                timeout=self._timeout_secs)
+        except requests.Timeout as error:
+            raise UserCodeTimeoutException(
+                f"offer API did not answer within {self._timeout_secs}s") from error
+        except requests.ConnectionError as error:
+            raise ServiceUnavailable(f"offer API unreachable at {self._url}: {error}") from error
+        if response.status_code == 429:
+            raise UserCodeQuotaException(f"offer API rate limit (429) at {self._url}")
+        if response.status_code >= 500:
+            raise ServiceUnavailable(f"offer API answered {response.status_code} at {self._url}")
+        if response.status_code != 200:
+            raise UserCodeExecutionException(
+                f"offer API answered {response.status_code}: {response.text[:200]}")
+        try:
+            answers = {a["request_id"]: a for a in response.json()["quotes"]}
+        except (ValueError, KeyError, TypeError) as error:
+            raise UserCodeExecutionException(f"malformed offer API answer: {error}") from error
+        return [apply_quote(row, answers.get(row["prediction_id"],
+                                             {"status": "missing",
+                                              "reason": "no answer for this request"}))
+                for row in rows]
+
+
+def is_transient(error: BaseException) -> bool:
+    return isinstance(error, (UserCodeTimeoutException, UserCodeQuotaException,
+                              ServiceUnavailable))
+
+
+class DeadLetteringRepeater(Repeater):
+    """Retries transient failures with jittered exponential backoff; never raises.
+
+    Args:
+        max_retries: retries after the first attempt.
+        initial_delay_secs: first backoff; doubles each retry (with jitter).
+        max_delay_secs: cap of one backoff.
+        throttler: the transform's DefaultThrottler. RequestResponseIO only reports the
+            successful end of a call to it; each failed attempt is reported here as a request
+            without success, so a failing service raises the client-side throttling.
+    """
+
+    def __init__(self, max_retries: int = 3, initial_delay_secs: float = 0.2,
+                 max_delay_secs: float = 5.0, throttler: DefaultThrottler | None = None):
+        self._max_retries = max_retries
+        self._initial_delay_secs = initial_delay_secs
+        self._max_delay_secs = max_delay_secs
+        self._throttler = throttler
+
+    def repeat(self, caller, request, timeout, metrics_collector=None):
+        delays = iter(FuzzedExponentialIntervals(
+            self._initial_delay_secs, self._max_retries, max_delay_secs=self._max_delay_secs))
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return caller(request)
+            except UserCodeExecutionException as error:
+                if self._throttler is not None:
+                    self._throttler.throttler.throttle_request(time.time() * 1000)
+                delay = next(delays, None) if is_transient(error) else None
+                if delay is None:
+                    if metrics_collector is not None:
+                        metrics_collector.failures.inc(1)
+                    LOGGER.warning("offer call failed for %d requests: %s", len(request), error)
+                    return fail_rows(request, error, attempts)
+                time.sleep(delay)
+
+
+class RequestOffers(beam.PTransform):
+    """Scored rows with a bank -> the same rows with an offer, or with offer_status "failed".
+
+    Args:
+        url: base URL of the offers API.
+        fields: quote field -> data set field (the offer rules' ``fields``).
+        timeout_secs: timeout of one HTTP call.
+        max_retries: retries of a transient failure.
+        batch_size: most requests per HTTP call.
+    """
+
+    def __init__(self, url: str, fields: dict, timeout_secs: float = 2.0, max_retries: int = 3,
+                 batch_size: int = 50):
+        super().__init__()
+        self._caller = OfferCaller(url, fields, timeout_secs, batch_size)
+        self._timeout_secs = timeout_secs
+        # Throttle once fewer than half the attempts of the last minute succeeded.
+        self._throttler = DefaultThrottler(window_ms=60_000, bucket_ms=1_000, overload_ratio=2,
+                                           delay_secs=1)
+        self._repeater = DeadLetteringRepeater(max_retries, throttler=self._throttler)
+
+    def expand(self, rows):
+        return rows | "CallOfferApi" >> RequestResponseIO(
+            self._caller, timeout=self._timeout_secs, repeater=self._repeater,
+            throttler=self._throttler)

@@ -1,0 +1,148 @@
+"""Business rules of the credit offer: score -> decision, and which bank to ask for an offer.
+
+The rules live in a versioned JSON file per data set (``config/offer_rules/<model name>.json``).
+They are read once when the graph is built and travel with the DoFns as values, so workers
+need no access to the file. The recorded rules version is the file's declared version plus a
+short hash of its content (``models.config``).
+
+``fields`` maps what the offer needs (``amount``, ``duration_months``, ``purpose``) to the data
+set's fields, or to null when the data set has no such field: a bank limit on a quantity the
+data set lacks is a configuration error, and the quote request carries only what is mapped.
+"""
+
+import dataclasses
+
+from models.config import ConfigError, default_path, parse_config, read_config
+
+APPROVE, REFER, DECLINE = "approve", "refer", "decline"
+QUOTE_FIELDS = ("amount", "duration_months", "purpose")
+
+
+@dataclasses.dataclass(frozen=True)
+class BankRule:
+    bank: str
+    min_score: float
+    max_amount: float | None = None
+    max_duration_months: float | None = None
+    excluded_purposes: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class OfferRules:
+    version: str
+    approve_min_score: float
+    refer_min_score: float
+    banks: tuple[BankRule, ...]
+    fields: dict = dataclasses.field(default_factory=dict)  # quote name -> data set field
+
+
+def _bank(spec: dict, fields: dict, path: str) -> BankRule:
+    rule = BankRule(
+        bank=spec["bank"], min_score=float(spec["min_score"]),
+        max_amount=None if spec.get("max_amount") is None else float(spec["max_amount"]),
+        max_duration_months=(None if spec.get("max_duration_months") is None
+                             else float(spec["max_duration_months"])),
+        excluded_purposes=tuple(spec.get("excluded_purposes", ())))
+    for limit, needs in (("max_amount", "amount"), ("max_duration_months", "duration_months"),
+                         ("excluded_purposes", "purpose")):
+        if getattr(rule, limit) and not fields.get(needs):
+            raise ConfigError(f"{path}: bank {rule.bank!r} sets {limit} but \"fields\" maps no "
+                              f"{needs} field")
+    return rule
+
+
+def rules_from_config(content: dict, version: str, path: str) -> OfferRules:
+    """A parsed rules file -> OfferRules.
+
+    Raises:
+        ConfigError: a required key is missing, the thresholds are not ordered, or a bank
+            limit needs a field the mapping lacks.
+    """
+    fields = content.get("fields", {})
+    unknown = sorted(set(fields) - set(QUOTE_FIELDS))
+    if unknown:
+        raise ConfigError(f"{path}: \"fields\" maps unknown quote fields {unknown}; known: "
+                          f"{', '.join(QUOTE_FIELDS)}")
+    fields = {k: v for k, v in fields.items() if v}
+    try:
+        decision = content["decision"]
+        rules = OfferRules(
+            version=version,
+            approve_min_score=float(decision["approve_min_score"]),
+            refer_min_score=float(decision["refer_min_score"]),
+            banks=tuple(_bank(b, fields, path) for b in content["banks"]),
+            fields=fields)
+    except KeyError as error:
+        raise ConfigError(f"{path}: rules file lacks the key {error}") from None
+    if not 0.0 <= rules.refer_min_score <= rules.approve_min_score <= 1.0:
+        raise ConfigError(f"{path}: rules need 0 <= refer_min_score <= approve_min_score <= 1")
+    return rules
+
+
+def parse_rules(text: str, path: str = "<text>") -> OfferRules:
+    """Rules file content -> OfferRules (see ``rules_from_config``)."""
+    config = parse_config("offer_rules", text, path)
+    return rules_from_config(config.content, config.version, path)
+
+
+def load_rules(path: str) -> OfferRules:
+    """Read and parse a rules file (local path)."""
+    config = read_config("offer_rules", path)
+    return rules_from_config(config.content, config.version, path)
+
+
+def default_rules_path(model_name: str) -> str:
+    """``config/offer_rules/<model name>.json``."""
+    return default_path("offer_rules", model_name)
+
+
+def check_rules_fit(rules: OfferRules, kinds: dict[str, str], path: str = "rules") -> None:
+    """The rules read only fields the served data set has, of the right kind.
+
+    Raises:
+        ConfigError: naming the quote field and the missing or mistyped data set field.
+    """
+    for quote_field, name in rules.fields.items():
+        if name not in kinds:
+            raise ConfigError(f"{path}: \"fields\" maps {quote_field} to {name!r}, which the "
+                              f"served data set does not have")
+        wanted = "categorical" if quote_field == "purpose" else "numeric"
+        if kinds[name] != wanted:
+            raise ConfigError(f"{path}: {quote_field} must map to a {wanted} field; {name!r} "
+                              f"is {kinds[name]}")
+
+
+def decide(score: float, rules: OfferRules) -> str:
+    """approve / refer / decline from the probability of a good credit risk."""
+    if score >= rules.approve_min_score:
+        return APPROVE
+    if score >= rules.refer_min_score:
+        return REFER
+    return DECLINE
+
+
+def quote_fields(fields: dict, rules: OfferRules) -> dict:
+    """The applicant's amount, duration and purpose under the rules' mapping (mapped ones only)."""
+    return {quote: fields.get(name) for quote, name in rules.fields.items()}
+
+
+def choose_bank(score: float, fields: dict, rules: OfferRules) -> str | None:
+    """The first bank (in the file's order of preference) whose limits all hold, else None.
+
+    A limit on a value the applicant left missing does not hold.
+    """
+    quote = quote_fields(fields, rules)
+    for rule in rules.banks:
+        if score < rule.min_score:
+            continue
+        if rule.max_amount is not None and (quote.get("amount") is None
+                                            or quote["amount"] > rule.max_amount):
+            continue
+        if rule.max_duration_months is not None and (
+                quote.get("duration_months") is None
+                or quote["duration_months"] > rule.max_duration_months):
+            continue
+        if rule.excluded_purposes and quote.get("purpose") in rule.excluded_purposes:
+            continue
+        return rule.bank
+    return None

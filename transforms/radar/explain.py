@@ -1,0 +1,54 @@
+"""Replaying sampled radar QC sweeps: the referenced volume decoded again and the sweep
+classified by the exact model version; the bit-packed removal mask must be identical."""
+
+import numpy as np
+
+from models.radar_qc.vocabulary import class_counts, pack_mask
+from transforms.radar.reading import open_volume
+from transforms.radar.volumes import keyed_sweeps
+
+
+class ReplayError(Exception):
+    """A referenced volume or sweep cannot be read again."""
+
+
+def load_radar_model(path: str):
+    """A radar QC model file (its preprocessing layer registered first)."""
+    import keras
+
+    import models.radar_qc.model  # noqa: F401 - registers the preprocessing layer
+
+    return keras.models.load_model(path, compile=False)
+
+
+def replay_radar(rows: list[dict], model, manifest: dict | None = None,
+                 rules_path: str | None = None) -> list[dict]:
+    """Re-decode each referenced volume and re-classify the sampled sweeps; masks must match.
+
+    ``manifest`` and ``rules_path`` are unused: the signature every capability's replay shares.
+    """
+    from models.radar_qc.handler import radar_inference_fn
+
+    out = []
+    by_source: dict[str, list[dict]] = {}
+    for row in rows:
+        by_source.setdefault(row["source"], []).append(row)
+    for source, sweeps in by_source.items():
+        paths = tuple(source.split(";"))
+        tree = open_volume(paths[0] if len(paths) == 1 else list(paths))
+        data = {key.sweep_number: moments for key, moments in keyed_sweeps(tree, paths)}
+        for row in sweeps:
+            moments = data.get(row["sweep_number"])
+            if moments is None:
+                raise ReplayError(f"{source} has no sweep {row['sweep_number']}")
+            classes = radar_inference_fn(model, [moments])[0].inference
+            packed = pack_mask(classes)
+            differing = int(np.sum(np.unpackbits(np.frombuffer(packed, np.uint8))
+                                   != np.unpackbits(np.frombuffer(row["mask_packed"], np.uint8))))
+            out.append({
+                "prediction_id": row["prediction_id"], "match": packed == row["mask_packed"],
+                "stored": {"fraction_removed": row["fraction_removed"]},
+                "replayed": {"fraction_removed": class_counts(classes)["fraction_removed"]},
+                "differing_gates": differing, "source": source,
+            })
+    return out
