@@ -8,11 +8,11 @@ import os
 import pyarrow.dataset as ds
 import pytest
 
-from tests.conftest import load_german
-
 from models.credit.replay import replay_requests
 from pipelines import credit_scoring, explain, radar_qc
-from tests.conftest import write_jsonl
+from tests.conftest import load_german, write_jsonl
+
+pytestmark = pytest.mark.slow  # pipeline runs; the fast tier is -m 'not slow'
 
 
 def _backfill(registry, requests, out, *extra):
@@ -52,8 +52,8 @@ def test_backfill_writes_to_its_own_folder_and_records_mode_and_run(credit_backf
 def test_rerunning_a_backfill_replaces_its_output(credit_backfill, credit_registry):
     out, requests = credit_backfill
     backfill = f"{out}/backfills/backfill-2026-11-credit"
-    stale = (f"{backfill}/predictions/pipeline=credit_scoring/model_name=credit_german/model_version=v0001/"
-             f"dt=2024-11-01/stale.parquet")
+    stale = (f"{backfill}/predictions/pipeline=credit_scoring/model_name=credit_german/"
+             f"model_version=v0001/dt=2024-11-01/stale.parquet")
     with open(stale, "wb") as f:
         f.write(b"left over from an older run")
     files_before = sorted(glob.glob(f"{backfill}/**/*.parquet", recursive=True))
@@ -91,7 +91,7 @@ def test_explain_one_prediction_prints_versions_and_outputs(credit_backfill, cre
                            credit_registry])
     text = capsys.readouterr().out
     assert status == 0
-    for expected in ("prediction old-0000007 (credit_scoring", "credit v0001 sha256",
+    for expected in ("prediction old-0000007 (credit_scoring", "credit_german v0001 sha256",
                      "rules:    stored 2026", "score ", "decision ", "=> MATCH"):
         assert expected in text
 

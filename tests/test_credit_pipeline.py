@@ -24,6 +24,8 @@ from tests.conftest import german_dataset, write_jsonl
 from transforms.common.sampling import keep_prediction
 from transforms.credit.rules import default_rules_path, load_rules
 
+pytestmark = pytest.mark.slow  # pipeline runs; the fast tier is -m 'not slow'
+
 BAD_LINES = [
     '{"request_id": "broken", ',                                   # malformed JSON
     '["an", "array"]',                                             # not an object

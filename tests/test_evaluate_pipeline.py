@@ -10,25 +10,33 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 
-from tests.conftest import load_german
-
-from models.credit.scenarios import generate, parse_scenarios, write_jsonl
-from models.slices import group_names, load_config
+from models.config import default_path, load_evaluation_config
+from models.credit.replay import write_jsonl
+from models.credit.scenarios import generate, parse_scenarios
+from models.slices import group_names
 from pipelines import credit_scoring, evaluate, radar_qc
+from tests.conftest import german_scenarios, load_german
 from transforms.evaluation.join import METRIC_SCHEMA
 from transforms.evaluation.retraining import RETRAIN_EXIT_STATUS
 from transforms.radar.synthetic_volumes import write_synthetic_volumes
+
+pytestmark = pytest.mark.slow  # pipeline runs; the fast tier is -m 'not slow'
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 BAD_TRUTH = ['{"prediction_id": "x", ', '{"prediction_id": "app-w00-00000", "label": 2, '
              '"label_time": "2026-10-01T00:00:00+00:00"}']
 
+GERMAN_FOLDER = "pipeline=credit_scoring/model_name=credit_german"
+GERMAN_LATEST = "latest_credit_scoring_credit_german.json"
+
 
 def _scenario_run(root, registry, german_path, scenario):
     """Requests of a scenario scored by the credit pipeline; returns (out, truth, counts)."""
     records, labels = load_german(german_path)
-    requests, truth = generate(records, labels, parse_scenarios(scenario), weeks=4,
+    scenarios = german_scenarios()
+    requests, truth = generate(records, labels, scenarios, parse_scenarios(scenario, scenarios),
+                               weeks=4,
                                per_week=300, shift_week=2, seed=7)
     os.makedirs(root)
     write_jsonl(requests, f"{root}/requests.jsonl")
@@ -56,7 +64,7 @@ def _evaluate(out, truth, registry, *extra):
 
 
 def _decision(out):
-    paths = sorted(glob.glob(f"{out}/evaluation/decisions/pipeline=credit_scoring/*.json"))
+    paths = sorted(glob.glob(f"{out}/evaluation/decisions/{GERMAN_FOLDER}/*.json"))
     with open(paths[-1], encoding="utf-8") as f:
         return json.load(f)
 
@@ -122,7 +130,7 @@ def test_metrics_parquet_has_every_slice_and_accumulates_history(scenario_runs,
     auc = [r["value"] for r in rows if r["metric"] == "auc" and r["slice"] == "all"
            and r["window"] == "all"]
     assert len(auc) == 1 and 0.5 < auc[0] <= 1.0
-    latest = json.load(open(f"{out}/evaluation/latest_credit_scoring.json", encoding="utf-8"))
+    latest = json.load(open(f"{out}/evaluation/{GERMAN_LATEST}", encoding="utf-8"))
     assert latest["evaluation_run_id"] == "eval-history-2" and latest["metrics"]
 
 
@@ -304,10 +312,10 @@ def test_evaluation_writes_everything_through_beam_filesystems(scenario_runs, cr
                           "--registry", credit_registry, "--output", remote_out,
                           "--decide"]) == RETRAIN_EXIT_STATUS
     root = local(remote_out)
-    assert glob.glob(f"{root}/evaluation/metrics/pipeline=credit_scoring/*.parquet")
-    assert glob.glob(f"{root}/evaluation/decisions/pipeline=credit_scoring/*.json")
-    reports = glob.glob(f"{root}/evaluation/reports/credit_scoring/*/index.html")
+    assert glob.glob(f"{root}/evaluation/metrics/{GERMAN_FOLDER}/*.parquet")
+    assert glob.glob(f"{root}/evaluation/decisions/{GERMAN_FOLDER}/*.json")
+    reports = glob.glob(f"{root}/evaluation/reports/credit_scoring/credit_german/*/index.html")
     assert len(reports) == 1 and os.path.exists(
         os.path.join(os.path.dirname(reports[0]), "drift_latest.png"))
-    latest = json.load(open(f"{root}/evaluation/latest_credit_scoring.json", encoding="utf-8"))
+    latest = json.load(open(f"{root}/evaluation/{GERMAN_LATEST}", encoding="utf-8"))
     assert latest["report"].startswith(PREFIX) and latest["decision"]["retrain"]

@@ -8,10 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from tests.conftest import load_german
-
+from models.config import ConfigError, load_evaluation_config
 from models.credit.scenarios import generate, parse_scenarios
-from models.credit.train import feature_statistics
 from models.metrics import (
     calibration_table,
     detection_scores,
@@ -22,19 +20,21 @@ from models.metrics import (
     roc_auc,
 )
 from models.radar_qc.vocabulary import unpack_mask
-from models.slices import fairness_gaps, load_config, slice_value
+from models.slices import fairness_gaps, slice_value
+from models.statistics import feature_statistics
+from tests.conftest import german_dataset, german_scenarios, load_german
 from transforms.evaluation.drift import categorical_drift, drift_report, numeric_drift
 from transforms.evaluation.join import (
     TruthError,
-    credit_group_metrics,
     group_keys,
-    radar_group_metrics,
     resolve_join,
     truth_record,
     window_start,
 )
+from transforms.evaluation.metrics import credit_group_metrics, radar_group_metrics
 from transforms.evaluation.retraining import RETRAIN_EXIT_STATUS, check_rule, decide
 
+SCENARIOS = german_scenarios()
 UTC = datetime.UTC
 T0 = datetime.datetime(2026, 9, 7, tzinfo=UTC)
 
@@ -90,7 +90,7 @@ def test_jensen_shannon_bounds():
 
 def test_numeric_drift_on_training_deciles(german_path):
     records, _ = load_german(german_path)
-    stats = feature_statistics(records)["credit_amount"]
+    stats = feature_statistics(records, german_dataset().kinds)["credit_amount"]
     amounts = np.array([r["credit_amount"] for r in records])
     assert numeric_drift(stats, amounts)["psi"] < 0.01
     inflated = numeric_drift(stats, amounts * 1.3)
@@ -112,12 +112,13 @@ def _window_columns(requests, names, week):
 
 def test_drift_fires_on_a_shifted_scenario_and_not_on_an_unshifted_one(german_path):
     records, labels = load_german(german_path)
-    stats = feature_statistics(records)
+    stats = feature_statistics(records, german_dataset().kinds)
     config = load_evaluation_config("config/evaluation/credit_german.json")["drift"]
     kwargs = {"weeks": 4, "per_week": 400, "shift_week": 2, "seed": 3}
-    surge, _ = generate(records, labels, parse_scenarios("young_no_history_surge"), **kwargs)
-    inflated, _ = generate(records, labels, parse_scenarios("amounts_inflate"), **kwargs)
-    plain, _ = generate(records, labels, parse_scenarios("none"), **kwargs)
+    surge, _ = generate(records, labels, SCENARIOS, ("young_no_history_surge",), **kwargs)
+    inflated, _ = generate(records, labels, SCENARIOS, ("amounts_inflate",), **kwargs)
+    plain, _ = generate(records, labels, SCENARIOS, parse_scenarios("none", SCENARIOS),
+                        **kwargs)
 
     def drifted(requests, week):
         report = drift_report(stats, _window_columns(requests, stats, week), config["features"],
@@ -132,14 +133,14 @@ def test_drift_fires_on_a_shifted_scenario_and_not_on_an_unshifted_one(german_pa
 
 def test_scenario_truth_arrives_later_with_corrections(german_path):
     records, labels = load_german(german_path)
-    requests, truth = generate(records, labels, (), weeks=1, per_week=300, seed=1,
+    requests, truth = generate(records, labels, {}, (), weeks=1, per_week=300, seed=1,
                                corrected_share=0.1, missing_share=0.1)
     events = {r["request_id"]: r["event_time"] for r in requests}
     assert all(t["label_time"] > events[t["prediction_id"]] for t in truth)
     ids = [t["prediction_id"] for t in truth]
     assert len(set(ids)) < 300 and len(ids) > len(set(ids))  # some missing, some corrected
     with pytest.raises(ValueError, match="unknown scenario"):
-        parse_scenarios("amounts_deflate")
+        parse_scenarios("amounts_deflate", SCENARIOS)
 
 
 # --- join and truth ------------------------------------------------------------------------
@@ -213,9 +214,30 @@ def test_slice_definitions_bands_and_groups():
 
 def test_load_config_rejects_a_slice_without_groups(tmp_path):
     path = tmp_path / "bad.json"
-    path.write_text('{"slices": [{"name": "age", "field": "age_years"}]}')
-    with pytest.raises(ValueError, match="needs groups or bands"):
-        load_config(str(path))
+    path.write_text('{"version": "1", "slices": [{"name": "age", "field": "age_years"}]}')
+    with pytest.raises(ConfigError, match="needs groups or bands"):
+        load_evaluation_config(str(path))
+
+
+def test_slices_and_drift_limits_are_checked_against_the_data_set(tmp_path):
+    kinds = german_dataset().kinds
+    load_evaluation_config("config/evaluation/credit_german.json", kinds)  # the shipped pair
+    path = tmp_path / "evaluation.json"
+    path.write_text('{"version": "1", "slices": [{"name": "income", "field": "income", '
+                    '"bands": [{"name": "low", "max": 1000}]}]}')
+    with pytest.raises(ConfigError, match="slice 'income' is on field 'income', which the data "
+                                          "set does not have"):
+        load_evaluation_config(str(path), kinds)
+    path.write_text('{"version": "1", "slices": [{"name": "age", "field": "age_years", '
+                    '"groups": {"young": ["18"]}}]}')
+    with pytest.raises(ConfigError, match="uses groups on numeric field 'age_years'"):
+        load_evaluation_config(str(path), kinds)
+    path.write_text('{"version": "1", "drift": {"features": {"salary": {"psi": 0.1}}}}')
+    with pytest.raises(ConfigError, match="drift limits for fields the data set does not "
+                                          "have: salary"):
+        load_evaluation_config(str(path), kinds)
+    with pytest.raises(ConfigError, match="cannot read evaluation file"):
+        load_evaluation_config(str(tmp_path / "absent.json"), kinds)
 
 
 def test_fairness_gaps_by_hand():
@@ -245,8 +267,20 @@ def test_credit_group_metrics_show_every_configured_slice_and_flag_small_ones(ge
             assert (dimension["name"], group) in sizes
     assert sizes[("age_band", ">60")]["flag"] == "small"
     assert sum(m["value"] for k, m in sizes.items() if k[0] == "age_band") == 300
-    overall = {m["metric"]: m["value"] for m in out if m["slice"] == "all" and not m["detail"]}
-    assert overall["labelled"] == 300 and 0.4 < overall["auc"] < 0.6  # random scores
+    overall = {m["metric"]: m for m in out if m["slice"] == "all" and not m["detail"]}
+    assert overall["labelled"]["value"] == 300
+    assert 0.4 < overall["auc"]["value"] < 0.6  # random scores
+    # Without error costs (a data set that has none) the cost is not made up.
+    assert overall["expected_cost_per_applicant"]["value"] is None
+    assert overall["expected_cost_per_applicant"]["flag"] == "not_available"
+    costed = credit_group_metrics(rows, {**config, "costs": {"bad_approved": 5.0,
+                                                             "good_declined": 1.0}}, {})
+    [cost] = [m for m in costed if m["metric"] == "expected_cost_per_applicant"
+              and m["slice"] == "all"]
+    approved = np.array([r["decision"] == "approve" for r in rows])
+    good = labels[:300] == 1
+    expected = (5.0 * np.sum(approved & ~good) + 1.0 * np.sum(~approved & good)) / 300
+    assert cost["value"] == pytest.approx(expected) and cost["flag"] is None
 
 
 def test_radar_group_metrics_per_sweep_elevation_and_range_band():

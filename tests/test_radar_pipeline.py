@@ -17,6 +17,8 @@ from tests.conftest import KLOT_CHUNKS
 from transforms.radar.rows import PREDICTION_SCHEMA, VOLUME_SCHEMA
 from transforms.radar.volumes import QC_CLASS, SweepKey
 
+pytestmark = pytest.mark.slow  # pipeline runs; the fast tier is -m 'not slow'
+
 
 def read(path):
     return pads.dataset(str(path), partitioning="hive").to_table()

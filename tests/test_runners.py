@@ -13,11 +13,11 @@ import time
 import pyarrow.dataset as ds
 import pytest
 
-from tests.conftest import load_german
-
 from models.credit.scenarios import generate
 from pipelines import credit_scoring, evaluate, radar_qc
-from tests.conftest import write_jsonl
+from tests.conftest import load_german, write_jsonl
+
+pytestmark = pytest.mark.slow  # pipeline runs; the fast tier is -m 'not slow'
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Differ from run to run by nature (clock, or the output folder inside a path).
@@ -114,7 +114,7 @@ CREDIT_OUTPUTS = {"responses": lambda r: r["request_id"],
 def credit_input(german_path, tmp_path_factory):
     root = tmp_path_factory.mktemp("cross_runner_credit")
     records, labels = load_german(german_path)
-    requests, truth = generate(records, labels, (), weeks=2, per_week=150, seed=5)
+    requests, truth = generate(records, labels, {}, (), weeks=2, per_week=150, seed=5)
     path = write_jsonl(root / "requests.jsonl", [*requests, *BAD_LINES])
     truth_path = write_jsonl(root / "truth.jsonl", truth)
     return path, truth_path, root

@@ -63,7 +63,11 @@ def plot_history(history: list[dict], metrics: tuple[str, ...], path: str) -> bo
                         label=version)
         ax.set_title(name)
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-        ax.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
+        else:  # e.g. a cost figure of a data set without error costs
+            ax.text(0.5, 0.5, "not available", ha="center", va="center",
+                    transform=ax.transAxes, color="grey")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
