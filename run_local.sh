@@ -64,11 +64,13 @@ evaluation_demo() {
   rm -rf "$eval_out" "$landing" && mkdir -p "$eval_out/shifted" "$eval_out/unshifted" "$landing"
   echo "== evaluation demo: six weeks of requests, shifted from week 4 (surge of young applicants"
   echo "   without credit history, amounts +30 %, worse outcomes for one slice); truth arrives later"
-  "$VENV/bin/python" -m models.credit.scenarios --data "$DATA_DIR/credit/german.data" \
+  "$VENV/bin/python" -m models.credit.scenarios --config credit_german \
+    --data "$DATA_DIR/credit/german.data" \
     --scenario young_no_history_surge,amounts_inflate,slice_outcomes_worsen \
     --requests "$eval_out/shifted/requests.jsonl" --truth "$eval_out/shifted/truth.jsonl"
-  "$VENV/bin/python" -m models.credit.scenarios --data "$DATA_DIR/credit/german.data" \
-    --scenario none --requests "$eval_out/unshifted/requests.jsonl" \
+  "$VENV/bin/python" -m models.credit.scenarios --config credit_german \
+    --data "$DATA_DIR/credit/german.data" --scenario none \
+    --requests "$eval_out/unshifted/requests.jsonl" \
     --truth "$eval_out/unshifted/truth.jsonl"
 
   echo "== streaming the shifted requests through credit scoring (daily output files)"
@@ -92,21 +94,39 @@ evaluation_demo() {
   UNSHIFTED_REPORT=$REPORT UNSHIFTED_DECISION=$DECISION
 }
 
+# A second data set, described by configuration alone (config/datasets/credit_crx.json):
+# its own model, request fields, offer rules and output folders.
+crx_demo() {
+  if ! ls "$REGISTRY"/credit_crx/v*/manifest.json > /dev/null 2>&1; then
+    echo "== training the Credit Approval (crx) model from its configuration"
+    "$VENV/bin/python" -m models.credit.train --config credit_crx \
+      --data "$DATA_DIR/credit/crx.data" --registry "$REGISTRY"
+  fi
+  echo "== credit scoring, batch: 690 replayed Credit Approval applicants (model credit_crx)"
+  "$VENV/bin/python" -m models.credit.replay --config credit_crx \
+    --data "$DATA_DIR/credit/crx.data" --out "$OUT/demo_inputs/crx/requests.jsonl" \
+    --count 690 --id_prefix crx
+  "$VENV/bin/python" -m pipelines.credit_scoring --input "$OUT/demo_inputs/crx/requests.jsonl" \
+    --model_name credit_crx --registry "$REGISTRY" --output "$OUT" --offer_url "$OFFER_URL" \
+    --offer_timeout_secs 1 --sample_rate 0.2
+}
+
 demo() {
   if [ ! -f "$DATA_DIR/credit/german.data" ]; then
     echo "missing $DATA_DIR/credit/german.data (set BEAMLINE_DATA to the shared data folder)" >&2
     exit 1
   fi
-  mkdir -p "$OUT/demo_inputs"
-  if ! ls "$REGISTRY"/credit/v*/manifest.json > /dev/null 2>&1; then
-    echo "== training the credit model (registry $REGISTRY has none)"
-    "$VENV/bin/python" -m models.credit.train --data "$DATA_DIR/credit/german.data" \
-      --registry "$REGISTRY"
+  mkdir -p "$OUT/demo_inputs/crx"
+  if ! ls "$REGISTRY"/credit_german/v*/manifest.json > /dev/null 2>&1; then
+    echo "== training the German credit model (registry $REGISTRY has none)"
+    "$VENV/bin/python" -m models.credit.train --config credit_german \
+      --data "$DATA_DIR/credit/german.data" --registry "$REGISTRY"
   fi
 
   echo "== demo requests: 5000 replayed German credit applicants + a few bad lines"
-  "$VENV/bin/python" -m models.credit.replay --data "$DATA_DIR/credit/german.data" \
-    --out "$OUT/demo_inputs/requests.jsonl" --count 5000 --spacing_secs 300
+  "$VENV/bin/python" -m models.credit.replay --config credit_german \
+    --data "$DATA_DIR/credit/german.data" --out "$OUT/demo_inputs/requests.jsonl" --count 5000 \
+    --spacing_secs 300
   cat > "$OUT/demo_inputs/bad_requests.jsonl" <<'JSONL'
 {"request_id": "bad-json", "event_time": 
 {"request_id": "bad-type", "event_time": "2026-11-01T00:00:00+00:00", "duration_months": "twelve"}
@@ -131,14 +151,16 @@ JSONL
   local pipeline_pid=$!
   for part in 1 2 3; do
     sleep 6
-    "$VENV/bin/python" -m models.credit.replay --data "$DATA_DIR/credit/german.data" \
-      --out "$landing/.part$part.tmp" --count 300 --id_prefix "stream$part" \
+    "$VENV/bin/python" -m models.credit.replay --config credit_german \
+      --data "$DATA_DIR/credit/german.data" --out "$landing/.part$part.tmp" --count 300 \
+      --id_prefix "stream$part" \
       --start "2026-11-2${part}T00:00:00+00:00" > /dev/null
     mv "$landing/.part$part.tmp" "$landing/part$part.jsonl"  # appear complete, atomically
     echo "   landed $landing/part$part.jsonl"
   done
   wait "$pipeline_pid"
 
+  crx_demo
   evaluation_demo
 
   echo "== backfill: the demo requests re-scored with the pinned model v0001 (own folder)"
@@ -195,15 +217,20 @@ JSONL
   "$VENV/bin/python" - "$OUT" <<'PY'
 import sys
 import pyarrow.dataset as ds
+import glob
 out = sys.argv[1]
-for name in ("responses", "predictions/pipeline=credit_scoring",
-             "predictions/pipeline=radar_qc", "qc_volumes", "dead_letters"):
-    table = ds.dataset(f"{out}/{name}", partitioning="hive").to_table()
-    print(f"   {name}: {table.num_rows} rows in {out}/{name}")
-dead = ds.dataset(f"{out}/dead_letters", partitioning="hive").to_table(
-    columns=["pipeline", "stage"]).group_by(["pipeline", "stage"]).aggregate([([], "count_all")])
-for row in dead.to_pylist():
-    print(f"   dead letters {row['pipeline']}/{row['stage']}: {row['count_all']}")
+# One folder per model: each holds one schema and reads as one table.
+folders = sorted(glob.glob(f"{out}/responses/model_name=*")
+                 + glob.glob(f"{out}/predictions/pipeline=*/model_name=*")
+                 + [f"{out}/qc_volumes"])
+for folder in folders:
+    rows = ds.dataset(folder, partitioning="hive").count_rows()
+    print(f"   {rows:>6} rows  {folder}")
+for folder in sorted(glob.glob(f"{out}/dead_letters/pipeline=*/model_name=*")):
+    dead = ds.dataset(folder, partitioning="hive").to_table(columns=["stage"]).group_by(
+        ["stage"]).aggregate([([], "count_all")])
+    stages = ", ".join(f"{r['stage']} {r['count_all']}" for r in dead.to_pylist())
+    print(f"   dead letters {folder.split('dead_letters/')[1]}: {stages}")
 for path in sorted(__import__("glob").glob(f"{out}/quicklooks/*/*/*.png")):
     print(f"   quicklook: {path}")
 PY

@@ -31,7 +31,7 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import registry as model_registry
-from models.credit.data import load_german
+from models.credit.dataset import load_dataset, read_data
 from models.credit.handler import credit_model_handler
 from models.credit.model import predict_scores
 from models.credit.replay import replay_requests, write_jsonl
@@ -40,6 +40,9 @@ from pipelines import credit_scoring
 from services.bank_offers import Faults, running_offer_service
 
 DATA = "../shared/data/credit/german.data"
+MODEL = "credit_german"
+GERMAN = load_dataset(MODEL)
+KINDS = GERMAN.kinds
 
 
 def timed(fn):
@@ -50,7 +53,7 @@ def timed(fn):
 
 def raw_model(model, records, batch_size):
     for i in range(0, len(records), batch_size):
-        predict_scores(model, records[i:i + batch_size])
+        predict_scores(model, records[i:i + batch_size], KINDS)
 
 
 def minimal_beam(model_path, records) -> int:
@@ -64,7 +67,7 @@ def minimal_beam(model_path, records) -> int:
     keyed = [(i, r) for i, r in enumerate(records)]
     p = beam.Pipeline(options=PipelineOptions(["--runner", "DirectRunner"]))
     _ = (p | beam.Create(keyed, reshuffle=False)
-         | RunInference(credit_model_handler(model_path))
+         | RunInference(credit_model_handler(model_path, KINDS))
          | beam.Map(count))
     result = p.run()
     result.wait_until_finish()
@@ -115,17 +118,17 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory() as workdir:
         registry = args.registry or os.path.join(workdir, "registry")
-        if not model_registry.list_versions(registry, "credit"):
-            train(DATA, registry, command="bench/credit_throughput.py")
-        ref = model_registry.resolve(registry, "credit")
-        records, _ = load_german(DATA)
+        if not model_registry.list_versions(registry, MODEL):
+            train(MODEL, registry, DATA, command="bench/credit_throughput.py")
+        ref = model_registry.resolve(registry, MODEL)
+        records = read_data(GERMAN, DATA).records
         requests = replay_requests(records, args.rows,
                                    datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC), 30)
         input_path = os.path.join(workdir, "requests.jsonl")
         write_jsonl(requests, input_path)
         fields = [{k: float(v) if isinstance(v, int) else v for k, v in r.items()
                    if k not in ("request_id", "event_time")} for r in requests]
-        model = credit_model_handler(ref.path).load_model()
+        model = credit_model_handler(ref.path, KINDS).load_model()
         batch_size = 2048
 
         results = {}
@@ -145,7 +148,7 @@ def main(argv=None):
             if not args.skip_streaming:
                 to_scored, to_parquet = streaming_latency(registry, records, workdir, service.url)
         n = args.one_at_a_time_rows
-        seconds, _ = timed(lambda: [predict_scores(model, [f]) for f in fields[:n]])
+        seconds, _ = timed(lambda: [predict_scores(model, [f], KINDS) for f in fields[:n]])
         results["e"] = n / seconds
 
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, "

@@ -24,6 +24,12 @@ from models.provenance import PROJECT_ROOT
 
 CONFIG_DIR = PROJECT_ROOT / "config"
 KINDS = ("datasets", "offer_rules", "evaluation", "retraining", "scenarios")
+DESCRIPTIONS = {"datasets": "data set configuration", "offer_rules": "offer rules",
+                "evaluation": "evaluation configuration", "retraining": "retraining rules",
+                "scenarios": "scenario configuration"}
+# What an evaluation configuration leaves out; the files in config/evaluation/ may override each.
+EVALUATION_DEFAULTS = {"window": "week", "approve_decision": "approve", "calibration_bins": 10,
+                       "min_slice_size": 30, "min_class_count": 5, "slices": [], "drift": {}}
 RETRAINING_RULE_TYPES = ("metric_drop", "metric_rise", "drift", "slice_gap", "schedule",
                          "event")
 
@@ -88,7 +94,8 @@ def read_config(kind: str, path: str) -> ConfigFile:
     try:
         text = pathlib.Path(path).read_text(encoding="utf-8")
     except OSError as error:
-        raise ConfigError(f"cannot read {kind} file {path}: {error.strerror or error}") from None
+        raise ConfigError(f"cannot read {DESCRIPTIONS.get(kind, kind)} file {path}: "
+                          f"{error.strerror or error}") from None
     return parse_config(kind, text, path)
 
 
@@ -141,7 +148,7 @@ def load_evaluation_config(path: str, fields: dict[str, str] | None = None) -> d
             None for models without a tabular schema (radar).
 
     Returns:
-        The content, with ``config_version`` added.
+        The content over ``EVALUATION_DEFAULTS``, with ``config_version`` added.
     """
     config = read_config("evaluation", path)
     check_slices(config.content, path, fields)
@@ -150,7 +157,7 @@ def load_evaluation_config(path: str, fields: dict[str, str] | None = None) -> d
     window = config.content.get("window", "week")
     if window not in ("week", "day", "all"):
         raise ConfigError(f"{path}: window must be week, day or all, got {window!r}")
-    return {**config.content, "config_version": config.version}
+    return {**EVALUATION_DEFAULTS, **config.content, "config_version": config.version}
 
 
 # --- retraining --------------------------------------------------------------------------

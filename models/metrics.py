@@ -87,12 +87,12 @@ def calibration_table(labels, probabilities, bins: int = 10) -> list[dict]:
     return table
 
 
-def expected_cost(labels, approved, cost_bad_approved: float = 5.0,
-                  cost_good_declined: float = 1.0) -> float:
+def expected_cost(labels, approved, cost_bad_approved: float,
+                  cost_good_declined: float) -> float:
     """Mean cost per applicant under a cost matrix (labels: 1 good, 0 bad).
 
-    The German credit set's published matrix: approving a bad risk costs 5, declining a good
-    one 1, a right decision nothing.
+    The costs are the data set's (its configuration's ``costs``): approving a bad risk costs
+    ``cost_bad_approved``, declining a good one ``cost_good_declined``, a right decision nothing.
     """
     labels = np.asarray(labels, dtype=bool)
     approved = np.asarray(approved, dtype=bool)

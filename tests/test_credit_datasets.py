@@ -177,3 +177,44 @@ def test_crx_scored_evaluated_and_explained_beside_german(crx_registry, crx_path
     results = explain.replay([crx_row, german_row], crx_registry)
     assert {r["model"]["name"] for r in results} == {"credit_crx", "credit_german"}
     assert all(r["match"] and r["rules"]["decision_replayed"] for r in results)
+
+
+def test_scenarios_are_configuration_for_any_data_set(tmp_path, crx_path):
+    from models.credit.scenarios import generate, load_scenarios, parse_scenarios
+
+    dataset = load_dataset("credit_crx")
+    path = tmp_path / "scenarios.json"
+    path.write_text(json.dumps({"version": "1", "scenarios": {
+        "flag_surge": {"kind": "surge", "share": 1.0, "from": {"field": "A9", "codes": ["f"]}},
+        "income_up": {"kind": "scale", "field": "A15", "factor": 2.0},
+        "a_worse": {"kind": "worsen_outcomes", "group": {"field": "A1", "codes": ["a"]},
+                    "share": 1.0}}}))
+    scenarios = load_scenarios(str(path), dataset)
+    loaded = read_data(dataset, crx_path)
+    active = parse_scenarios("flag_surge,income_up,a_worse", scenarios)
+    requests, truth = generate(loaded.records, loaded.labels, scenarios, active, weeks=2,
+                               per_week=200, shift_week=1, missing_share=0.0,
+                               corrected_share=0.0, id_prefix="crx")
+    before = [r for r in requests if r["request_id"].startswith("crx-w00")]
+    after = [r for r in requests if r["request_id"].startswith("crx-w01")]
+    assert {r["A9"] for r in after} == {"f"} and {r["A9"] for r in before} == {"t", "f"}
+    labels = {t["prediction_id"]: t["label"] for t in truth}
+    assert all(labels[r["request_id"]] == 0 for r in after if r["A1"] == "a")
+    with pytest.raises(ValueError, match="unknown scenario"):
+        parse_scenarios("amounts_inflate", scenarios)
+    path.write_text(json.dumps({"version": "1", "scenarios": {
+        "bad": {"kind": "scale", "field": "A1", "factor": 2.0}}}))
+    with pytest.raises(ConfigError, match="scales 'A1', which is not a numeric field"):
+        load_scenarios(str(path), dataset)
+
+
+def test_command_line_tools_refuse_a_bad_configuration_in_words(tmp_path, capsys):
+    from models.credit import replay, train
+
+    path = tmp_path / "bank.json"
+    path.write_text(json.dumps({**BASE, "fields": [{"name": "x", "kind": "text"}]}))
+    assert train.main(["--config", str(path), "--registry", str(tmp_path / "r")]) == 2
+    assert "kind must be numeric or categorical" in capsys.readouterr().err
+    assert replay.main(["--config", "no_such_model", "--out", str(tmp_path / "o")]) == 2
+    assert "cannot read data set configuration file" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "r")

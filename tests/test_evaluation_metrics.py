@@ -72,7 +72,7 @@ def test_csi_pod_far_by_hand():
 
 def test_expected_cost_uses_the_german_cost_matrix():
     # good approved 0, good declined 1, bad approved 5, bad declined 0 -> 6 / 4.
-    assert expected_cost([1, 1, 0, 0], [True, False, True, False]) == pytest.approx(1.5)
+    assert expected_cost([1, 1, 0, 0], [True, False, True, False], 5.0, 1.0) == pytest.approx(1.5)
 
 
 def test_calibration_bins_mean_score_and_observed_rate():
@@ -236,7 +236,7 @@ def test_slices_and_drift_limits_are_checked_against_the_data_set(tmp_path):
     with pytest.raises(ConfigError, match="drift limits for fields the data set does not "
                                           "have: salary"):
         load_evaluation_config(str(path), kinds)
-    with pytest.raises(ConfigError, match="cannot read evaluation file"):
+    with pytest.raises(ConfigError, match="cannot read evaluation configuration file"):
         load_evaluation_config(str(tmp_path / "absent.json"), kinds)
 
 
@@ -291,7 +291,8 @@ def test_radar_group_metrics_per_sweep_elevation_and_range_band():
            "mask_packed": np.packbits(predicted).tobytes(),
            "truth_mask_packed": np.packbits(truth).tobytes(), "truth_mask_shape": list(shape),
            "first_gate_m": 10_000.0, "gate_spacing_m": 10_000.0}  # gates at 10..40 km
-    out = radar_group_metrics([row], {"range_bands_km": [0, 25, 50]})
+    out = radar_group_metrics([row], {"range_bands_km": [0, 25, 50],
+                                      "elevation_bands_deg": [0, 1, 2, 4, 8, 20]})
     figures = {(m["slice"], m["slice_value"], m["metric"]): m["value"] for m in out}
     # 2 hits, 1 miss, 1 false alarm overall.
     assert figures[("all", "all", "csi")] == pytest.approx(0.5)

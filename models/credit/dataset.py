@@ -413,3 +413,12 @@ def read_data(dataset: Dataset, path: str) -> Loaded:
     return Loaded(records=records, labels=np.asarray(labels, dtype=np.int64),
                   ids=ids if dataset.id_column else None,
                   event_times=times if dataset.event_time_column else None, dropped=dropped)
+
+
+def add_dataset_arguments(parser) -> None:
+    """``--config`` and ``--data`` of every command-line tool that reads a data set."""
+    parser.add_argument("--config", default="credit_german",
+                        help="data set configuration file, or a model name with a file under "
+                             "config/datasets/")
+    parser.add_argument("--data", default=None,
+                        help="data file (default: the configuration's \"data\")")

@@ -13,7 +13,13 @@ import json
 import sys
 
 from models.config import ConfigError
-from models.credit.dataset import DataError, load_dataset, read_data, resolve_data_path
+from models.credit.dataset import (
+    DataError,
+    add_dataset_arguments,
+    load_dataset,
+    read_data,
+    resolve_data_path,
+)
 
 
 def client_value(value):
@@ -41,10 +47,7 @@ def write_jsonl(requests: list[dict], path: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="credit_german",
-                        help="data set configuration file, or a model name")
-    parser.add_argument("--data", default=None,
-                        help="data file (default: the configuration's \"data\")")
+    add_dataset_arguments(parser)
     parser.add_argument("--out", required=True, help="JSON Lines file to write")
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--start", default="2026-11-01T00:00:00+00:00",

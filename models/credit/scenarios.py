@@ -37,6 +37,7 @@ from models.credit.dataset import (
     NUMERIC,
     DataError,
     Dataset,
+    add_dataset_arguments,
     load_dataset,
     read_data,
     resolve_data_path,
@@ -175,10 +176,7 @@ def generate(records: list[dict], labels, scenarios: dict, active: tuple[str, ..
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="credit_german",
-                        help="data set configuration file, or a model name")
-    parser.add_argument("--data", default=None,
-                        help="data file (default: the configuration's \"data\")")
+    add_dataset_arguments(parser)
     parser.add_argument("--scenarios", default=None,
                         help="scenario file (default: config/scenarios/<model name>.json)")
     parser.add_argument("--scenario", default="none",

@@ -22,8 +22,20 @@ import tempfile
 import numpy as np
 
 from models import registry as model_registry
-from models.config import ConfigError, default_path, load_evaluation_config
-from models.credit.dataset import DataError, Dataset, load_dataset, read_data, resolve_data_path
+from models.config import (
+    EVALUATION_DEFAULTS,
+    ConfigError,
+    default_path,
+    load_evaluation_config,
+)
+from models.credit.dataset import (
+    DataError,
+    Dataset,
+    add_dataset_arguments,
+    load_dataset,
+    read_data,
+    resolve_data_path,
+)
 from models.metrics import accuracy, brier_score, expected_cost, log_loss, roc_auc
 from models.provenance import code_version, library_versions, sha256_file
 from models.slices import fairness_gaps, group_members
@@ -75,12 +87,11 @@ def holdout_slice_gaps(records: list[dict], labels: np.ndarray, scores: np.ndarr
     evaluation compares later gaps with (a gap the data itself carries is not drift)."""
     approved = scores >= threshold
     gaps = {}
-    for dimension in evaluation.get("slices", []):
+    for dimension in evaluation["slices"]:
         gaps[dimension["name"]] = {}
         for group, member in group_members(dimension, records):
-            figures = fairness_gaps(labels, approved, member,
-                                    evaluation.get("min_slice_size", 30),
-                                    evaluation.get("min_class_count", 5))
+            figures = fairness_gaps(labels, approved, member, evaluation["min_slice_size"],
+                                    evaluation["min_class_count"])
             gaps[dimension["name"]][group] = {
                 k: _json_number(figures[k]) for k in (
                     "size", "approval_rate", "approval_rate_ratio", "approval_rate_diff",
@@ -125,7 +136,7 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
             raise
         LOGGER.warning("no usable evaluation configuration at %s: no hold-out slice gaps",
                        evaluation_path)
-        evaluation = {}
+        evaluation = dict(EVALUATION_DEFAULTS)
     loaded = read_data(dataset, path)
     if len(np.unique(loaded.labels)) < 2:
         raise DataError(f"{path}: training needs both good and bad labels")
@@ -178,11 +189,7 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="credit_german",
-                        help="data set configuration file, or a model name with a file under "
-                             "config/datasets/")
-    parser.add_argument("--data", default=None,
-                        help="training file (default: the configuration's \"data\")")
+    add_dataset_arguments(parser)
     parser.add_argument("--registry", default="registry", help="registry root folder")
     parser.add_argument("--seed", type=int, default=42, help="seed of split, init and shuffling")
     parser.add_argument("--epochs", type=int, default=60, help="training epochs")

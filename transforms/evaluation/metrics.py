@@ -59,7 +59,7 @@ def credit_group_metrics(rows: list[dict], config: dict, statistics: dict) -> li
 
     Args:
         rows: joined rows of the group; those without a label count for drift only.
-        config: the evaluation config (slices, drift thresholds, min sizes) with ``costs``,
+        config: the evaluation config (``models.config.load_evaluation_config``) with ``costs``,
             the data set's error costs (None when unknown: cost figures are then flagged
             ``not_available``).
         statistics: the model manifest's ``feature_statistics`` plus ``score`` (training
@@ -70,7 +70,7 @@ def credit_group_metrics(rows: list[dict], config: dict, statistics: dict) -> li
         and gaps against the rest, and drift per feature.
     """
     costs = config.get("costs")
-    approve = config.get("approve_decision", "approve")
+    approve = config["approve_decision"]
     labelled = [r for r in rows if r.get("label") is not None]
     labels = np.asarray([r["label"] for r in labelled], dtype=int)
     scores = np.asarray([r["score"] for r in labelled], dtype=float)
@@ -85,16 +85,15 @@ def credit_group_metrics(rows: list[dict], config: dict, statistics: dict) -> li
     for name, value in credit_scores(labels, scores, approved, costs).items():
         flag = NOT_AVAILABLE if name == "expected_cost_per_applicant" and not costs else None
         out.append(metric(name, value, len(labelled), flag=flag))
-    for b in calibration_table(labels, scores, config.get("calibration_bins", 10)):
+    for b in calibration_table(labels, scores, config["calibration_bins"]):
         detail = f"{b['low']:.1f}-{b['high']:.1f}"
         out.append(metric("calibration_mean_score", b["mean_probability"], b["count"],
                           detail=detail))
         out.append(metric("calibration_observed_good", b["observed_rate"], b["count"],
                           detail=detail))
 
-    min_size = config.get("min_slice_size", 30)
-    min_class = config.get("min_class_count", 5)
-    for dimension in config.get("slices", []):
+    min_size, min_class = config["min_slice_size"], config["min_class_count"]
+    for dimension in config["slices"]:
         for group, member in group_members(dimension, labelled):
             gaps = fairness_gaps(labels, approved, member, min_size, min_class)
             flag = "small" if gaps["small"] else ("significant" if gaps["significant"]
@@ -110,7 +109,7 @@ def credit_group_metrics(rows: list[dict], config: dict, statistics: dict) -> li
 
     columns = {name: [r.get(name) for r in rows if r.get(name) is not None]
                for name in statistics}
-    out.extend(drift_metrics(statistics, columns, config.get("drift", {})))
+    out.extend(drift_metrics(statistics, columns, config["drift"]))
     return out
 
 
@@ -158,8 +157,8 @@ def radar_group_metrics(rows: list[dict], config: dict, statistics: dict | None 
         band and per range band (hits, misses and false alarms summed before the ratios);
         ``count`` is the gates judged (hits + misses + false alarms).
     """
-    elevation_edges = config.get("elevation_bands_deg", [0, 1, 2, 4, 8, 20])
-    range_edges = config.get("range_bands_km", [0, 25, 50, 100, 200])
+    elevation_edges = config["elevation_bands_deg"]
+    range_edges = config["range_bands_km"]
     labelled = [r for r in rows if r.get("truth_mask_packed") is not None]
     totals: dict[tuple, np.ndarray] = {}
 
