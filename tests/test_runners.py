@@ -194,7 +194,7 @@ def test_portable_workers_import_beamline_from_the_staged_package(portable, tmp_
         import transforms.common.sampling
 
         with open(target, "w", encoding="utf-8") as f:
-            f.write(f"{os.getpid()} {transforms.sampling.__file__}")
+            f.write(f"{os.getpid()} {transforms.common.sampling.__file__}")
 
     with beam.Pipeline(options=PipelineOptions(portable["args"])) as pipeline:
         _ = pipeline | beam.Create([0]) | beam.Map(where)
