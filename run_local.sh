@@ -94,14 +94,19 @@ evaluation_demo() {
   UNSHIFTED_REPORT=$REPORT UNSHIFTED_DECISION=$DECISION
 }
 
+# train_credit_if_missing MODEL DATA: train config/datasets/MODEL.json on DATA unless the
+# registry has a version of MODEL already.
+train_credit_if_missing() {
+  if ! ls "$REGISTRY/$1"/v*/manifest.json > /dev/null 2>&1; then
+    echo "== training $1 from config/datasets/$1.json (registry $REGISTRY has none)"
+    "$VENV/bin/python" -m models.credit.train --config "$1" --data "$2" --registry "$REGISTRY"
+  fi
+}
+
 # A second data set, described by configuration alone (config/datasets/credit_crx.json):
 # its own model, request fields, offer rules and output folders.
 crx_demo() {
-  if ! ls "$REGISTRY"/credit_crx/v*/manifest.json > /dev/null 2>&1; then
-    echo "== training the Credit Approval (crx) model from its configuration"
-    "$VENV/bin/python" -m models.credit.train --config credit_crx \
-      --data "$DATA_DIR/credit/crx.data" --registry "$REGISTRY"
-  fi
+  train_credit_if_missing credit_crx "$DATA_DIR/credit/crx.data"
   echo "== credit scoring, batch: 690 replayed Credit Approval applicants (model credit_crx)"
   "$VENV/bin/python" -m models.credit.replay --config credit_crx \
     --data "$DATA_DIR/credit/crx.data" --out "$OUT/demo_inputs/crx/requests.jsonl" \
@@ -117,11 +122,7 @@ demo() {
     exit 1
   fi
   mkdir -p "$OUT/demo_inputs/crx"
-  if ! ls "$REGISTRY"/credit_german/v*/manifest.json > /dev/null 2>&1; then
-    echo "== training the German credit model (registry $REGISTRY has none)"
-    "$VENV/bin/python" -m models.credit.train --config credit_german \
-      --data "$DATA_DIR/credit/german.data" --registry "$REGISTRY"
-  fi
+  train_credit_if_missing credit_german "$DATA_DIR/credit/german.data"
 
   echo "== demo requests: 5000 replayed German credit applicants + a few bad lines"
   "$VENV/bin/python" -m models.credit.replay --config credit_german \

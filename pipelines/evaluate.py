@@ -48,7 +48,7 @@ from models import registry as model_registry
 from models.config import default_path, load_evaluation_config, load_retraining_rules
 from models.credit.dataset import dataset_from_manifest
 from pipelines.capabilities import CAPABILITIES, Capability, capability
-from pipelines.options import CommonOptions, build_and_run, resolve_common
+from pipelines.options import CommonOptions, build_and_run, cli, resolve_common
 from transforms.common.dead_letters import DEAD_LETTERS, WriteDeadLetters
 from transforms.common.parquet_sink import WritePartitionedParquet
 from transforms.evaluation import join as evaluation
@@ -278,5 +278,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    sys.exit(main())
+    sys.exit(cli(main))

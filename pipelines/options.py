@@ -2,6 +2,7 @@
 
 import argparse
 import datetime
+import logging
 import sys
 import uuid
 
@@ -176,3 +177,21 @@ def build_and_run(argv, test_pipeline, description: str, option_class, build):
     result = pipeline.run()
     result.wait_until_finish()
     return result, options
+
+
+def cli(main, argv=None) -> int:
+    """Run a pipeline's entry point as a command: a configuration or option error (a missing
+    model, a bad flag combination, a configuration file that breaks its rules) ends with one
+    line on stderr and exit status 2 instead of a traceback.
+
+    Returns:
+        The exit status: ``main``'s own (None counts as 0), or 2.
+    """
+    from models.registry import RegistryError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return main(argv) or 0
+    except (ValueError, RegistryError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

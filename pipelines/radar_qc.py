@@ -29,6 +29,7 @@ Notes:
 import datetime
 import logging
 import os
+import sys
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -42,6 +43,7 @@ from pipelines.options import (
     CommonOptions,
     build_and_run,
     check_sources,
+    cli,
     resolve_common,
     run_outputs,
 )
@@ -213,6 +215,11 @@ def run(argv=None, test_pipeline=None):
     return result
 
 
+def main(argv=None) -> int:
+    """The CLI: exit status 0 when the run is done."""
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run()
+    sys.exit(cli(main))

@@ -218,3 +218,18 @@ def test_command_line_tools_refuse_a_bad_configuration_in_words(tmp_path, capsys
     assert replay.main(["--config", "no_such_model", "--out", str(tmp_path / "o")]) == 2
     assert "cannot read data set configuration file" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "r")
+
+
+def test_the_pipeline_refuses_rules_that_read_fields_the_served_data_set_lacks(
+        crx_registry, tmp_path, capsys):
+    from pipelines.options import cli
+    from transforms.credit.rules import default_rules_path
+
+    requests = write_jsonl(tmp_path / "r.jsonl", ["{}"])
+    status = cli(credit_scoring.main, [
+        "--input", requests, "--registry", crx_registry, "--output", str(tmp_path / "out"),
+        "--model_name", "credit_crx", "--rules", default_rules_path("credit_german")])
+    assert status == 2
+    assert "maps amount to 'credit_amount', which the served data set does not have" in \
+        capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out")
