@@ -44,9 +44,9 @@ from models.credit.handler import credit_model_handler
 from models.provenance import code_version
 from pipelines.options import (
     CommonOptions,
-    build_and_run,
     check_sources,
     cli,
+    pipeline_runner,
     resolve_common,
     run_outputs,
 )
@@ -203,33 +203,15 @@ def build(pipeline, options: PipelineOptions, requests=None) -> dict:
     }
 
 
-def run(argv=None, test_pipeline=None):
-    """Parse options, build, run to the end and print where the outputs went.
-
-    Args:
-        argv: command-line arguments (default: sys.argv).
-        test_pipeline: a TestPipeline to build into instead of a new Pipeline.
-
-    Returns:
-        The finished PipelineResult.
-    """
-    result, options = build_and_run(argv, test_pipeline, __doc__.split("\n")[0],
-                                    CreditScoringOptions, build)
-    common = options.view_as(CommonOptions)
-    out = common.output.rstrip("/")
-    model = f"model_name={common.model_name}"
-    print(f"credit_scoring run {common.run_id}: {result.state}\n"
-          f"  responses:    {out}/{RESPONSES.name}/{model}/\n"
-          f"  predictions:  {out}/predictions/pipeline={PIPELINE_NAME}/{model}/\n"
-          f"  dead letters: {out}/{DEAD_LETTERS}/pipeline={PIPELINE_NAME}/{model}/")
-    return result
+def output_folders(common: CommonOptions) -> dict:
+    """Where a run's outputs go, for its closing summary."""
+    out, model = common.output.rstrip("/"), f"model_name={common.model_name}"
+    return {"responses": f"{out}/{RESPONSES.name}/{model}/",
+            "predictions": f"{out}/predictions/pipeline={PIPELINE_NAME}/{model}/",
+            "dead letters": f"{out}/{DEAD_LETTERS}/pipeline={PIPELINE_NAME}/{model}/"}
 
 
-def main(argv=None) -> int:
-    """The CLI: exit status 0 when the run is done."""
-    run(argv)
-    return 0
-
+run = pipeline_runner(__doc__, CreditScoringOptions, build, PIPELINE_NAME, output_folders)
 
 if __name__ == "__main__":
-    sys.exit(cli(main))
+    sys.exit(cli(run))

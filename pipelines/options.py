@@ -160,6 +160,41 @@ def print_help_if_asked(argv, description: str, *option_classes) -> None:
     sys.exit(0)
 
 
+def pipeline_runner(description: str, option_class, build, name: str, outputs):
+    """The ``run`` function of a pipeline module.
+
+    Args:
+        description: the module docstring (its first line heads ``--help``).
+        option_class: the pipeline's own PipelineOptions.
+        build: ``build(pipeline, options)`` wiring its graph.
+        name: the pipeline's name, heading the closing summary.
+        outputs: ``outputs(common options) -> {label: path}`` for the summary.
+    """
+
+    def run(argv=None, test_pipeline=None):
+        """Parse options, build, run to the end and print where the outputs went.
+
+        Args:
+            argv: command-line arguments (default: sys.argv).
+            test_pipeline: a TestPipeline to build into instead of a new Pipeline.
+
+        Returns:
+            The finished PipelineResult.
+        """
+        started = datetime.datetime.now(datetime.UTC)
+        result, options = build_and_run(argv, test_pipeline, description.split("\n")[0],
+                                        option_class, build)
+        common = options.view_as(CommonOptions)
+        seconds = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
+        folders = outputs(common)
+        width = max(len(label) for label in folders) + 2
+        print("\n".join([f"{name} run {common.run_id}: {result.state} in {seconds:.1f} s"]
+                        + [f"  {label + ':':<{width}}{path}" for label, path in folders.items()]))
+        return result
+
+    return run
+
+
 def build_and_run(argv, test_pipeline, description: str, option_class, build):
     """What every pipeline's ``run`` does: help, parse, build, run to the end.
 
@@ -185,13 +220,15 @@ def cli(main, argv=None) -> int:
     line on stderr and exit status 2 instead of a traceback.
 
     Returns:
-        The exit status: ``main``'s own (None counts as 0), or 2.
+        The exit status: ``main``'s own when it returns an int (anything else counts as 0),
+        or 2.
     """
     from models.registry import RegistryError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return main(argv) or 0
+        status = main(argv)
+        return status if isinstance(status, int) else 0
     except (ValueError, RegistryError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -26,7 +26,6 @@ Notes:
     per volume in the runner's state, for ~1.5 s of decoding saved.
 """
 
-import datetime
 import logging
 import os
 import sys
@@ -41,9 +40,9 @@ from models.provenance import code_version
 from models.radar_qc.handler import DEFAULT_MAX_BATCH_SIZE, radar_model_handler
 from pipelines.options import (
     CommonOptions,
-    build_and_run,
     check_sources,
     cli,
+    pipeline_runner,
     resolve_common,
     run_outputs,
 )
@@ -188,38 +187,16 @@ def build(pipeline, options: PipelineOptions, sources=None) -> dict:
     }
 
 
-def run(argv=None, test_pipeline=None):
-    """Parse options, build, run to the end and print where the outputs went.
-
-    Args:
-        argv: command-line arguments (default: sys.argv).
-        test_pipeline: a TestPipeline to build into instead of a new Pipeline.
-
-    Returns:
-        The finished PipelineResult.
-    """
-    started = datetime.datetime.now(datetime.UTC)
-    result, options = build_and_run(argv, test_pipeline, __doc__.split("\n")[0],
-                                    RadarQcOptions, build)
-    common = options.view_as(CommonOptions)
-    out = common.output.rstrip("/")
-    seconds = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
-    print(f"radar_qc run {common.run_id}: {result.state} in {seconds:.1f} s\n"
-          f"  QC'd volumes: {out}/{VOLUMES}/   (CF/Radial 2 NetCDF)\n"
-          f"  quicklooks:   {out}/{QUICKLOOKS}/\n"
-          f"  volume index: {out}/{INDEX.name}/\n"
-          f"  predictions:  {out}/predictions/pipeline={PIPELINE_NAME}/"
-          f"model_name={common.model_name}/\n"
-          f"  dead letters: {out}/{DEAD_LETTERS}/pipeline={PIPELINE_NAME}/"
-          f"model_name={common.model_name}/")
-    return result
+def output_folders(common: CommonOptions) -> dict:
+    """Where a run's outputs go, for its closing summary."""
+    out, model = common.output.rstrip("/"), f"model_name={common.model_name}"
+    return {"QC'd volumes": f"{out}/{VOLUMES}/   (CF/Radial 2 NetCDF)",
+            "quicklooks": f"{out}/{QUICKLOOKS}/", "volume index": f"{out}/{INDEX.name}/",
+            "predictions": f"{out}/predictions/pipeline={PIPELINE_NAME}/{model}/",
+            "dead letters": f"{out}/{DEAD_LETTERS}/pipeline={PIPELINE_NAME}/{model}/"}
 
 
-def main(argv=None) -> int:
-    """The CLI: exit status 0 when the run is done."""
-    run(argv)
-    return 0
-
+run = pipeline_runner(__doc__, RadarQcOptions, build, PIPELINE_NAME, output_folders)
 
 if __name__ == "__main__":
-    sys.exit(cli(main))
+    sys.exit(cli(run))

@@ -226,7 +226,7 @@ def test_the_pipeline_refuses_rules_that_read_fields_the_served_data_set_lacks(
     from transforms.credit.rules import default_rules_path
 
     requests = write_jsonl(tmp_path / "r.jsonl", ["{}"])
-    status = cli(credit_scoring.main, [
+    status = cli(credit_scoring.run, [
         "--input", requests, "--registry", crx_registry, "--output", str(tmp_path / "out"),
         "--model_name", "credit_crx", "--rules", default_rules_path("credit_german")])
     assert status == 2
