@@ -7,7 +7,8 @@ the registry model name it belongs to (``credit_german``, ``credit_crx``, ``rada
 - ``offer_rules``: decision thresholds and the banks asked for offers;
 - ``evaluation``: slices, drift limits, windows of the scheduled evaluation;
 - ``retraining``: the rules that turn an evaluation into a retraining decision;
-- ``scenarios``: shifts the demo traffic generator can apply to a data set.
+- ``scenarios``: shifts the demo traffic generator can apply to a data set;
+- ``promotion``: when a challenger may replace the champion (``models.credit.compare``).
 
 Each file declares a ``version``; what is recorded wherever a file was used is that version plus
 the first 8 hex digits of the file's sha256, so an edit that forgets to bump the version is
@@ -23,10 +24,10 @@ import pathlib
 from models.provenance import PROJECT_ROOT
 
 CONFIG_DIR = PROJECT_ROOT / "config"
-KINDS = ("datasets", "offer_rules", "evaluation", "retraining", "scenarios")
+KINDS = ("datasets", "offer_rules", "evaluation", "retraining", "scenarios", "promotion")
 DESCRIPTIONS = {"datasets": "data set configuration", "offer_rules": "offer rules",
                 "evaluation": "evaluation configuration", "retraining": "retraining rules",
-                "scenarios": "scenario configuration"}
+                "scenarios": "scenario configuration", "promotion": "promotion rules"}
 # What an evaluation configuration leaves out; the files in config/evaluation/ may override each.
 EVALUATION_DEFAULTS = {"window": "week", "approve_decision": "approve", "calibration_bins": 10,
                        "min_slice_size": 30, "min_class_count": 5, "slices": [], "drift": {}}

@@ -6,13 +6,20 @@ resolves to the highest complete version. A version is complete once its manifes
 manifest is written last, so a crashed publish never shadows a good version. Nothing is ever
 overwritten: publishing into an existing version fails.
 
+Aliases (``production``, ``shadow``, any name) are small JSON files
+``<registry>/<model_name>/aliases/<alias>.json`` naming a version, written under a temporary
+name and renamed into place; every move is appended to ``aliases/audit.jsonl`` (time, alias,
+from, to, by, reason, decision record). ``resolve`` accepts an alias wherever a version goes.
+
 The version is part of the model file's path, so Beam's ``PredictionResult.model_id`` (the path)
 names the version that produced each prediction.
 """
 
 import dataclasses
+import datetime
 import json
 import re
+import uuid
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -20,7 +27,11 @@ from models.provenance import sha256_file
 
 MANIFEST = "manifest.json"
 LATEST = "latest"
+PRODUCTION = "production"
+ALIASES = "aliases"
+AUDIT_LOG = "audit.jsonl"
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
+_ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
 class RegistryError(Exception):
@@ -78,22 +89,32 @@ def _version_numbers(registry: str, name: str) -> list[int]:
 
 
 def resolve(registry: str, name: str, version: str = LATEST, verify: bool = True) -> ModelRef:
-    """Find a model version; ``latest`` means the highest complete one.
+    """Find a model version; ``latest`` means the highest complete one, any other name that is
+    not a version is an alias (``production``, ``shadow`` ...).
 
     Args:
         registry: registry root folder.
         name: model name.
-        version: "latest" or a version such as "v0002".
+        version: "latest", a version such as "v0002", or an alias.
         verify: recompute the model file's sha256 and compare it with the manifest.
 
     Raises:
-        RegistryError: the model, the version or its manifest is missing, or the hash differs.
+        RegistryError: the model, the version, the alias or the manifest is missing, or the
+            hash differs.
     """
     versions = list_versions(registry, name)
     if not versions:
         raise RegistryError(f"no versions of model {name!r} in registry {registry!r}")
     if version == LATEST:
         version = versions[-1]
+    elif not _VERSION_RE.match(version):
+        alias = read_alias(registry, name, version)
+        if alias is None:
+            raise RegistryError(
+                f"model {name!r} has no alias {version!r} in {registry!r} (versions: "
+                f"{', '.join(versions)}); promote a version with models.promote, or give "
+                f"--model_version latest or a version")
+        version = alias["version"]
     elif version not in versions:
         raise RegistryError(
             f"model {name!r} has no complete version {version!r} in {registry!r}; "
@@ -150,3 +171,101 @@ def publish(registry: str, name: str, model_file: str, manifest: dict) -> ModelR
     with FileSystems.create(FileSystems.join(folder, MANIFEST)) as f:
         f.write(json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
     return ModelRef(name=name, version=version, path=target, manifest=manifest)
+
+
+# --- aliases --------------------------------------------------------------------------------
+
+def _alias_path(registry: str, name: str, alias: str) -> str:
+    if not _ALIAS_RE.match(alias) or alias == LATEST:
+        raise RegistryError(f"{alias!r} is not an alias name (lower-case letters, digits, _ and "
+                            f"-, not 'latest')")
+    return FileSystems.join(registry, name, ALIASES, f"{alias}.json")
+
+
+def _read_json(path: str):
+    try:
+        with FileSystems.open(path) as f:
+            return json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError):  # a missing file reads as nothing
+        return None
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    directory = path.rsplit("/", 1)[0]
+    try:
+        FileSystems.mkdirs(directory)
+    except OSError:
+        pass  # already there
+    temporary = f"{path}.{uuid.uuid4().hex}.tmp"
+    with FileSystems.create(temporary) as f:
+        f.write(data)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([temporary], [path])
+
+
+def read_alias(registry: str, name: str, alias: str) -> dict | None:
+    """The alias record ({"alias", "version", "set_at", "by", "reason", "decision"}), or None."""
+    return _read_json(_alias_path(registry, name, alias))
+
+
+def list_aliases(registry: str, name: str) -> dict[str, str]:
+    """Alias -> version of every alias of a model."""
+    pattern = FileSystems.join(registry, name, ALIASES, "*.json")
+    try:
+        paths = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    except Exception:  # noqa: BLE001 - a missing folder matches nothing
+        return {}
+    aliases = {}
+    for path in sorted(paths):
+        record = _read_json(path)
+        if record and "alias" in record:
+            aliases[record["alias"]] = record["version"]
+    return aliases
+
+
+def audit_log(registry: str, name: str) -> list[dict]:
+    """Every alias move of a model, oldest first."""
+    path = FileSystems.join(registry, name, ALIASES, AUDIT_LOG)
+    try:
+        with FileSystems.open(path) as f:
+            text = f.read().decode("utf-8")
+    except OSError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def set_alias(registry: str, name: str, alias: str, version: str, by: str, reason: str,
+              decision: str | None = None) -> dict:
+    """Point an alias at a complete version and append the move to the audit log.
+
+    Args:
+        registry, name: the model.
+        alias: e.g. "production".
+        version: a complete version such as "v0002".
+        by: who or which command moved it.
+        reason: why, in words.
+        decision: path of the decision record behind the move, if any.
+
+    Returns:
+        The audit entry.
+
+    Raises:
+        RegistryError: the version is not a complete version of the model.
+    """
+    if version not in list_versions(registry, name):
+        raise RegistryError(f"model {name!r} has no complete version {version!r} in "
+                            f"{registry!r}")
+    path = _alias_path(registry, name, alias)
+    previous = _read_json(path)
+    now = datetime.datetime.now(datetime.UTC).isoformat()
+    record = {"alias": alias, "version": version, "set_at": now, "by": by, "reason": reason,
+              "decision": decision}
+    _write_atomically(path, json.dumps(record, indent=2).encode("utf-8"))
+    entry = {"time": now, "alias": alias, "from": previous["version"] if previous else None,
+             "to": version, "by": by, "reason": reason, "decision": decision}
+    log = FileSystems.join(registry, name, ALIASES, AUDIT_LOG)
+    lines = [json.dumps(e, sort_keys=True) for e in audit_log(registry, name)]
+    _write_atomically(log, ("\n".join([*lines, json.dumps(entry, sort_keys=True)]) + "\n")
+                      .encode("utf-8"))
+    return entry

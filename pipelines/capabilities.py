@@ -27,7 +27,8 @@ class Capability:
         tabular: models carry a data set in their manifest (slices, drift, costs).
         mask_examples: the report shows truth vs predicted masks.
         load_model: ``model file path -> loaded model``.
-        replay: ``(rows of one version, model, manifest, rules path) -> comparisons``.
+        replay: ``(rows of one version, model, manifest, rules path, registry) ->
+            comparisons``.
     """
 
     pipeline: str

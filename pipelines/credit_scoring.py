@@ -57,7 +57,12 @@ from transforms.common.parquet_sink import file_windows
 from transforms.credit import rows as credit_rows
 from transforms.credit.offers import FAILED, RequestOffers
 from transforms.credit.requests import DEFAULT_MAX_REQUEST_BYTES, ParseRequestsFn
-from transforms.credit.rules import check_rules_fit, default_rules_path, load_rules
+from transforms.credit.rules import (
+    archive_rules,
+    check_rules_fit,
+    default_rules_path,
+    load_rules,
+)
 
 LOGGER = logging.getLogger(__name__)
 PIPELINE_NAME = "credit_scoring"
@@ -152,6 +157,7 @@ def build(pipeline, options: PipelineOptions, requests=None) -> dict:
     dataset = dataset_from_manifest(model.manifest)
     rules = load_rules(credit.rules)
     check_rules_fit(rules, dataset.kinds, credit.rules)
+    archive_rules(common.registry, model.name, credit.rules)
     context = {
         "pipeline": PIPELINE_NAME, "run_mode": common.run_mode, "run_id": common.run_id,
         "code_version": code_version(),

@@ -47,6 +47,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from models import registry as model_registry
 from models.config import default_path, load_evaluation_config, load_retraining_rules
 from models.credit.dataset import dataset_from_manifest
+from models.credit.snapshots import snapshot_dir, snapshot_schema
 from pipelines.capabilities import CAPABILITIES, Capability, capability
 from pipelines.options import CommonOptions, build_and_run, cli, resolve_common
 from transforms.common.dead_letters import DEAD_LETTERS, WriteDeadLetters
@@ -64,6 +65,7 @@ from transforms.evaluation.reading import (
     truth_files,
 )
 from transforms.evaluation.retraining import RETRAIN_EXIT_STATUS
+from transforms.evaluation.snapshots import snapshot_row
 
 LOGGER = logging.getLogger(__name__)
 PIPELINE_NAME = "evaluate"
@@ -97,6 +99,12 @@ class EvaluateOptions(PipelineOptions):
         parser.add_argument("--decide", action="store_true", default=False,
                             help="apply the retraining rules, write a decision record and "
                                  f"exit {RETRAIN_EXIT_STATUS} if retraining is due")
+        parser.add_argument("--no_snapshot", action="store_true", default=False,
+                            help="do not keep the labelled rows as a training snapshot in the "
+                                 "registry (credit; kept by default)")
+        parser.add_argument("--snapshot_id", default=None,
+                            help="name of the training snapshot written (default "
+                                 "snap-<run id>)")
         parser.add_argument("--now", default=None,
                             help="decision time, ISO-8601 (default: now; schedules use it)")
 
@@ -153,16 +161,27 @@ def drift_statistics(manifest: dict | None) -> dict:
     return stats
 
 
-def metric_config(cap: Capability, config_path: str, manifests: dict) -> dict:
-    """The evaluation configuration, checked against the data set of the newest evaluated
-    version that is in the registry, with that data set's error costs added."""
+def newest_dataset(cap: Capability, manifests: dict):
+    """The data set of the newest evaluated version in the registry (None for radar, or when
+    no evaluated version is in the registry)."""
     known = [m for _, m in sorted(manifests.items()) if m]
-    if not cap.tabular:
-        return load_evaluation_config(config_path)
-    if not known:
+    return dataset_from_manifest(known[-1]) if cap.tabular and known else None
+
+
+def metric_config(config_path: str, dataset) -> dict:
+    """The evaluation configuration, checked against the data set's fields, with its error
+    costs added (None for models without a data set)."""
+    if dataset is None:
         return {**load_evaluation_config(config_path), "costs": None}
-    dataset = dataset_from_manifest(known[-1])
     return {**load_evaluation_config(config_path, dataset.kinds), "costs": dataset.costs}
+
+
+def snapshot_id(evaluate: EvaluateOptions, common: CommonOptions, dataset) -> str | None:
+    """The training snapshot this run writes: credit runs keep their labelled rows unless told
+    not to."""
+    if dataset is None or evaluate.no_snapshot:
+        return None
+    return evaluate.snapshot_id or f"snap-{common.run_id}"
 
 
 def build(pipeline, options: PipelineOptions) -> dict:
@@ -182,7 +201,9 @@ def build(pipeline, options: PipelineOptions) -> dict:
                          f"{evaluate.predictions}/predictions/ for the given filters")
     found_versions = sorted({partition_values(p)["model_version"] for p in files})
     manifests = model_manifests(common.registry, model_name, found_versions)
-    config = metric_config(cap, evaluate.config, manifests)
+    dataset = newest_dataset(cap, manifests)
+    config = metric_config(evaluate.config, dataset)
+    snapshot = evaluate.snapshot_id = snapshot_id(evaluate, common, dataset)
     statistics = ({v: drift_statistics(m) for v, m in manifests.items()} if cap.tabular
                   else {})
     window = evaluate.window or config.get("window", "week")
@@ -218,6 +239,15 @@ def build(pipeline, options: PipelineOptions) -> dict:
                          name, cap.group_metrics, config, statistics, run)))
     metrics = (counts, group_metrics) | "AllMetrics" >> beam.Flatten()
     base = f"{common.output.rstrip('/')}/{EVALUATION}/{METRICS}"
+    if snapshot:
+        _ = (joined.rows
+             | "LabelledRows" >> beam.Filter(lambda r: r.get("label") is not None)
+             | "SnapshotRows" >> beam.Map(snapshot_row, dataset.field_names)
+             | "WriteSnapshot" >> WritePartitionedParquet(
+                 base=snapshot_dir(common.registry, model_name, snapshot),
+                 schema=snapshot_schema(dataset.kinds), partition_columns=(),
+                 file_prefix=common.run_id, sort_field="prediction_id",
+                 num_shards=common.num_shards))
     return {
         "metrics": metrics,
         "dead_letters": truth[DEAD_LETTERS],
@@ -250,7 +280,8 @@ def run(argv=None, test_pipeline=None) -> dict:
                  "dt_to": evaluate.dt_to},
         retraining_rules=(load_retraining_rules(evaluate.retraining_rules) if evaluate.decide
                           else None),
-        history_metrics=cap.history_metrics, mask_examples=cap.mask_examples), now)
+        history_metrics=cap.history_metrics, mask_examples=cap.mask_examples,
+        snapshot_id=evaluate.snapshot_id), now)
     join = outcome["summary"]["join"]
     print(f"evaluate {cap.pipeline} {common.model_name} run {common.run_id}: {result.state}\n"
           f"  joined {join.get('matched', 0)} predictions with truth; unmatched: "
@@ -260,6 +291,11 @@ def run(argv=None, test_pipeline=None) -> dict:
           f"  metrics: {common.output.rstrip('/')}/{EVALUATION}/{METRICS}/"
           f"pipeline={cap.pipeline}/model_name={common.model_name}/\n"
           f"  report:  {outcome['report']}")
+    snapshot = outcome["summary"].get("snapshot")
+    if snapshot:
+        print(f"  training snapshot: {snapshot['snapshot_id']} ({snapshot['rows']} labelled rows; "
+              f"{snapshot['sampled_predictions_without_label']} sampled predictions have no "
+              f"label yet)")
     decision = outcome["decision"]
     if decision is not None:
         print(f"  decision: {'RETRAIN' if decision['retrain'] else 'no retraining'} "

@@ -101,7 +101,8 @@ def replay(rows: list[dict], registry: str, rules_path: str | None = None) -> li
     Args:
         rows: sampled prediction rows (``find_rows``).
         registry: the model registry.
-        rules_path: credit offer rules to re-derive decisions with (default: each model's
+        rules_path: credit offer rules to re-derive decisions with (default: the file
+            archived under each row's rules version, else the model's current
             ``config/offer_rules/<model name>.json``).
 
     Every result carries the versions: model (name, version, sha256), code (stored and
@@ -116,7 +117,8 @@ def replay(rows: list[dict], registry: str, rules_path: str | None = None) -> li
     for (pipeline, _, _), members in sorted(groups.items()):
         try:
             ref, model = load_model(registry, members[0])
-            replayed = capability(pipeline).replay(members, model, ref.manifest, rules_path)
+            replayed = capability(pipeline).replay(members, model, ref.manifest, rules_path,
+                                                   registry)
         except (ExplainError, ReplayError, ConfigError, OSError) as error:
             results.extend({"prediction_id": r["prediction_id"], "pipeline": pipeline,
                             "match": False, "error": str(error)} for r in members)
@@ -167,8 +169,8 @@ def main(argv=None) -> int:
     parser.add_argument("--run_id", default=None)
     parser.add_argument("--pipeline", default=None, choices=sorted(CAPABILITIES))
     parser.add_argument("--rules", default=None,
-                        help="credit offer rules file (default: "
-                             "config/offer_rules/<model name>.json)")
+                        help="credit offer rules file (default: the one archived under each "
+                             "row's rules version, else config/offer_rules/<model name>.json)")
     args = parser.parse_args(argv)
     if bool(args.prediction_id) == bool(args.all):
         parser.error("give --prediction_id or --all")

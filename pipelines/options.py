@@ -40,8 +40,10 @@ class CommonOptions(PipelineOptions):
                             help="files per partition (and window) of each Parquet output")
         parser.add_argument("--registry", default="registry",
                             help="model registry root (local folder or gs://)")
-        parser.add_argument("--model_version", default="latest",
-                            help="model version to serve, e.g. v0003; 'latest' = highest")
+        parser.add_argument("--model_version", default="production",
+                            help="model version to serve: an alias (production, shadow ...), "
+                                 "a version such as v0003, or 'latest' = highest; an alias is "
+                                 "resolved once, when the run starts")
         parser.add_argument("--output", default="out",
                             help="output root; predictions/, dead_letters/ and the pipeline's "
                                  "primary output go under it")
@@ -86,8 +88,8 @@ def resolve_common(options: PipelineOptions) -> CommonOptions:
             raise ValueError("a backfill needs --run_id, a stable name such as "
                              "backfill-2026-09-credit-v0003: re-running it replaces its output")
         if common.model_version == "latest":
-            raise ValueError("a backfill needs a pinned --model_version (e.g. v0003), not "
-                             "latest: its results must not depend on when it ran")
+            raise ValueError("a backfill needs a pinned --model_version (a version such as "
+                             "v0003, or an alias, resolved once at start), not latest")
         suffix = f"/{BACKFILLS}/{common.run_id}"
         if not common.output.rstrip("/").endswith(suffix):
             common.output = common.output.rstrip("/") + suffix

@@ -160,7 +160,8 @@ def test_streaming_qcs_chunks_landing_one_by_one_in_a_watched_directory(radar_re
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--input", "a", "--chunk_dir", "b", "--streaming"], "give one source, not --input, --chunk_dir"),
+    (["--input", "a", "--chunk_dir", "b", "--streaming"],
+     "give one source, not --input, --chunk_dir"),
     (["--chunk_dir", "b"], "--chunk_dir is a streaming source and needs --streaming"),
     (["--input", "a", "--streaming"], "--input is a batch source"),
     (["--input", "a", "--max_batch_size", "0"], "--max_batch_size must be at least 1"),

@@ -36,12 +36,19 @@ from models.credit.dataset import (
     read_data,
     resolve_data_path,
 )
+from models.credit.snapshots import (
+    list_snapshots,
+    read_snapshot,
+    recency_weights,
+)
 from models.metrics import accuracy, brier_score, expected_cost, log_loss, roc_auc
+from models.promotion import promote_first
 from models.provenance import code_version, library_versions, sha256_file
 from models.slices import fairness_gaps, group_members
 from models.statistics import feature_statistics, numeric_stats
 
 LOGGER = logging.getLogger(__name__)
+SMOKE_ROWS = 8
 
 
 def stratified_split(labels: np.ndarray, holdout_fraction: float, seed: int):
@@ -99,9 +106,44 @@ def holdout_slice_gaps(records: list[dict], labels: np.ndarray, scores: np.ndarr
     return gaps
 
 
+def snapshot_inputs(registry: str, dataset: Dataset, snapshot_ids, since, until,
+                    weight: float, half_life_days: float | None):
+    """Rows of the chosen snapshots in [since, until), newest label per prediction id.
+
+    Returns:
+        (records, labels, weights, inputs): the inputs describe each snapshot used (id, files
+        with sha256, rows taken).
+    """
+    ids = list(snapshot_ids) or (list_snapshots(registry, dataset.model_name) if since else [])
+    by_id, inputs = {}, []
+    for snapshot_id in ids:
+        rows, manifest = read_snapshot(registry, dataset.model_name, snapshot_id, dataset,
+                                       since, until)
+        inputs.append({"kind": "snapshot", "id": snapshot_id, "files": manifest["files"],
+                       "rows": len(rows), "evaluation_run_id": manifest["evaluation_run_id"]})
+        for row in rows:
+            known = by_id.get(row["prediction_id"])
+            if known is None or row["label_time"] > known["label_time"]:
+                by_id[row["prediction_id"]] = row
+    rows = sorted(by_id.values(), key=lambda r: r["prediction_id"])
+    records = [{name: row[name] for name in dataset.field_names} for row in rows]
+    labels = np.asarray([row["label"] for row in rows], dtype=np.int64)
+    weights = recency_weights([row["event_time"] for row in rows], half_life_days, weight)
+    return records, labels, weights, inputs
+
+
+def _date(text: str | None) -> datetime.datetime | None:
+    if not text:
+        return None
+    value = datetime.datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+
+
 def train(config: str, registry: str, data: str | None = None, seed: int = 42,
           epochs: int = 60, holdout_fraction: float = 0.2, evaluation_config: str | None = None,
-          command: str | None = None):
+          command: str | None = None, snapshots=(), since: str | None = None,
+          until: str | None = None, snapshot_weight: float = 1.0,
+          half_life_days: float | None = None):
     """Train on a configured data set, evaluate on the hold-out and publish.
 
     Args:
@@ -114,6 +156,14 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
         evaluation_config: slices for the hold-out gaps (default:
             config/evaluation/<model name>.json when it exists).
         command: recorded as the training command (default: this process's arguments).
+        snapshots: ids of training snapshots (labelled production rows) to train on besides
+            the base data.
+        since, until: event-time window (ISO dates) of the snapshot rows; with ``since`` and
+            no ids, every snapshot of the model. ``until`` holds the newest window out, for
+            challenger vs champion.
+        snapshot_weight: sample weight of a snapshot row (base rows weigh 1).
+        half_life_days: a snapshot row's weight halves for every this many days it is older
+            than the newest one.
 
     Returns:
         The new registry ModelRef.
@@ -138,20 +188,27 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
                        evaluation_path)
         evaluation = dict(EVALUATION_DEFAULTS)
     loaded = read_data(dataset, path)
-    if len(np.unique(loaded.labels)) < 2:
-        raise DataError(f"{path}: training needs both good and bad labels")
     LOGGER.info("read %d labelled rows from %s (left out: %s)", len(loaded.records), path,
                 loaded.dropped)
+    extra, extra_labels, extra_weights, snapshot_info = snapshot_inputs(
+        registry, dataset, snapshots, _date(since), _date(until), snapshot_weight,
+        half_life_days)
+    records = loaded.records + extra
+    labels = np.concatenate([loaded.labels, extra_labels]).astype(np.int64)
+    weights = np.concatenate([np.ones(len(loaded.records)), extra_weights]).astype(np.float32)
+    if len(np.unique(labels)) < 2:
+        raise DataError(f"{path}: training needs both good and bad labels")
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    records, labels, kinds = loaded.records, loaded.labels, dataset.kinds
+    kinds = dataset.kinds
     train_idx, holdout_idx = stratified_split(labels, holdout_fraction, seed)
     train_records = [records[i] for i in train_idx]
     holdout_records = [records[i] for i in holdout_idx]
 
     model = build_credit_model(train_records, dataset)
     model.fit(to_model_inputs(train_records, kinds), labels[train_idx].astype(np.float32),
-              epochs=epochs, batch_size=32, shuffle=True, verbose=0)
+              sample_weight=weights[train_idx], epochs=epochs, batch_size=32, shuffle=True,
+              verbose=0)
     holdout_scores = predict_scores(model, holdout_records, kinds)
     metrics = holdout_metrics(labels[holdout_idx], holdout_scores, dataset)
     train_scores = predict_scores(model, train_records, kinds)
@@ -162,7 +219,14 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
         "dataset": dataset.to_dict(),
         "training_data": path,
         "training_data_sha256": sha256_file(path),
-        "training_rows": {"used": len(records), **loaded.dropped},
+        "training_rows": {"used": len(records), "base": len(loaded.records),
+                          "snapshots": len(extra), **loaded.dropped},
+        # Every input with its sha256: "what was this version trained on" has one answer.
+        "training_inputs": [{"kind": "base", "path": path, "sha256": sha256_file(path),
+                             "rows": len(loaded.records)}, *snapshot_info],
+        "training_window": {"since": since, "until": until,
+                            "snapshot_weight": snapshot_weight,
+                            "half_life_days": half_life_days},
         "code_version": code_version(),
         "library_versions": library_versions(),
         "training_command": command or " ".join(["python -m models.credit.train", *sys.argv[1:]]),
@@ -178,13 +242,19 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
                                              holdout_scores, evaluation,
                                              dataset.decision_threshold),
         "evaluation_config_version": evaluation.get("config_version"),
+        "model_kind": "credit",
+        # Promotion re-scores these and must get the same scores (models.promotion).
+        "smoke": {"inputs": holdout_records[:SMOKE_ROWS],
+                  "scores": [float(x) for x in holdout_scores[:SMOKE_ROWS]]},
         "feature_statistics": feature_statistics(train_records, kinds),
         "score_statistics": numeric_stats(train_scores),
     }
     with tempfile.TemporaryDirectory() as tmp:
         model_path = f"{tmp}/model.keras"
         model.save(model_path)
-        return model_registry.publish(registry, dataset.model_name, model_path, manifest)
+        ref = model_registry.publish(registry, dataset.model_name, model_path, manifest)
+    promote_first(registry, ref)
+    return ref
 
 
 def main(argv=None) -> int:
@@ -195,6 +265,18 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=60, help="training epochs")
     parser.add_argument("--holdout_fraction", type=float, default=0.2,
                         help="share of each class held out for evaluation")
+    parser.add_argument("--snapshot", action="append", default=[],
+                        help="a training snapshot (labelled production rows, written by "
+                             "pipelines.evaluate) to train on besides the base data; repeat it")
+    parser.add_argument("--since", default=None,
+                        help="snapshot rows from this date (with no --snapshot: all snapshots)")
+    parser.add_argument("--until", default=None,
+                        help="snapshot rows before this date: hold the newest window out for "
+                             "challenger vs champion")
+    parser.add_argument("--snapshot_weight", type=float, default=1.0,
+                        help="sample weight of a snapshot row (base rows weigh 1)")
+    parser.add_argument("--half_life_days", type=float, default=None,
+                        help="a snapshot row's weight halves per this many days of age")
     parser.add_argument("--evaluation_config", default=None,
                         help="slices for the hold-out gaps (default: "
                              "config/evaluation/<model name>.json)")
@@ -204,8 +286,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         ref = train(args.config, args.registry, args.data, args.seed, args.epochs,
-                    args.holdout_fraction, args.evaluation_config)
-    except (ConfigError, DataError) as error:
+                    args.holdout_fraction, args.evaluation_config,
+                    snapshots=args.snapshot, since=args.since, until=args.until,
+                    snapshot_weight=args.snapshot_weight, half_life_days=args.half_life_days)
+    except (ValueError, OSError) as error:  # configuration, data, snapshot or date errors
         print(f"error: {error}", file=sys.stderr)
         return 2
     m = ref.manifest["holdout_metrics"]

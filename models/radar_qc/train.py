@@ -21,12 +21,15 @@ import numpy as np
 
 from models import registry as model_registry
 from models.metrics import detection_scores
+from models.promotion import promote_first, radar_smoke
 from models.provenance import code_version, library_versions
 from models.radar_qc.synthetic import synthetic_set
 from models.radar_qc.vocabulary import BIO, CHANNELS, CLASS_NAMES, CLUTTER, NO_ECHO
 from models.statistics import numeric_stats
 
 LOGGER = logging.getLogger(__name__)
+# A seeded synthetic window (rays, gates) promotion classifies again; a multiple of 2**depth.
+SMOKE_WINDOW = (32, 64)
 MODEL_NAME = "radar_qc"
 RHOHV = CHANNELS.index("RHOHV")
 TRAIN_WINDOW = (128, 256)
@@ -127,11 +130,17 @@ def train(registry: str, seed: int = 42, train_windows: int = 1200, holdout_wind
         "feature_statistics": channel_statistics(train_data),
         "class_fractions": {name: float(np.mean(train_labels[echo] == index))
                             for index, name in enumerate(CLASS_NAMES)},
+        "model_kind": "radar_qc",
+        # Promotion classifies this window again and must get the same classes.
+        "smoke": {"seed": seed + 7, "shape": list(SMOKE_WINDOW),
+                  "classes_sha256": radar_smoke(model, seed + 7, SMOKE_WINDOW)},
     }
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/model.keras"
         model.save(path)
-        return model_registry.publish(registry, MODEL_NAME, path, manifest)
+        ref = model_registry.publish(registry, MODEL_NAME, path, manifest)
+    promote_first(registry, ref)
+    return ref
 
 
 def main(argv=None) -> None:

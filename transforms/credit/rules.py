@@ -11,10 +11,15 @@ data set lacks is a configuration error, and the quote request carries only what
 """
 
 import dataclasses
+import pathlib
+
+from apache_beam.io.filesystems import FileSystems
 
 from models.config import ConfigError, default_path, parse_config, read_config
 
 APPROVE, REFER, DECLINE = "approve", "refer", "decline"
+# Every rules file a run used, kept by its version beside the model it served.
+ARCHIVE = "offer_rules"
 QUOTE_FIELDS = ("amount", "duration_months", "purpose")
 
 
@@ -146,3 +151,39 @@ def choose_bank(score: float, fields: dict, rules: OfferRules) -> str | None:
             continue
         return rule.bank
     return None
+
+
+def archive_path(registry: str, model_name: str, version: str) -> str:
+    """``<registry>/<model>/offer_rules/<rules version>.json``."""
+    return FileSystems.join(registry, model_name, ARCHIVE, f"{version}.json")
+
+
+def archive_rules(registry: str, model_name: str, path: str) -> str:
+    """Keep the rules file a run starts with under its version (once), so any decision made
+    under it can be replayed later without digging it out of history. Returns the archive
+    path."""
+    text = pathlib.Path(path).read_text(encoding="utf-8")
+    version = parse_rules(text, path).version
+    target = archive_path(registry, model_name, version)
+    if not FileSystems.exists(target):
+        directory = target.rsplit("/", 1)[0]
+        try:
+            FileSystems.mkdirs(directory)
+        except OSError:
+            pass  # already there
+        with FileSystems.create(target) as f:
+            f.write(text.encode("utf-8"))
+    return target
+
+
+def archived_rules(registry: str, model_name: str, version: str | None) -> OfferRules | None:
+    """The archived rules file of a version, or None when none was archived."""
+    if not version:
+        return None
+    try:
+        with FileSystems.open(archive_path(registry, model_name, version)) as f:
+            text = f.read().decode("utf-8")
+    except OSError:
+        return None
+    rules = parse_rules(text, archive_path(registry, model_name, version))
+    return rules if rules.version == version else None

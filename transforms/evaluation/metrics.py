@@ -82,6 +82,13 @@ def credit_group_metrics(rows: list[dict], config: dict, statistics: dict) -> li
         versions[r.get("rules_version")] = versions.get(r.get("rules_version"), 0) + 1
     for version, n in sorted(versions.items(), key=lambda kv: str(kv[0])):
         out.append(metric("rows_by_rules_version", n, n, detail=str(version)))
+    # The release without the commit: a retraining trigger fires on releases, not commits.
+    releases: dict[str, int] = {}
+    for r in rows:
+        release = str(r.get("code_version") or "unknown").split("+", 1)[0]
+        releases[release] = releases.get(release, 0) + 1
+    for release, n in sorted(releases.items()):
+        out.append(metric("rows_by_code_release", n, n, detail=release))
     for name, value in credit_scores(labels, scores, approved, costs).items():
         flag = NOT_AVAILABLE if name == "expected_cost_per_applicant" and not costs else None
         out.append(metric(name, value, len(labelled), flag=flag))

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from models import registry as model_registry
+from models.credit.snapshots import write_manifest
 from models.radar_qc.vocabulary import unpack_mask
 from transforms.evaluation.join import ALL, JOIN_COUNTS, METRICS, TruthError, truth_record
 from transforms.evaluation.reading import (
@@ -43,6 +44,7 @@ class EvaluationRun:
         retraining_rules: the parsed retraining rules, or None without --decide.
         history_metrics: the metrics charted over time in the report.
         mask_examples: whether the report shows truth vs predicted masks (radar).
+        snapshot_id: the training snapshot the Beam job wrote, or None.
     """
 
     pipeline: str
@@ -57,6 +59,7 @@ class EvaluationRun:
     retraining_rules: dict | None
     history_metrics: tuple[str, ...]
     mask_examples: bool = False
+    snapshot_id: str | None = None
 
 
 def read_metric_rows(output: str, pipeline: str, model_name: str) -> list[dict]:
@@ -152,6 +155,11 @@ def finish(run: EvaluationRun, now: datetime.datetime) -> dict:
         "predictions": run.predictions, "truth": run.truth, "filters": run.filters,
         "config": run.config, "join": join,
     }
+    snapshot = (write_manifest(run.registry, run.model_name, run.snapshot_id, run.run_id,
+                               join["predictions_unmatched"]) if run.snapshot_id else None)
+    summary["snapshot"] = {k: snapshot[k] for k in (
+        "snapshot_id", "rows", "event_time_range", "sampled_predictions_without_label")} \
+        if snapshot else None
     decision = None
     folder = f"pipeline={run.pipeline}/model_name={run.model_name}"
     if run.retraining_rules is not None:
@@ -162,6 +170,12 @@ def finish(run: EvaluationRun, now: datetime.datetime) -> dict:
         decision = decide(rows, run.retraining_rules, manifest.get("holdout_metrics", {}), now,
                           previous_decision(decisions_dir), run.registry,
                           manifest.get("holdout_slices"))
+        if snapshot:
+            # Train on the snapshot, holding out the newest window for challenger vs champion.
+            decision["snapshot"] = snapshot["snapshot_id"]
+            decision["command"] += (f" --snapshot {snapshot['snapshot_id']}"
+                                    + (f" --until {decision['window_start']}"
+                                       if decision["window_start"] != ALL else ""))
         stamp = now.strftime("%Y%m%dT%H%M%SZ")
         _write_text(FileSystems.join(decisions_dir, f"{stamp}-{run.run_id}.json"),
                     json.dumps(decision, indent=2, default=str))

@@ -12,7 +12,8 @@ the answer (a model cannot be retrained without new labels to learn from). Rule 
   gap on the hold-out set (recorded in the manifest at training);
 - ``schedule``: a weekday and time (UTC) with a tolerance, e.g. Sundays 02:00 within 60 min;
 - ``event``: ``rules_version_changed``, the offer rules version differs from the one the
-  previous decision saw.
+  previous decision saw; ``code_release_changed``, the code release (the package version, not
+  the commit) differs.
 A rule with ``"enabled": false`` is listed but never fires. A rule with ``"action": "alert"``
 is reported (for a person to read) but does not ask for retraining: fairness gaps that the data
 itself carries are not fixed by retraining on more of the same data.
@@ -24,6 +25,9 @@ import math
 from transforms.evaluation.join import ALL
 
 RETRAIN_EXIT_STATUS = 3
+# event -> (metric row counting what the window saw, key of the decision record keeping it)
+EVENTS = {"rules_version_changed": ("rows_by_rules_version", "rules_versions"),
+          "code_release_changed": ("rows_by_code_release", "code_releases")}
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
@@ -153,11 +157,12 @@ def check_rule(rule: dict, rows: list[dict], holdout: dict, now: datetime.dateti
                            and 0 <= minutes_after < rule.get("within_minutes", 60))
         result["evidence"] = {"now": now.isoformat(), "schedule": f"{weekday} {rule['at']} UTC"}
     elif kind == "event":
-        if rule.get("event") != "rules_version_changed":
+        if rule.get("event") not in EVENTS:
             raise RulesError(f"rule {result['name']}: unknown event {rule.get('event')!r}")
-        seen = sorted({r["detail"] for r in rows if r["metric"] == "rows_by_rules_version"})
-        before = sorted(previous.get("rules_versions", [])) if previous else None
-        result["evidence"] = {"rules_versions": seen, "previous_decision": before}
+        metric_name, record_key = EVENTS[rule["event"]]
+        seen = sorted({r["detail"] for r in rows if r["metric"] == metric_name})
+        before = sorted(previous.get(record_key, [])) if previous else None
+        result["evidence"] = {record_key: seen, "previous_decision": before}
         result["fired"] = before is not None and bool(seen) and seen != before
     else:
         raise RulesError(f"rule {result['name']}: unknown type {kind!r}")
@@ -207,5 +212,7 @@ def decide(rows: list[dict], rules: dict, holdout: dict, now: datetime.datetime,
         "checks": checks,
         "rules_versions": sorted({r["detail"] for r in judged
                                   if r["metric"] == "rows_by_rules_version"}),
+        "code_releases": sorted({r["detail"] for r in judged
+                                 if r["metric"] == "rows_by_code_release"}),
         "command": rules.get("retrain_command", "").format(registry=registry),
     }

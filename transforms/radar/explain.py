@@ -22,10 +22,11 @@ def load_radar_model(path: str):
 
 
 def replay_radar(rows: list[dict], model, manifest: dict | None = None,
-                 rules_path: str | None = None) -> list[dict]:
+                 rules_path: str | None = None, registry: str | None = None) -> list[dict]:
     """Re-decode each referenced volume and re-classify the sampled sweeps; masks must match.
 
-    ``manifest`` and ``rules_path`` are unused: the signature every capability's replay shares.
+    ``manifest``, ``rules_path`` and ``registry`` are unused: the signature every capability's
+    replay shares.
     """
     from models.radar_qc.handler import radar_inference_fn
 

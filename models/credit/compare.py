@@ -1,0 +1,279 @@
+"""Challenger against champion: both versions score the newest labelled window the challenger
+was not trained on, and promotion rules decide on paired differences with bootstrap intervals.
+
+The window is the training snapshots' rows from the challenger's ``training_window.until`` on
+(a time-based hold-out); a challenger trained without ``--until`` has no such window and is
+refused. Both versions score the same rows, so differences are paired; their percentile
+bootstrap interval (resampling rows) is what the rules judge. The decision record, with every
+figure side by side, goes to ``<registry>/<model>/promotions/``; with ``--promote`` an accepted
+challenger takes the alias (``models.promotion``, smoke checks included).
+
+Usage::
+
+    python -m models.credit.compare --registry registry --model credit_german \\
+        --challenger v0002 [--champion production] [--snapshot ID ...] [--promote]
+
+Exit status: 0 accepted, 4 refused (the reasons are printed and recorded), 2 on errors.
+"""
+
+import argparse
+import datetime
+import json
+import sys
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from models import registry as model_registry
+from models.config import (
+    EVALUATION_DEFAULTS,
+    ConfigError,
+    default_path,
+    load_evaluation_config,
+    read_config,
+)
+from models.credit.dataset import Dataset, dataset_from_manifest
+from models.credit.snapshots import SnapshotError, list_snapshots, read_snapshot
+from models.metrics import expected_cost, log_loss, roc_auc
+from models.promotion import promote
+from models.registry import PRODUCTION, RegistryError
+from models.slices import fairness_gaps, group_members
+
+REFUSED_EXIT_STATUS = 4
+PROMOTIONS = "promotions"
+
+
+class CompareError(ValueError):
+    """A comparison that cannot be made fairly (no hold-out window, too few labels...)."""
+
+
+def figures(labels: np.ndarray, scores: np.ndarray, dataset: Dataset) -> dict:
+    """AUC, log loss, approval rate and (with costs) expected cost at the data set's
+    threshold."""
+    approved = scores >= dataset.decision_threshold
+    both = 0 < labels.sum() < len(labels)
+    costs = dataset.costs
+    return {"auc": roc_auc(labels, scores) if both else float("nan"),
+            "log_loss": log_loss(labels, scores),
+            "approval_rate": float(approved.mean()),
+            "expected_cost": (expected_cost(labels, approved, costs["bad_approved"],
+                                            costs["good_declined"]) if costs else None)}
+
+
+def paired_bootstrap(labels, champion, challenger, dataset: Dataset, samples: int,
+                     confidence: float, seed: int = 0) -> dict:
+    """Percentile intervals of challenger - champion for AUC and expected cost, resampling
+    the same rows for both."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    diffs = {"auc": [], "expected_cost": []}
+    for _ in range(samples):
+        pick = rng.integers(0, n, n)
+        a = figures(labels[pick], champion[pick], dataset)
+        b = figures(labels[pick], challenger[pick], dataset)
+        diffs["auc"].append(b["auc"] - a["auc"])
+        if dataset.costs:
+            diffs["expected_cost"].append(b["expected_cost"] - a["expected_cost"])
+    tail = (1 - confidence) / 2 * 100
+    return {name: ([float(np.nanpercentile(values, tail)),
+                    float(np.nanpercentile(values, 100 - tail))] if values else None)
+            for name, values in diffs.items()}
+
+
+def slice_gaps(records, labels, scores, dataset: Dataset, evaluation: dict) -> dict:
+    """Per configured slice group (not small): its gaps against the rest."""
+    approved = scores >= dataset.decision_threshold
+    out = {}
+    for dimension in evaluation["slices"]:
+        for group, member in group_members(dimension, records):
+            gaps = fairness_gaps(labels, approved, member, evaluation["min_slice_size"],
+                                 evaluation["min_class_count"])
+            if not gaps["small"]:
+                out[f"{dimension['name']}={group}"] = {
+                    k: gaps[k] for k in ("size", "approval_rate_diff", "tpr_diff")}
+    return out
+
+
+def window_rows(registry: str, dataset: Dataset, challenger_manifest: dict,
+                snapshot_ids) -> tuple[list[dict], str]:
+    """The labelled rows from the challenger's training ``until`` on (newest label per id)."""
+    until = (challenger_manifest.get("training_window") or {}).get("until")
+    if not until:
+        raise CompareError(
+            f"{challenger_manifest['version']} was trained without --until, so no labelled "
+            f"window is held out from it: retrain with --until DATE to compare fairly")
+    start = datetime.datetime.fromisoformat(until)
+    start = start if start.tzinfo else start.replace(tzinfo=datetime.UTC)
+    ids = list(snapshot_ids) or list_snapshots(registry, dataset.model_name)
+    rows = {}
+    for snapshot_id in ids:
+        for row in read_snapshot(registry, dataset.model_name, snapshot_id, dataset,
+                                 since=start)[0]:
+            known = rows.get(row["prediction_id"])
+            if known is None or row["label_time"] > known["label_time"]:
+                rows[row["prediction_id"]] = row
+    return sorted(rows.values(), key=lambda r: r["prediction_id"]), until
+
+
+def compare(registry: str, model_name: str, challenger: str, champion: str = PRODUCTION,
+            snapshot_ids=(), rules_path: str | None = None,
+            evaluation_path: str | None = None) -> dict:
+    """The promotion decision record of ``challenger`` against ``champion``.
+
+    Raises:
+        CompareError: the challenger has no hold-out window, or it is the champion.
+        RegistryError, SnapshotError, ConfigError: what is named is missing or broken.
+    """
+    from models.credit.model import predict_scores
+    from models.promotion import smoke_problems
+
+    rules = read_config("promotion", rules_path or default_path("promotion", model_name))
+    champ = model_registry.resolve(registry, model_name, champion)
+    chall = model_registry.resolve(registry, model_name, challenger)
+    if champ.version == chall.version:
+        raise CompareError(f"the challenger {chall.version} is the champion ({champion})")
+    dataset = dataset_from_manifest(chall.manifest)
+    if dataset_from_manifest(champ.manifest).kinds != dataset.kinds:
+        raise CompareError(f"{champ.version} and {chall.version} were trained on different "
+                           f"schemas; compare them by evaluation, not on one window")
+    try:
+        evaluation = load_evaluation_config(
+            evaluation_path or default_path("evaluation", model_name), dataset.kinds)
+    except ConfigError:
+        evaluation = dict(EVALUATION_DEFAULTS)
+    rows, until = window_rows(registry, dataset, chall.manifest, snapshot_ids)
+    content = rules.content
+    labels = np.asarray([r["label"] for r in rows], dtype=np.int64)
+    records = [{f: r[f] for f in dataset.field_names} for r in rows]
+    import keras
+
+    scores = {}
+    for ref in (champ, chall):
+        model = keras.models.load_model(ref.path, compile=False)
+        scores[ref.version] = np.asarray(predict_scores(model, records, dataset.kinds),
+                                         dtype=float) if records else np.zeros(0)
+    checks, reasons = [], []
+
+    def check(name, passed, evidence):
+        checks.append({"rule": name, "passed": bool(passed), "evidence": evidence})
+        if not passed:
+            reasons.append(f"{name}: {evidence}")
+
+    enough = len(rows) >= content.get("min_labels", 0) and 0 < labels.sum() < len(labels)
+    check("min_labels", enough, f"{len(rows)} labelled rows in the window from {until} "
+                                f"(need {content.get('min_labels', 0)}, both outcomes)")
+    record = {
+        "decided_at": datetime.datetime.now(datetime.UTC).isoformat(),
+        "model_name": model_name, "rules_version": rules.version,
+        "champion": {"alias": champion, "version": champ.version, "sha256": champ.sha256},
+        "challenger": {"version": chall.version, "sha256": chall.sha256},
+        "window": {"from": until, "rows": len(rows),
+                   "snapshots": list(snapshot_ids) or list_snapshots(registry, model_name)},
+    }
+    if enough:
+        a, b = (figures(labels, scores[v], dataset) for v in (champ.version, chall.version))
+        intervals = paired_bootstrap(labels, scores[champ.version], scores[chall.version],
+                                     dataset, content.get("bootstrap_samples", 1000),
+                                     content.get("confidence", 0.95))
+        record["figures"] = {"champion": a, "challenger": b,
+                             "difference": {k: (None if a[k] is None else b[k] - a[k])
+                                            for k in a},
+                             "interval": intervals}
+        low = intervals["auc"][0]
+        check("auc_difference", low >= content["auc_diff_lower_bound_min"],
+              f"AUC {b['auc']:.3f} vs {a['auc']:.3f}, difference interval "
+              f"[{intervals['auc'][0]:+.3f}, {intervals['auc'][1]:+.3f}] (lower bound must be "
+              f">= {content['auc_diff_lower_bound_min']:+.3f})")
+        if dataset.costs:
+            increase = b["expected_cost"] - a["expected_cost"]
+            check("expected_cost", increase <= content.get("max_expected_cost_increase", 0.0),
+                  f"expected cost {b['expected_cost']:.3f} vs {a['expected_cost']:.3f} per "
+                  f"applicant (increase {increase:+.3f}, allowed "
+                  f"{content.get('max_expected_cost_increase', 0.0):+.3f})")
+        gaps_a = slice_gaps(records, labels, scores[champ.version], dataset, evaluation)
+        gaps_b = slice_gaps(records, labels, scores[chall.version], dataset, evaluation)
+        widened = []
+        for group in sorted(set(gaps_a) & set(gaps_b)):
+            for gap in content.get("gaps", ["approval_rate_diff"]):
+                before, after = gaps_a[group][gap], gaps_b[group][gap]
+                if np.isfinite(before) and np.isfinite(after) and \
+                        abs(after) - abs(before) > content.get("max_gap_widening", 0.1):
+                    widened.append(f"{group} {gap} {before:+.3f} -> {after:+.3f}")
+        record["slice_gaps"] = {"champion": gaps_a, "challenger": gaps_b}
+        check("slice_gaps", not widened, "; ".join(widened) or
+              f"no gap widened by more than {content.get('max_gap_widening', 0.1)}")
+    problems = smoke_problems(chall)
+    check("smoke", not problems, "; ".join(problems) or "loads and reproduces its smoke scores")
+    record.update(accepted=not reasons, reasons=reasons, checks=checks)
+    return record
+
+
+def write_record(registry: str, record: dict) -> str:
+    """Write the decision record under ``<registry>/<model>/promotions/``; returns its path."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = FileSystems.join(registry, record["model_name"], PROMOTIONS,
+                            f"{stamp}-{record['challenger']['version']}-vs-"
+                            f"{record['champion']['version']}.json")
+    directory = path.rsplit("/", 1)[0]
+    try:
+        FileSystems.mkdirs(directory)
+    except OSError:
+        pass  # already there
+    with FileSystems.create(path) as f:
+        f.write(json.dumps(record, indent=2, default=str).encode("utf-8"))
+    return path
+
+
+def describe(record: dict) -> str:
+    """The comparison as a person reads it: figures side by side, then the verdict."""
+    champ, chall = record["champion"], record["challenger"]
+    lines = [f"{record['model_name']}: challenger {chall['version']} vs champion "
+             f"{champ['version']} ({champ['alias']}) on {record['window']['rows']} labelled "
+             f"rows from {record['window']['from']}"]
+    if "figures" in record:
+        f = record["figures"]
+        lines.append(f"  {'':15}{'champion':>10}{'challenger':>12}{'difference':>12}  interval")
+        for name in ("auc", "log_loss", "approval_rate", "expected_cost"):
+            a, b, d = f["champion"][name], f["challenger"][name], f["difference"][name]
+            if a is None:
+                continue
+            interval = f["interval"].get(name)
+            lines.append(f"  {name:15}{a:>10.3f}{b:>12.3f}{d:>+12.3f}  "
+                         + (f"[{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""))
+    lines.append("  => " + ("ACCEPTED" if record["accepted"] else
+                            "REFUSED: " + "; ".join(record["reasons"])))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--registry", default="registry")
+    parser.add_argument("--model", default="credit_german", help="model name")
+    parser.add_argument("--challenger", required=True, help="the new version, e.g. v0002")
+    parser.add_argument("--champion", default=PRODUCTION,
+                        help="the version in service: an alias or a version")
+    parser.add_argument("--snapshot", action="append", default=[],
+                        help="snapshots holding the window's labels (default: all)")
+    parser.add_argument("--rules", default=None,
+                        help="promotion rules (default config/promotion/<model>.json)")
+    parser.add_argument("--promote", action="store_true",
+                        help="move the champion's alias to an accepted challenger")
+    args = parser.parse_args(argv)
+    try:
+        record = compare(args.registry, args.model, args.challenger, args.champion,
+                         args.snapshot, args.rules)
+        path = write_record(args.registry, record)
+        print(describe(record) + f"\n  decision record: {path}")
+        if record["accepted"] and args.promote:
+            alias = args.champion if not args.champion.startswith("v") else PRODUCTION
+            entry = promote(args.registry, args.model, record["challenger"]["version"], alias,
+                            reason="challenger accepted against champion", decision=path)
+            print(f"  promoted: {alias} {entry['from']} -> {entry['to']}")
+    except (CompareError, RegistryError, SnapshotError, ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0 if record["accepted"] else REFUSED_EXIT_STATUS
+
+
+if __name__ == "__main__":
+    sys.exit(main())

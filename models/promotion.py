@@ -1,0 +1,175 @@
+"""Moving a registry alias (``production`` by default): promote a version, roll back, show.
+
+A version is never promoted unless it passes its smoke checks: the model file's sha256 matches
+its manifest, the file loads, and it reproduces the predictions it made on the manifest's smoke
+inputs when it was trained (credit: scores within 1e-5 on a few hold-out applicants; radar: the
+same classes on a seeded synthetic window). Every move is appended to the alias audit log with
+who moved it, why, and the decision record behind it.
+
+Usage::
+
+    python -m models.promotion status --registry registry --model credit_german
+    python -m models.promotion promote --registry registry --model credit_german --version v0002 \\
+        --reason "challenger beat champion" --decision registry/credit_german/promotions/...json
+    python -m models.promotion rollback --registry registry --model credit_german
+"""
+
+import argparse
+import getpass
+import json
+import sys
+
+import numpy as np
+
+from models import registry as model_registry
+from models.registry import PRODUCTION, ModelRef, RegistryError
+
+SCORE_TOLERANCE = 1e-5
+
+
+class PromotionError(RegistryError):
+    """A version that may not take the alias (failed smoke checks, nothing to roll back to)."""
+
+
+def model_kind(manifest: dict) -> str:
+    """"credit" for models trained on a configured data set, else "radar_qc"."""
+    return manifest.get("model_kind") or ("credit" if "dataset" in manifest else "radar_qc")
+
+
+def credit_smoke(model, kinds: dict, records: list[dict]) -> list[float]:
+    """The credit model's scores on the smoke inputs."""
+    from models.credit.model import predict_scores
+
+    return [float(s) for s in predict_scores(model, records, kinds)]
+
+
+def radar_smoke(model, seed: int, shape) -> str:
+    """sha256 of the radar model's classes on a seeded synthetic window."""
+    import hashlib
+
+    from models.radar_qc.model import predict_classes
+    from models.radar_qc.synthetic import synthetic_set
+
+    data, _ = synthetic_set(seed, 1, *shape)
+    return hashlib.sha256(np.ascontiguousarray(predict_classes(model, data)).tobytes()).hexdigest()
+
+
+def smoke_problems(ref: ModelRef) -> list[str]:
+    """What is wrong with a resolved (sha256-verified) version; empty when it passes."""
+    import keras
+
+    import models.credit.model  # noqa: F401 - registers the credit model's layers
+    import models.radar_qc.model  # noqa: F401 - registers the radar preprocessing layer
+
+    smoke = ref.manifest.get("smoke")
+    if not smoke:
+        return [f"{ref.name} {ref.version} has no smoke inputs in its manifest (retrain it)"]
+    try:
+        model = keras.models.load_model(ref.path, compile=False)
+    except Exception as error:  # noqa: BLE001 - any load failure refuses the version
+        return [f"{ref.path} does not load: {type(error).__name__}: {error}"]
+    try:
+        if model_kind(ref.manifest) == "credit":
+            from models.credit.dataset import dataset_from_manifest
+
+            kinds = dataset_from_manifest(ref.manifest).kinds
+            scores = credit_smoke(model, kinds, smoke["inputs"])
+            worst = max(abs(a - b) for a, b in zip(scores, smoke["scores"]))
+            if not np.all(np.isfinite(scores)) or worst > SCORE_TOLERANCE:
+                return [f"smoke scores differ from training's by up to {worst:.2e} "
+                        f"(tolerance {SCORE_TOLERANCE:g})"]
+        elif radar_smoke(model, smoke["seed"], smoke["shape"]) != smoke["classes_sha256"]:
+            return ["smoke classes on the synthetic window differ from training's"]
+    except Exception as error:  # noqa: BLE001 - a model that cannot predict is refused
+        return [f"smoke prediction failed: {type(error).__name__}: {error}"]
+    return []
+
+
+def promote(registry: str, name: str, version: str, alias: str = PRODUCTION,
+            by: str | None = None, reason: str = "promoted", decision: str | None = None
+            ) -> dict:
+    """Point ``alias`` at ``version`` after its smoke checks pass.
+
+    Returns:
+        The audit entry.
+
+    Raises:
+        RegistryError: the version is missing or its file's sha256 differs from its manifest.
+        PromotionError: it fails a smoke check.
+    """
+    ref = model_registry.resolve(registry, name, version, verify=True)
+    problems = smoke_problems(ref)
+    if problems:
+        raise PromotionError(f"{name} {ref.version} not promoted to {alias}: "
+                             + "; ".join(problems))
+    return model_registry.set_alias(registry, name, alias, ref.version,
+                                    by or _who("promote"), reason, decision)
+
+
+def rollback(registry: str, name: str, alias: str = PRODUCTION, by: str | None = None,
+             reason: str = "rolled back") -> dict:
+    """Move ``alias`` back to the version it pointed at before its last move.
+
+    Raises:
+        PromotionError: the alias was never moved from another version.
+    """
+    moves = [e for e in model_registry.audit_log(registry, name) if e["alias"] == alias]
+    if not moves or moves[-1]["from"] is None:
+        raise PromotionError(f"{name} {alias} has no earlier version to roll back to")
+    return promote(registry, name, moves[-1]["from"], alias, by or _who("rollback"),
+                   f"{reason} (from {moves[-1]['to']})")
+
+
+def promote_first(registry: str, ref: ModelRef) -> dict | None:
+    """The first published version of a model takes ``production`` once it passes its smoke
+    checks; later versions wait for a promotion decision. Returns the audit entry, or None."""
+    if model_registry.read_alias(registry, ref.name, PRODUCTION) is not None:
+        return None
+    return promote(registry, ref.name, ref.version, PRODUCTION, "training",
+                   "first published version")
+
+
+def _who(command: str) -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user} via models.promotion {command}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for command in ("status", "promote", "rollback"):
+        sub = commands.add_parser(command)
+        sub.add_argument("--registry", default="registry")
+        sub.add_argument("--model", required=True, help="model name, e.g. credit_german")
+        if command != "status":
+            sub.add_argument("--alias", default=PRODUCTION)
+            sub.add_argument("--reason", default=f"{command} by hand")
+        if command == "promote":
+            sub.add_argument("--version", required=True, help="e.g. v0002")
+            sub.add_argument("--decision", default=None,
+                             help="the promotion decision record behind this move")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "status":
+            print(json.dumps({"versions": model_registry.list_versions(args.registry, args.model),
+                              "aliases": model_registry.list_aliases(args.registry, args.model),
+                              "moves": model_registry.audit_log(args.registry, args.model)[-5:]},
+                             indent=2))
+            return 0
+        if args.command == "promote":
+            entry = promote(args.registry, args.model, args.version, args.alias,
+                            reason=args.reason, decision=args.decision)
+        else:
+            entry = rollback(args.registry, args.model, args.alias, reason=args.reason)
+    except RegistryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.model} {entry['alias']}: {entry['from']} -> {entry['to']} ({entry['reason']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Closing the loop: aliases and their audit log, promotion guarded by smoke checks, rollback,
+training snapshots from evaluated production rows, training on them, challenger against
+champion, and the offer rules archive explain replays old decisions with."""
+
+import json
+import os
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+
+from models import registry as model_registry
+from models.credit import compare
+from models.credit.replay import write_jsonl
+from models.credit.scenarios import generate, parse_scenarios
+from models.credit.train import train
+from models.promotion import PromotionError, promote, rollback
+from models.registry import RegistryError
+from tests.conftest import german_scenarios, load_german
+
+MODEL = "credit_german"
+EPOCHS = 15
+
+
+@pytest.fixture(scope="module")
+def loop_registry(german_path, tmp_path_factory):
+    """A registry of its own (aliases move here), with v0001 trained on the base data."""
+    registry = str(tmp_path_factory.mktemp("loop_registry"))
+    train(MODEL, registry, german_path, seed=3, epochs=EPOCHS, command="pytest loop")
+    return registry
+
+
+def test_the_first_version_takes_production_after_its_smoke_checks(loop_registry):
+    assert model_registry.list_aliases(loop_registry, MODEL) == {"production": "v0001"}
+    [entry] = model_registry.audit_log(loop_registry, MODEL)
+    assert (entry["alias"], entry["from"], entry["to"], entry["by"]) == \
+        ("production", None, "v0001", "training")
+    assert model_registry.resolve(loop_registry, MODEL, "production").version == "v0001"
+    with pytest.raises(RegistryError, match="no alias 'shadow'"):
+        model_registry.resolve(loop_registry, MODEL, "shadow")
+    with pytest.raises(RegistryError, match="not an alias name"):
+        model_registry.set_alias(loop_registry, MODEL, "Bad Name", "v0001", "t", "t")
+
+
+def _copy_version(registry, tmp_path, name, edit):
+    """Publish a copy of v0001 with its manifest edited (a stand-in for a broken training)."""
+    ref = model_registry.resolve(registry, MODEL, "v0001")
+    path = tmp_path / name
+    shutil.copy(ref.path, path)
+    manifest = edit(json.loads(json.dumps(ref.manifest)))
+    return model_registry.publish(registry, MODEL, str(path), manifest)
+
+
+def test_a_broken_version_is_never_promoted(loop_registry, tmp_path):
+    def wrong_smoke(manifest):
+        manifest["smoke"]["scores"] = [s + 0.01 for s in manifest["smoke"]["scores"]]
+        return manifest
+
+    bad = _copy_version(loop_registry, tmp_path, "model.keras", wrong_smoke)
+    with pytest.raises(PromotionError, match="smoke scores differ"):
+        promote(loop_registry, MODEL, bad.version)
+    tampered = _copy_version(loop_registry, tmp_path, "model.keras", lambda m: m)
+    with open(tampered.path, "ab") as f:
+        f.write(b"tampered")
+    with pytest.raises(RegistryError, match="its manifest says"):
+        promote(loop_registry, MODEL, tampered.version)
+    assert model_registry.list_aliases(loop_registry, MODEL)["production"] == "v0001"
+
+
+def test_promote_and_rollback_move_the_alias_and_are_audited(loop_registry, tmp_path):
+    good = _copy_version(loop_registry, tmp_path, "model.keras", lambda m: m)
+    entry = promote(loop_registry, MODEL, good.version, reason="test", decision="d.json")
+    assert (entry["from"], entry["to"], entry["decision"]) == ("v0001", good.version, "d.json")
+    assert model_registry.resolve(loop_registry, MODEL, "production").version == good.version
+    back = rollback(loop_registry, MODEL)
+    assert (back["from"], back["to"]) == (good.version, "v0001")
+    moves = [(e["from"], e["to"]) for e in model_registry.audit_log(loop_registry, MODEL)]
+    assert moves[-2:] == [("v0001", good.version), (good.version, "v0001")]
+    with pytest.raises(PromotionError, match="no earlier version"):
+        rollback(loop_registry, MODEL, alias="shadow")
+
+
+@pytest.fixture(scope="module")
+def evaluated(loop_registry, german_path, tmp_path_factory):
+    """Six weeks of shifted traffic scored by production, evaluated: a training snapshot."""
+    from pipelines import credit_scoring, evaluate
+
+    root = tmp_path_factory.mktemp("loop")
+    records, labels = load_german(german_path)
+    scenarios = german_scenarios()
+    requests, truth = generate(records, labels, scenarios,
+                               parse_scenarios("young_no_history_surge,amounts_inflate,"
+                                               "slice_outcomes_worsen", scenarios),
+                               weeks=6, per_week=400, seed=11)
+    write_jsonl(requests, str(root / "requests.jsonl"))
+    write_jsonl(truth, str(root / "truth.jsonl"))
+    out = str(root / "out")
+    credit_scoring.run(["--input", str(root / "requests.jsonl"), "--registry", loop_registry,
+                        "--output", out, "--sample_rate", "0.6", "--run_id", "loop-run"])
+    outcome = evaluate.run(["--predictions", out, "--truth", str(root / "truth.jsonl"),
+                            "--registry", loop_registry, "--output", out, "--decide",
+                            "--snapshot_id", "snap-test"])
+    return outcome, out
+
+
+@pytest.mark.slow
+def test_evaluation_keeps_the_labelled_rows_as_a_training_snapshot(evaluated, loop_registry):
+    outcome, _ = evaluated
+    folder = os.path.join(loop_registry, MODEL, "snapshots", "snap-test")
+    manifest = json.load(open(os.path.join(folder, "manifest.json")))
+    join = outcome["summary"]["join"]
+    assert manifest["rows"] == join["matched"] > 1000
+    assert manifest["sampled_predictions_without_label"] == join["predictions_unmatched"] > 0
+    assert sum(manifest["rows_by_model_version_and_week"]["v0001"].values()) == manifest["rows"]
+    assert len(manifest["rows_by_model_version_and_week"]["v0001"]) == 6
+    table = pq.read_table(os.path.join(folder, next(iter(manifest["files"]))))
+    assert {"prediction_id", "label", "event_time", "model_version", "credit_amount",
+            "age_years"} <= set(table.schema.names)
+    decision = outcome["decision"]
+    assert decision["retrain"] and decision["snapshot"] == "snap-test"
+    assert "--snapshot snap-test --until " in decision["command"]
+
+
+@pytest.fixture(scope="module")
+def challenger(evaluated, loop_registry, german_path):
+    """v-next trained on base data + the snapshot, the newest week held out."""
+    outcome, _ = evaluated
+    until = outcome["decision"]["window_start"]
+    return train(MODEL, loop_registry, german_path, seed=3, epochs=EPOCHS,
+                 snapshots=["snap-test"], until=until, command="pytest challenger"), until
+
+
+@pytest.mark.slow
+def test_training_on_a_snapshot_records_every_input_and_holds_the_window_out(challenger,
+                                                                            loop_registry):
+    ref, until = challenger
+    inputs = ref.manifest["training_inputs"]
+    assert [i["kind"] for i in inputs] == ["base", "snapshot"]
+    assert len(inputs[0]["sha256"]) == 64 and inputs[1]["id"] == "snap-test"
+    assert all(len(digest) == 64 for digest in inputs[1]["files"].values())
+    assert ref.manifest["training_window"]["until"] == until
+    rows = ref.manifest["training_rows"]
+    assert rows["base"] == 1000 and 0 < rows["snapshots"] < rows["used"]
+    # Not promoted by training: production waits for the comparison.
+    assert model_registry.read_alias(loop_registry, MODEL, "production")["version"] != \
+        ref.version
+
+
+@pytest.mark.slow
+def test_challenger_against_champion_on_the_held_out_window(challenger, loop_registry,
+                                                            german_path, capsys):
+    ref, until = challenger
+    record = compare.compare(loop_registry, MODEL, ref.version)
+    assert record["window"]["from"] == until and record["window"]["rows"] > 100
+    figures = record["figures"]
+    low, high = figures["interval"]["auc"]
+    assert low <= figures["difference"]["auc"] <= high
+    assert {c["rule"] for c in record["checks"]} >= {"min_labels", "auc_difference",
+                                                     "expected_cost", "slice_gaps", "smoke"}
+    # The CLI writes the record and, with --promote, moves production only if accepted.
+    status = compare.main(["--registry", loop_registry, "--model", MODEL, "--challenger",
+                           ref.version, "--promote"])
+    text = capsys.readouterr().out
+    assert "decision record:" in text and "champion" in text
+    production = model_registry.read_alias(loop_registry, MODEL, "production")["version"]
+    assert (status == 0) == (production == ref.version)
+    assert status in (0, compare.REFUSED_EXIT_STATUS)
+
+    # A challenger without a held-out window is refused outright; a much worse one is
+    # refused by the rules.
+    weak = train(MODEL, loop_registry, german_path, seed=3, epochs=1, snapshots=["snap-test"],
+                 until=until, command="pytest weak challenger")
+    weak_record = compare.compare(loop_registry, MODEL, weak.version, champion="v0001")
+    assert not weak_record["accepted"]
+    assert any(r.startswith("auc_difference") for r in weak_record["reasons"])
+    unheld = train(MODEL, loop_registry, german_path, seed=3, epochs=2,
+                   command="pytest no window")
+    with pytest.raises(compare.CompareError, match="trained without --until"):
+        compare.compare(loop_registry, MODEL, unheld.version, champion="v0001")
+
+
+@pytest.mark.slow
+def test_explain_replays_a_decision_under_its_archived_rules(evaluated, loop_registry,
+                                                             tmp_path):
+    from pipelines import explain
+    from transforms.credit.rules import archive_path, default_rules_path, load_rules
+
+    _, out = evaluated
+    rows = explain.find_rows(out, run_id="loop-run")[:20]
+    version = rows[0]["rules_version"]
+    assert os.path.exists(archive_path(loop_registry, MODEL, version))
+    # Rules edited since the run: without the archive the decisions would not be compared.
+    edited = tmp_path / "rules.json"
+    text = open(default_rules_path(MODEL)).read().replace('"min_score": 0.93',
+                                                          '"min_score": 0.97')
+    edited.write_text(text)
+    assert load_rules(str(edited)).version != version
+    results = explain.replay(rows, loop_registry)
+    assert all(r["match"] and r["rules"]["decision_replayed"] for r in results)
+    with_edited = explain.replay(rows, loop_registry, str(edited))
+    assert not any(r["rules"]["decision_replayed"] for r in with_edited)
