@@ -92,6 +92,47 @@ evaluation_demo() {
   echo "== evaluate -> decide -> report: unshifted"
   decide credit_scoring "$eval_out/unshifted" "$eval_out/unshifted/truth.jsonl"
   UNSHIFTED_REPORT=$REPORT UNSHIFTED_DECISION=$DECISION
+  loop_demo "$eval_out/shifted"
+}
+
+# The loop after a RETRAIN: train on the snapshot the evaluation kept (its newest week held
+# out), compare challenger and champion on that week, promote if the rules accept, score the
+# newest week with production, and roll back in one command.
+loop_demo() {
+  local shifted=$1 latest="$1/evaluation/latest_credit_scoring_credit_german.json"
+  local snapshot until challenger status=0
+  read -r snapshot until < <("$VENV/bin/python" -c '
+import json, sys
+decision = json.load(open(sys.argv[1]))["decision"] or {}
+print(decision.get("snapshot") or "-", decision.get("window_start") or "-")' "$latest")
+  if [ "$snapshot" = "-" ]; then
+    echo "== the loop: the evaluation kept no snapshot; nothing to retrain on"
+    return
+  fi
+  echo "== the loop: retrain on base data + snapshot $snapshot, holding out the week of $until"
+  "$VENV/bin/python" -m models.credit.train --config credit_german \
+    --data "$DATA_DIR/credit/german.data" --registry "$REGISTRY" --snapshot "$snapshot" \
+    --until "$until" | tee "$OUT/demo_inputs/retrain.log"
+  challenger=$(sed -n 's/^published credit_german \(v[0-9]*\) .*/\1/p' \
+    "$OUT/demo_inputs/retrain.log")
+  echo "== challenger $challenger against the champion (production) on the held-out week"
+  "$VENV/bin/python" -m models.credit.compare --registry "$REGISTRY" --model credit_german \
+    --challenger "$challenger" --promote || status=$?
+  case $status in
+    0) LOOP_RESULT="challenger $challenger accepted and promoted" ;;
+    4) LOOP_RESULT="challenger $challenger refused (reasons above)" ;;
+    *) echo "comparison failed with exit status $status" >&2; exit "$status" ;;
+  esac
+  echo "== the shifted requests scored again by whatever production is now"
+  "$VENV/bin/python" -m pipelines.credit_scoring --input "$shifted/requests.jsonl" \
+    --registry "$REGISTRY" --output "$OUT/loop_demo" --sample_rate 0.2 --run_id loop-demo
+  "$VENV/bin/python" -m models.promotion status --registry "$REGISTRY" --model credit_german \
+    | sed -n '/"aliases"/,/}/p'
+  if [ "$status" = 0 ]; then
+    echo "== rollback in one command: production back to the version it replaced"
+    "$VENV/bin/python" -m models.promotion rollback --registry "$REGISTRY" --model credit_german
+    LOOP_RESULT="$LOOP_RESULT, then rolled back"
+  fi
 }
 
 # train_credit_if_missing MODEL DATA: train config/datasets/MODEL.json on DATA unless the
@@ -241,6 +282,7 @@ PY
   echo "     decision: $SHIFTED_DECISION"
   echo "   credit, unshifted replay:   $UNSHIFTED_REPORT"
   echo "     decision: $UNSHIFTED_DECISION"
+  echo "   the loop: $LOOP_RESULT (decision records in $REGISTRY/credit_german/promotions/)"
   echo "   radar QC, synthetic truth:  $RADAR_REPORT"
   echo "     decision: $RADAR_DECISION"
 }

@@ -102,8 +102,20 @@ def promote(registry: str, name: str, version: str, alias: str = PRODUCTION,
     if problems:
         raise PromotionError(f"{name} {ref.version} not promoted to {alias}: "
                              + "; ".join(problems))
-    return model_registry.set_alias(registry, name, alias, ref.version,
-                                    by or _who("promote"), reason, decision)
+    previous = model_registry.read_alias(registry, name, alias)
+    entry = model_registry.set_alias(registry, name, alias, ref.version,
+                                     by or _who("promote"), reason, decision)
+    if previous and previous["version"] != ref.version:
+        before = model_registry.resolve(registry, name, previous["version"], verify=False)
+        if _schema(before.manifest) != _schema(ref.manifest):
+            entry["note"] = (f"{ref.version} has another input schema than "
+                             f"{previous['version']}: running streaming pipelines keep "
+                             f"{previous['version']}; start new runs to serve {ref.version}")
+    return entry
+
+
+def _schema(manifest: dict) -> str:
+    return json.dumps(manifest.get("input_schema"), sort_keys=True)
 
 
 def rollback(registry: str, name: str, alias: str = PRODUCTION, by: str | None = None,
@@ -167,7 +179,8 @@ def main(argv=None) -> int:
     except RegistryError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{args.model} {entry['alias']}: {entry['from']} -> {entry['to']} ({entry['reason']})")
+    print(f"{args.model} {entry['alias']}: {entry['from']} -> {entry['to']} ({entry['reason']})"
+          + (f"\n  note: {entry['note']}" if entry.get("note") else ""))
     return 0
 
 

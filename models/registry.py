@@ -17,6 +17,7 @@ names the version that produced each prediction.
 
 import dataclasses
 import datetime
+import functools
 import json
 import re
 import uuid
@@ -133,6 +134,16 @@ def resolve(registry: str, name: str, version: str = LATEST, verify: bool = True
     return ModelRef(name=name, version=version, path=path, manifest=manifest)
 
 
+@functools.lru_cache(maxsize=64)
+def identity_from_path(path: str) -> tuple[str, str, str]:
+    """(name, version, sha256) of a registry model file, from the manifest beside it: how a
+    row names a version that was swapped in after the run started."""
+    folder = path.replace("\\", "/").rsplit("/", 1)[0]
+    with FileSystems.open(FileSystems.join(folder, MANIFEST)) as f:
+        manifest = json.loads(f.read().decode("utf-8"))
+    return manifest["name"], manifest["version"], manifest["model_sha256"]
+
+
 def publish(registry: str, name: str, model_file: str, manifest: dict) -> ModelRef:
     """Copy a trained model into the next version folder and write its manifest.
 
@@ -174,6 +185,11 @@ def publish(registry: str, name: str, model_file: str, manifest: dict) -> ModelR
 
 
 # --- aliases --------------------------------------------------------------------------------
+
+def is_alias(name: str) -> bool:
+    """Whether a --model_version value names an alias (not a version, not latest)."""
+    return name != LATEST and not _VERSION_RE.match(name)
+
 
 def _alias_path(registry: str, name: str, alias: str) -> str:
     if not _ALIAS_RE.match(alias) or alias == LATEST:

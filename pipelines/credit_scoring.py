@@ -52,6 +52,7 @@ from pipelines.options import (
 )
 from transforms.common.dead_letters import DEAD_LETTERS
 from transforms.common.file_sources import ReadLinesFromFiles, WatchDirectory
+from transforms.common.model_updates import FollowAlias
 from transforms.common.outputs import PrimaryDataset, write_run_outputs
 from transforms.common.parquet_sink import file_windows
 from transforms.credit import rows as credit_rows
@@ -97,6 +98,11 @@ class CreditScoringOptions(PipelineOptions):
                             help="longer request lines go to dead letters")
         parser.add_argument("--min_batch_size", type=int, default=64,
                             help="smallest batch handed to the model")
+        parser.add_argument("--alias_poll_secs", type=float, default=60.0,
+                            help="streaming with an alias as --model_version: how often the "
+                                 "alias is read, so a promotion or rollback reaches the running "
+                                 "pipeline without a restart (0 = keep the version resolved at "
+                                 "start)")
 
 
 def validate(options: PipelineOptions) -> tuple[CommonOptions, CreditScoringOptions]:
@@ -134,7 +140,7 @@ def read_requests(pipeline, credit: CreditScoringOptions, common: CommonOptions)
     return None
 
 
-def build(pipeline, options: PipelineOptions, requests=None) -> dict:
+def build(pipeline, options: PipelineOptions, requests=None, model_updates=None) -> dict:
     """Wire the credit offers graph.
 
     Args:
@@ -142,6 +148,8 @@ def build(pipeline, options: PipelineOptions, requests=None) -> dict:
         options: all pipeline options.
         requests: optional PCollection of (origin, line) replacing the configured source
             (tests feed TestStream or Create here).
+        model_updates: optional PCollection of ModelMetadata, one per window, replacing the
+            alias watch in streaming (tests feed TestStream here).
 
     Returns:
         The PCollections: responses, predictions (the scored rows, before sampling),
@@ -175,10 +183,16 @@ def build(pipeline, options: PipelineOptions, requests=None) -> dict:
     handler = credit_model_handler(
         model.path, dataset.kinds, credit.min_batch_size, common.max_batch_size,
         (common.max_batch_duration_secs or None) if streaming else None)
+    if (model_updates is None and streaming and credit.alias_poll_secs > 0
+            and model_registry.is_alias(common.model_version)):
+        model_updates = pipeline | "FollowAlias" >> FollowAlias(
+            common.registry, model.name, common.model_version, model, credit.alias_poll_secs,
+            outputs.window_secs, common.stop_after_secs)
     predictions, failures = (
         parsed.requests
         | "KeyByRequest" >> beam.Map(lambda r: (credit_rows.request_key(r), r.fields))
-        | "ScoreCredit" >> RunInference(handler).with_exception_handling())
+        | "ScoreCredit" >> RunInference(handler, model_metadata_pcoll=model_updates)
+        .with_exception_handling())
     inference_failed = failures.failed_inferences | "InferenceDeadLetters" >> beam.FlatMap(
         credit_rows.inference_dead_letters, PIPELINE_NAME, common.run_id)
 

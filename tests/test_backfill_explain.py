@@ -69,7 +69,8 @@ def test_a_backfill_needs_a_run_id_and_a_pinned_version(credit_registry, tmp_pat
         credit_scoring.run(["--input", "x.jsonl", "--registry", credit_registry,
                             "--run_mode", "backfill", "--model_version", "v0001"])
     with pytest.raises(ValueError, match="pinned --model_version"):
-        radar_qc.run(["--input", "x", "--run_mode", "backfill", "--run_id", "b"])
+        radar_qc.run(["--input", "x", "--run_mode", "backfill", "--run_id", "b",
+                      "--model_version", "latest"])
 
 
 def test_replay_parity_of_every_sampled_credit_prediction(credit_backfill, credit_registry):

@@ -138,7 +138,9 @@ def test_a_model_that_cannot_score_sends_requests_to_dead_letters(tmp_path, make
     model_registry.publish(registry, "credit_german", str(tmp_path / "model.keras"),
                            {"dataset": german_dataset().to_dict()})
     input_path = write_jsonl(tmp_path / "requests.jsonl", make_requests(5))
-    credit_scoring.run(_args(registry, tmp_path / "out", "--input", input_path))
+    # Published without an alias (no smoke inputs to pass): served by version.
+    credit_scoring.run(_args(registry, tmp_path / "out", "--input", input_path,
+                             "--model_version", "latest"))
     dead = _table(tmp_path / "out", "dead_letters").to_pylist()
     assert [d["stage"] for d in dead] == ["inference"] * 5
     assert not os.path.exists(tmp_path / "out" / "responses")

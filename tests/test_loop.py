@@ -199,3 +199,82 @@ def test_explain_replays_a_decision_under_its_archived_rules(evaluated, loop_reg
     assert all(r["match"] and r["rules"]["decision_replayed"] for r in results)
     with_edited = explain.replay(rows, loop_registry, str(edited))
     assert not any(r["rules"]["decision_replayed"] for r in with_edited)
+
+
+@pytest.mark.slow
+def test_a_streaming_run_follows_a_moved_alias_without_losing_or_doubling(
+        loop_registry, make_requests, tmp_path):
+    """TestStream with a main and a side output: the first window is scored by the version the
+    run started with, the second by the version the alias moved to."""
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import ModelMetadata
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.testing.util import assert_that, equal_to
+    from apache_beam.transforms.window import TimestampedValue
+
+    from pipelines import credit_scoring
+    from transforms.common.model_updates import ModelUpdateWindows
+
+    start = model_registry.resolve(loop_registry, MODEL, "production")
+    moved = _copy_version(loop_registry, tmp_path, "model.keras", lambda m: m)
+    requests = make_requests(12, prefix="swap")
+    t0 = 1_790_000_000
+
+    def lines(batch, at):
+        return [TimestampedValue((f"ts:{r['request_id']}", json.dumps(r)), at) for r in batch]
+
+    def update(ref, at):
+        return [TimestampedValue(ModelMetadata(model_id=ref.path, model_name=ref.version), at)]
+
+    stream = (TestStream(output_tags=["main", "side"])
+              .add_elements(update(start, t0 + 1), tag="side")
+              .add_elements(lines(requests[:6], t0 + 2), tag="main")
+              .advance_watermark_to(t0 + 10, tag="side")
+              .advance_watermark_to(t0 + 10, tag="main")
+              .add_elements(update(moved, t0 + 11), tag="side")
+              .add_elements(lines(requests[6:], t0 + 12), tag="main")
+              .advance_watermark_to(t0 + 20, tag="side")
+              .advance_watermark_to(t0 + 20, tag="main")
+              .advance_watermark_to_infinity(tag="side")
+              .advance_watermark_to_infinity(tag="main"))
+    options = PipelineOptions(["--streaming", "--registry", loop_registry, "--output",
+                               str(tmp_path / "out"), "--window_secs", "10", "--sample_rate",
+                               "1.0", "--run_id", "swap-test"])
+    expected = ([(r["request_id"], start.version) for r in requests[:6]]
+                + [(r["request_id"], moved.version) for r in requests[6:]])
+    with TestPipeline(options=options) as p:
+        streams = p | stream
+        updates = streams["side"] | ModelUpdateWindows(10)
+        outputs = credit_scoring.build(p, options, requests=streams["main"],
+                                       model_updates=updates)
+        assert_that(outputs["predictions"] | beam.Map(
+            lambda r: (r["request_id"], r["model_version"])), equal_to(expected))
+        assert_that(outputs["dead_letters"], equal_to([]), label="NothingLost")
+
+
+def test_a_move_to_a_broken_or_other_schema_version_is_refused_while_serving_goes_on(
+        loop_registry, tmp_path):
+    from transforms.common.model_updates import _FollowAliasFn
+
+    start = model_registry.resolve(loop_registry, MODEL, "production")
+    fn = _FollowAliasFn(loop_registry, MODEL, "canary", start, smoke=True)
+    fn.setup()
+    [first] = list(fn.process(0))
+    assert (first.model_name, first.model_id) == (start.version, start.path)
+
+    def other_schema(manifest):
+        manifest["input_schema"] = manifest["input_schema"][:-1]
+        return manifest
+
+    for edit in (other_schema, lambda m: dict(m, smoke=dict(
+            m["smoke"], scores=[s + 0.5 for s in m["smoke"]["scores"]]))):
+        wrong = _copy_version(loop_registry, tmp_path, "model.keras", edit)
+        model_registry.set_alias(loop_registry, MODEL, "canary", wrong.version, "test", "t")
+        [kept] = list(fn.process(1))
+        assert kept.model_name == start.version
+    good = _copy_version(loop_registry, tmp_path, "model.keras", lambda m: m)
+    model_registry.set_alias(loop_registry, MODEL, "canary", good.version, "test", "t")
+    [taken] = list(fn.process(2))
+    assert (taken.model_name, taken.model_id) == (good.version, good.path)

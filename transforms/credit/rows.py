@@ -8,6 +8,7 @@ import pyarrow as pa
 
 from models.config import ConfigError
 from models.credit.dataset import NUMERIC
+from models.registry import identity_from_path
 from transforms.common.dead_letters import dead_letter
 from transforms.common.parquet_sink import utc_date
 from transforms.common.predictions import COMMON_FIELDS, predictions_schema
@@ -88,7 +89,9 @@ def scored_row(key: tuple, fields: dict, score: float, model_id: str, context: d
         rules: the offer rules in force.
     """
     request_id, event_time, received_at, _ = key
-    model_name, model_version, model_sha256 = context["models"][model_id]
+    # A version swapped in after the run started (a moved alias) names itself by its manifest.
+    model_name, model_version, model_sha256 = (context["models"].get(model_id)
+                                               or identity_from_path(model_id))
     decision = decide(score, rules)
     bank = choose_bank(score, fields, rules) if decision == APPROVE else None
     return {
