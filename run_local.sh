@@ -62,14 +62,15 @@ decide() {
 evaluation_demo() {
   local eval_out="$OUT/evaluation_demo" landing="$OUT/landing_evaluation"
   rm -rf "$eval_out" "$landing" && mkdir -p "$eval_out/shifted" "$eval_out/unshifted" "$landing"
-  echo "== evaluation demo: six weeks of requests, shifted from week 4 (surge of young applicants"
-  echo "   without credit history, amounts +30 %, worse outcomes for one slice); truth arrives later"
+  echo "== evaluation demo: six weeks of 1000 requests from applicants the model never saw,"
+  echo "   shifted from week 4 (surge of young applicants without credit history, amounts +30 %,"
+  echo "   worse outcomes for young applicants and one slice); truth arrives later"
   "$VENV/bin/python" -m models.credit.scenarios --config credit_german \
-    --data "$DATA_DIR/credit/german.data" \
-    --scenario young_no_history_surge,amounts_inflate,slice_outcomes_worsen \
+    --data "$DATA_DIR/credit/german.data" --per_week 1000 --holdout_only \
+    --scenario young_no_history_surge,amounts_inflate,slice_outcomes_worsen,young_outcomes_worsen \
     --requests "$eval_out/shifted/requests.jsonl" --truth "$eval_out/shifted/truth.jsonl"
   "$VENV/bin/python" -m models.credit.scenarios --config credit_german \
-    --data "$DATA_DIR/credit/german.data" --scenario none \
+    --data "$DATA_DIR/credit/german.data" --per_week 1000 --holdout_only --scenario none \
     --requests "$eval_out/unshifted/requests.jsonl" \
     --truth "$eval_out/unshifted/truth.jsonl"
 
@@ -118,9 +119,16 @@ print(decision.get("snapshot") or "-", decision.get("window_start") or "-")' "$l
   echo "== challenger $challenger against the champion (production) on the held-out week"
   "$VENV/bin/python" -m models.credit.compare --registry "$REGISTRY" --model credit_german \
     --challenger "$challenger" --promote || status=$?
+  local record
+  record=$(ls "$REGISTRY"/credit_german/promotions/*-"$challenger"-vs-*.json | tail -1)
   case $status in
     0) LOOP_RESULT="challenger $challenger accepted and promoted" ;;
-    4) LOOP_RESULT="challenger $challenger refused (reasons above)" ;;
+    4) echo "== refused by the rules; an operator who reviewed the evidence promotes it anyway,"
+       echo "   and the audit log keeps why and the decision record"
+       "$VENV/bin/python" -m models.promotion promote --registry "$REGISTRY" \
+         --model credit_german --version "$challenger" --decision "$record" \
+         --reason "reviewed: gaps follow the changed outcomes of young applicants"
+       LOOP_RESULT="challenger $challenger refused by the rules, promoted after review" ;;
     *) echo "comparison failed with exit status $status" >&2; exit "$status" ;;
   esac
   echo "== the shifted requests scored again by whatever production is now"
@@ -128,17 +136,15 @@ print(decision.get("snapshot") or "-", decision.get("window_start") or "-")' "$l
     --registry "$REGISTRY" --output "$OUT/loop_demo" --sample_rate 0.2 --run_id loop-demo
   "$VENV/bin/python" -m models.promotion status --registry "$REGISTRY" --model credit_german \
     | sed -n '/"aliases"/,/}/p'
-  if [ "$status" = 0 ]; then
-    echo "== rollback in one command: production back to the version it replaced"
-    "$VENV/bin/python" -m models.promotion rollback --registry "$REGISTRY" --model credit_german
-    LOOP_RESULT="$LOOP_RESULT, then rolled back"
-  fi
+  echo "== rollback in one command: production back to the version it replaced"
+  "$VENV/bin/python" -m models.promotion rollback --registry "$REGISTRY" --model credit_german
+  LOOP_RESULT="$LOOP_RESULT, then rolled back"
 }
 
 # train_credit_if_missing MODEL DATA: train config/datasets/MODEL.json on DATA unless the
-# registry has a version of MODEL already.
+# registry has a production version of MODEL already (a first version takes production).
 train_credit_if_missing() {
-  if ! ls "$REGISTRY/$1"/v*/manifest.json > /dev/null 2>&1; then
+  if [ ! -f "$REGISTRY/$1/aliases/production.json" ]; then
     echo "== training $1 from config/datasets/$1.json (registry $REGISTRY has none)"
     "$VENV/bin/python" -m models.credit.train --config "$1" --data "$2" --registry "$REGISTRY"
   fi
@@ -215,7 +221,7 @@ JSONL
     --predictions "$backfill" --registry "$REGISTRY"
   "$VENV/bin/python" -m pipelines.explain --all --predictions "$backfill" --registry "$REGISTRY"
 
-  if ! ls "$REGISTRY"/radar_qc/v*/manifest.json > /dev/null 2>&1; then
+  if [ ! -f "$REGISTRY/radar_qc/aliases/production.json" ]; then
     echo "== training the radar QC UNet on synthetic sweeps (registry $REGISTRY has none; ~3 min)"
     "$VENV/bin/python" -m models.radar_qc.train --registry "$REGISTRY"
   fi

@@ -189,6 +189,9 @@ def main(argv=None) -> int:
     parser.add_argument("--shift_week", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--id_prefix", default="app")
+    parser.add_argument("--holdout_only", action="store_true",
+                        help="draw applicants only from the hold-out split training uses "
+                             "(seed 42, 20 %%), so the model never saw them")
     args = parser.parse_args(argv)
     try:
         dataset = load_dataset(args.config)
@@ -200,8 +203,14 @@ def main(argv=None) -> int:
     except (ConfigError, DataError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    records, labels = loaded.records, loaded.labels
+    if args.holdout_only:
+        from models.credit.train import stratified_split
+
+        _, holdout = stratified_split(labels, 0.2, 42)
+        records, labels = [records[i] for i in holdout], labels[holdout]
     requests, truth = generate(
-        loaded.records, loaded.labels, scenarios, active, args.weeks, args.per_week,
+        records, labels, scenarios, active, args.weeks, args.per_week,
         datetime.datetime.fromisoformat(args.start), args.shift_week, args.seed,
         id_prefix=args.id_prefix)
     write_jsonl(requests, args.requests)
