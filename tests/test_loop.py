@@ -148,7 +148,7 @@ def test_training_on_a_snapshot_records_every_input_and_holds_the_window_out(cha
 
 @pytest.mark.slow
 def test_challenger_against_champion_on_the_held_out_window(challenger, loop_registry,
-                                                            german_path, capsys):
+                                                            german_path, capsys, tmp_path):
     ref, until = challenger
     record = compare.compare(loop_registry, MODEL, ref.version)
     assert record["window"]["from"] == until and record["window"]["rows"] > 100
@@ -173,6 +173,18 @@ def test_challenger_against_champion_on_the_held_out_window(challenger, loop_reg
     weak_record = compare.compare(loop_registry, MODEL, weak.version, champion="v0001")
     assert not weak_record["accepted"]
     assert any(r.startswith("auc_difference") for r in weak_record["reasons"])
+    # Against that weak champion, with rules that judge only AUC, labels and smoke, the
+    # challenger is accepted and --promote moves production to it.
+    rules = json.load(open(os.path.join("config", "promotion", f"{MODEL}.json")))
+    permissive = str(tmp_path / "rules.json")
+    with open(permissive, "w") as f:
+        json.dump(dict(rules, max_gap_widening=10.0, max_expected_cost_increase=10.0), f)
+    model_registry.set_alias(loop_registry, MODEL, "production", weak.version, "test", "t")
+    assert compare.main(["--registry", loop_registry, "--model", MODEL, "--challenger",
+                         ref.version, "--rules", permissive, "--promote"]) == 0
+    assert model_registry.read_alias(loop_registry, MODEL, "production")["version"] == \
+        ref.version
+    assert model_registry.audit_log(loop_registry, MODEL)[-1]["decision"].endswith(".json")
     unheld = train(MODEL, loop_registry, german_path, seed=3, epochs=2,
                    command="pytest no window")
     with pytest.raises(compare.CompareError, match="trained without --until"):
