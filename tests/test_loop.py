@@ -290,3 +290,20 @@ def test_a_move_to_a_broken_or_other_schema_version_is_refused_while_serving_goe
     model_registry.set_alias(loop_registry, MODEL, "canary", good.version, "test", "t")
     [taken] = list(fn.process(2))
     assert (taken.model_name, taken.model_id) == (good.version, good.path)
+
+
+@pytest.mark.slow
+def test_the_beam_comparison_decides_like_the_command(challenger, loop_registry):
+    from pipelines import compare as compare_job
+
+    ref, _ = challenger
+    in_process = compare.compare(loop_registry, MODEL, ref.version, champion="v0001")
+    status = compare_job.run(["--registry", loop_registry, "--model_name", MODEL,
+                              "--challenger", ref.version, "--champion", "v0001"])
+    _, record = compare_job._newest_record(loop_registry, MODEL, ref.version)
+    assert status == (0 if in_process["accepted"] else compare.REFUSED_EXIT_STATUS)
+    assert record["window"]["rows"] == in_process["window"]["rows"]
+    for side in ("champion", "challenger"):
+        for name, value in in_process["figures"][side].items():
+            assert record["figures"][side][name] == pytest.approx(value, abs=1e-6)
+    assert record["reasons"] == in_process["reasons"]

@@ -17,6 +17,7 @@ Exit status: 0 accepted, 4 refused (the reasons are printed and recorded), 2 on 
 """
 
 import argparse
+import dataclasses
 import datetime
 import json
 import sys
@@ -94,39 +95,76 @@ def slice_gaps(records, labels, scores, dataset: Dataset, evaluation: dict) -> d
     return out
 
 
-def window_rows(registry: str, dataset: Dataset, challenger_manifest: dict,
-                snapshot_ids) -> tuple[list[dict], str]:
-    """The labelled rows from the challenger's training ``until`` on (newest label per id)."""
+def window_start(challenger_manifest: dict) -> datetime.datetime:
+    """Where the challenger's held-out window starts: its training ``until``.
+
+    Raises:
+        CompareError: it was trained without ``--until`` (no window is held out from it).
+    """
     until = (challenger_manifest.get("training_window") or {}).get("until")
     if not until:
         raise CompareError(
             f"{challenger_manifest['version']} was trained without --until, so no labelled "
             f"window is held out from it: retrain with --until DATE to compare fairly")
     start = datetime.datetime.fromisoformat(until)
-    start = start if start.tzinfo else start.replace(tzinfo=datetime.UTC)
+    return start if start.tzinfo else start.replace(tzinfo=datetime.UTC)
+
+
+def newest_labels(rows) -> list[dict]:
+    """One row per prediction id (the newest label_time), sorted by id."""
+    newest = {}
+    for row in rows:
+        known = newest.get(row["prediction_id"])
+        if known is None or row["label_time"] > known["label_time"]:
+            newest[row["prediction_id"]] = row
+    return sorted(newest.values(), key=lambda r: r["prediction_id"])
+
+
+def window_rows(registry: str, dataset: Dataset, challenger_manifest: dict,
+                snapshot_ids) -> list[dict]:
+    """The labelled rows from the challenger's training ``until`` on (newest label per id)."""
+    start = window_start(challenger_manifest)
     ids = list(snapshot_ids) or list_snapshots(registry, dataset.model_name)
-    rows = {}
-    for snapshot_id in ids:
-        for row in read_snapshot(registry, dataset.model_name, snapshot_id, dataset,
-                                 since=start)[0]:
-            known = rows.get(row["prediction_id"])
-            if known is None or row["label_time"] > known["label_time"]:
-                rows[row["prediction_id"]] = row
-    return sorted(rows.values(), key=lambda r: r["prediction_id"]), until
+    return newest_labels(row for snapshot_id in ids for row in read_snapshot(
+        registry, dataset.model_name, snapshot_id, dataset, since=start)[0])
 
 
-def compare(registry: str, model_name: str, challenger: str, champion: str = PRODUCTION,
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """What a comparison needs besides the scores: both versions, the data set, the rules.
+
+    Attributes:
+        registry, model_name: where the versions live.
+        champion_alias: how the champion was named (an alias or a version).
+        champion, challenger: the resolved versions.
+        dataset: the challenger's data set (the champion's has the same schema).
+        evaluation: slices (and their minimum sizes) for the gap rule.
+        rules: the promotion rules' content; rules_version: its recorded version.
+        snapshot_ids: the snapshots holding the window's labels.
+    """
+
+    registry: str
+    model_name: str
+    champion_alias: str
+    champion: model_registry.ModelRef
+    challenger: model_registry.ModelRef
+    dataset: Dataset
+    evaluation: dict
+    rules: dict
+    rules_version: str
+    snapshot_ids: tuple[str, ...]
+
+
+def prepare(registry: str, model_name: str, challenger: str, champion: str = PRODUCTION,
             snapshot_ids=(), rules_path: str | None = None,
-            evaluation_path: str | None = None) -> dict:
-    """The promotion decision record of ``challenger`` against ``champion``.
+            evaluation_path: str | None = None) -> Comparison:
+    """Resolve and check everything a comparison needs, before anything is scored.
 
     Raises:
-        CompareError: the challenger has no hold-out window, or it is the champion.
-        RegistryError, SnapshotError, ConfigError: what is named is missing or broken.
+        CompareError: the challenger is the champion, has another schema, or has no hold-out
+            window.
+        RegistryError, ConfigError: what is named is missing or broken.
     """
-    from models.credit.model import predict_scores
-    from models.promotion import smoke_problems
-
     rules = read_config("promotion", rules_path or default_path("promotion", model_name))
     champ = model_registry.resolve(registry, model_name, champion)
     chall = model_registry.resolve(registry, model_name, challenger)
@@ -136,22 +174,31 @@ def compare(registry: str, model_name: str, challenger: str, champion: str = PRO
     if dataset_from_manifest(champ.manifest).kinds != dataset.kinds:
         raise CompareError(f"{champ.version} and {chall.version} were trained on different "
                            f"schemas; compare them by evaluation, not on one window")
+    window_start(chall.manifest)
     try:
         evaluation = load_evaluation_config(
             evaluation_path or default_path("evaluation", model_name), dataset.kinds)
     except ConfigError:
         evaluation = dict(EVALUATION_DEFAULTS)
-    rows, until = window_rows(registry, dataset, chall.manifest, snapshot_ids)
-    content = rules.content
+    return Comparison(registry=registry, model_name=model_name, champion_alias=champion,
+                      champion=champ, challenger=chall, dataset=dataset, evaluation=evaluation,
+                      rules=rules.content, rules_version=rules.version,
+                      snapshot_ids=tuple(snapshot_ids) or tuple(list_snapshots(
+                          registry, model_name)))
+
+
+def decide(comparison: Comparison, rows: list[dict], champion_scores, challenger_scores
+           ) -> dict:
+    """The promotion decision record from the window's rows and both versions' scores on them
+    (same order). Pure apart from the challenger's smoke checks."""
+    from models.promotion import smoke_problems
+
+    c, dataset, content = comparison, comparison.dataset, comparison.rules
+    champ, chall = c.champion, c.challenger
     labels = np.asarray([r["label"] for r in rows], dtype=np.int64)
     records = [{f: r[f] for f in dataset.field_names} for r in rows]
-    import keras
-
-    scores = {}
-    for ref in (champ, chall):
-        model = keras.models.load_model(ref.path, compile=False)
-        scores[ref.version] = np.asarray(predict_scores(model, records, dataset.kinds),
-                                         dtype=float) if records else np.zeros(0)
+    scores = {champ.version: np.asarray(champion_scores, dtype=float),
+              chall.version: np.asarray(challenger_scores, dtype=float)}
     checks, reasons = [], []
 
     def check(name, passed, evidence):
@@ -159,16 +206,17 @@ def compare(registry: str, model_name: str, challenger: str, champion: str = PRO
         if not passed:
             reasons.append(f"{name}: {evidence}")
 
+    until = chall.manifest["training_window"]["until"]
     enough = len(rows) >= content.get("min_labels", 0) and 0 < labels.sum() < len(labels)
     check("min_labels", enough, f"{len(rows)} labelled rows in the window from {until} "
                                 f"(need {content.get('min_labels', 0)}, both outcomes)")
     record = {
         "decided_at": datetime.datetime.now(datetime.UTC).isoformat(),
-        "model_name": model_name, "rules_version": rules.version,
-        "champion": {"alias": champion, "version": champ.version, "sha256": champ.sha256},
+        "model_name": c.model_name, "rules_version": c.rules_version,
+        "champion": {"alias": c.champion_alias, "version": champ.version,
+                     "sha256": champ.sha256},
         "challenger": {"version": chall.version, "sha256": chall.sha256},
-        "window": {"from": until, "rows": len(rows),
-                   "snapshots": list(snapshot_ids) or list_snapshots(registry, model_name)},
+        "window": {"from": until, "rows": len(rows), "snapshots": list(c.snapshot_ids)},
     }
     if enough:
         a, b = (figures(labels, scores[v], dataset) for v in (champ.version, chall.version))
@@ -179,8 +227,7 @@ def compare(registry: str, model_name: str, challenger: str, champion: str = PRO
                              "difference": {k: (None if a[k] is None else b[k] - a[k])
                                             for k in a},
                              "interval": intervals}
-        low = intervals["auc"][0]
-        check("auc_difference", low >= content["auc_diff_lower_bound_min"],
+        check("auc_difference", intervals["auc"][0] >= content["auc_diff_lower_bound_min"],
               f"AUC {b['auc']:.3f} vs {a['auc']:.3f}, difference interval "
               f"[{intervals['auc'][0]:+.3f}, {intervals['auc'][1]:+.3f}] (lower bound must be "
               f">= {content['auc_diff_lower_bound_min']:+.3f})")
@@ -190,8 +237,8 @@ def compare(registry: str, model_name: str, challenger: str, champion: str = PRO
                   f"expected cost {b['expected_cost']:.3f} vs {a['expected_cost']:.3f} per "
                   f"applicant (increase {increase:+.3f}, allowed "
                   f"{content.get('max_expected_cost_increase', 0.0):+.3f})")
-        gaps_a = slice_gaps(records, labels, scores[champ.version], dataset, evaluation)
-        gaps_b = slice_gaps(records, labels, scores[chall.version], dataset, evaluation)
+        gaps_a = slice_gaps(records, labels, scores[champ.version], dataset, c.evaluation)
+        gaps_b = slice_gaps(records, labels, scores[chall.version], dataset, c.evaluation)
         widened = []
         for group in sorted(set(gaps_a) & set(gaps_b)):
             for gap in content.get("gaps", ["approval_rate_diff"]):
@@ -206,6 +253,33 @@ def compare(registry: str, model_name: str, challenger: str, champion: str = PRO
     check("smoke", not problems, "; ".join(problems) or "loads and reproduces its smoke scores")
     record.update(accepted=not reasons, reasons=reasons, checks=checks)
     return record
+
+
+def compare(registry: str, model_name: str, challenger: str, champion: str = PRODUCTION,
+            snapshot_ids=(), rules_path: str | None = None,
+            evaluation_path: str | None = None) -> dict:
+    """The promotion decision record of ``challenger`` against ``champion``, scored in this
+    process (``pipelines.compare`` scores a large window in Beam instead).
+
+    Raises:
+        CompareError: see ``prepare``. RegistryError, SnapshotError, ConfigError: what is
+            named is missing or broken.
+    """
+    import keras
+
+    from models.credit.model import predict_scores
+
+    comparison = prepare(registry, model_name, challenger, champion, snapshot_ids, rules_path,
+                         evaluation_path)
+    rows = window_rows(registry, comparison.dataset, comparison.challenger.manifest,
+                       comparison.snapshot_ids)
+    records = [{f: r[f] for f in comparison.dataset.field_names} for r in rows]
+    scores = []
+    for ref in (comparison.champion, comparison.challenger):
+        model = keras.models.load_model(ref.path, compile=False)
+        scores.append(predict_scores(model, records, comparison.dataset.kinds)
+                      if records else np.zeros(0))
+    return decide(comparison, rows, *scores)
 
 
 def write_record(registry: str, record: dict) -> str:

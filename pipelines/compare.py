@@ -1,0 +1,163 @@
+"""Challenger against champion as a Beam batch job, for windows too large for one process.
+
+The snapshot files of the window are read in parallel, each prediction keeps its newest label,
+both versions score every row through RunInference, and the scores (three numbers a row) are
+gathered for the decision, which is the same pure function as ``models.credit.compare`` (AUC
+and the bootstrap need every score of the window at once).
+
+Usage::
+
+    python -m pipelines.compare --registry registry --model_name credit_german \\
+        --challenger v0002 [--champion production] [--snapshots ID,ID] [--promote] \\
+        [--runner DataflowRunner ...]
+
+Exit status: 0 accepted, 4 refused, 2 on errors (as ``models.credit.compare``).
+"""
+
+import sys
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from models.credit import compare
+from models.credit.handler import credit_model_handler
+from models.credit.snapshots import MANIFEST, SnapshotError, snapshot_dir
+from models.promotion import promote
+from models.provenance import sha256_file
+from models.registry import PRODUCTION, is_alias
+from pipelines.options import CommonOptions, build_and_run, cli, resolve_common
+
+
+class CompareOptions(PipelineOptions):
+    """Options of the comparison job (with --registry and --model_name from CommonOptions)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--challenger", default=None, help="the new version, e.g. v0002")
+        parser.add_argument("--champion", default=PRODUCTION,
+                            help="the version in service: an alias or a version")
+        parser.add_argument("--snapshots", default=None,
+                            help="comma-separated snapshots holding the window's labels "
+                                 "(default: all of the model's)")
+        parser.add_argument("--promotion_rules", default=None,
+                            help="promotion rules (default config/promotion/<model>.json)")
+        parser.add_argument("--promote", action="store_true", default=False,
+                            help="move the champion's alias to an accepted challenger")
+
+
+def snapshot_files(comparison: compare.Comparison) -> list[tuple[str, str]]:
+    """(path, sha256 from its manifest) of every file of the comparison's snapshots."""
+    import json
+
+    files = []
+    for snapshot_id in comparison.snapshot_ids:
+        folder = snapshot_dir(comparison.registry, comparison.model_name, snapshot_id)
+        try:
+            with FileSystems.open(FileSystems.join(folder, MANIFEST)) as f:
+                manifest = json.loads(f.read().decode("utf-8"))
+        except OSError:
+            raise SnapshotError(f"no complete snapshot {snapshot_id!r} of "
+                                f"{comparison.model_name}") from None
+        files.extend((FileSystems.join(folder, name), digest)
+                     for name, digest in sorted(manifest["files"].items()))
+    return files
+
+
+def read_window_rows(file: tuple[str, str], start, field_names: tuple[str, ...]):
+    """The rows of one snapshot file from ``start`` on, after checking its sha256."""
+    path, digest = file
+    if sha256_file(path) != digest:
+        raise SnapshotError(f"{path} has changed since its snapshot was written")
+    with FileSystems.open(path) as f:
+        table = pq.read_table(f)
+    for row in table.to_pylist():
+        if row["event_time"] >= start:
+            yield {k: row[k] for k in ("prediction_id", "label", "label_time", *field_names)}
+
+
+def validate(options: PipelineOptions) -> tuple[CommonOptions, CompareOptions]:
+    common = resolve_common(options)
+    compare_options = options.view_as(CompareOptions)
+    common.model_name = common.model_name or "credit_german"
+    if not compare_options.challenger:
+        raise ValueError("give --challenger, the version to compare with the champion")
+    return common, compare_options
+
+
+def build(pipeline, options: PipelineOptions) -> dict:
+    """Wire the comparison; returns {"decision": a one-element PCollection of the record}."""
+    common, args = validate(options)
+    comparison = compare.prepare(
+        common.registry, common.model_name, args.challenger, args.champion,
+        tuple(s for s in (args.snapshots or "").split(",") if s), args.promotion_rules)
+    dataset = comparison.dataset
+    start = compare.window_start(comparison.challenger.manifest)
+    rows = (pipeline
+            | "SnapshotFiles" >> beam.Create(snapshot_files(comparison))
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadWindow" >> beam.FlatMap(read_window_rows, start, dataset.field_names)
+            | "KeyByPrediction" >> beam.Map(lambda r: (r["prediction_id"], r))
+            | "GroupLabels" >> beam.GroupByKey()
+            | "NewestLabel" >> beam.MapTuple(lambda pid, rs: (pid, compare.newest_labels(rs)[0])))
+    fields = rows | "Inputs" >> beam.MapTuple(
+        lambda pid, r: (pid, {f: r[f] for f in dataset.field_names}))
+    scored = {"row": rows}
+    for role, ref in (("champion", comparison.champion), ("challenger", comparison.challenger)):
+        scored[role] = (fields
+                        | f"Score{role.title()}" >> RunInference(
+                            credit_model_handler(ref.path, dataset.kinds))
+                        | f"{role.title()}Score" >> beam.MapTuple(
+                            lambda pid, result: (pid, float(result.inference))))
+
+    def gather(items):
+        # Sorted by prediction id: the bootstrap draws the same rows on every runner.
+        items = sorted(items, key=lambda kv: kv[0])
+        window = [grouped["row"][0] for _, grouped in items]
+        return compare.decide(comparison, window,
+                              [grouped["champion"][0] for _, grouped in items],
+                              [grouped["challenger"][0] for _, grouped in items])
+
+    decision = (scored
+                | "JoinScores" >> beam.CoGroupByKey()
+                | "Gather" >> beam.combiners.ToList()
+                | "Decide" >> beam.Map(gather)
+                | "WriteRecord" >> beam.Map(lambda record: (compare.write_record(
+                    common.registry, record), record)))
+    return {"decision": decision}
+
+
+def run(argv=None, test_pipeline=None) -> int:
+    """Run the job, print the comparison, promote if asked and accepted.
+
+    Returns:
+        0 accepted, 4 refused.
+    """
+    _, options = build_and_run(argv, test_pipeline, __doc__.split("\n")[0], CompareOptions,
+                               build)
+    common, args = options.view_as(CommonOptions), options.view_as(CompareOptions)
+    path, record = _newest_record(common.registry, common.model_name, args.challenger)
+    print(compare.describe(record) + f"\n  decision record: {path}")
+    if record["accepted"] and args.promote:
+        alias = args.champion if is_alias(args.champion) else PRODUCTION
+        entry = promote(common.registry, common.model_name, record["challenger"]["version"],
+                        alias, reason="challenger accepted against champion", decision=path)
+        print(f"  promoted: {alias} {entry['from']} -> {entry['to']}")
+    return 0 if record["accepted"] else compare.REFUSED_EXIT_STATUS
+
+
+def _newest_record(registry: str, model_name: str, challenger: str) -> tuple[str, dict]:
+    """The decision record the job just wrote (records are named by time)."""
+    import json
+
+    pattern = FileSystems.join(registry, model_name, compare.PROMOTIONS,
+                               f"*-{challenger}-vs-*.json")
+    path = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)[-1]
+    with FileSystems.open(path) as f:
+        return path, json.loads(f.read().decode("utf-8"))
+
+
+if __name__ == "__main__":
+    sys.exit(cli(run))
