@@ -23,6 +23,9 @@ setup(
         "xradar",
         "matplotlib",
         "scipy",
+        # The serving function (services.model_server): an ASGI app under uvicorn.
+        "starlette",
+        "uvicorn",
     ],
     extras_require={
         # Beam's DaskRunner needs these (apache-beam[dask]); runners.dask_runner uses them.

@@ -144,7 +144,20 @@ def identity_from_path(path: str) -> tuple[str, str, str]:
     return manifest["name"], manifest["version"], manifest["model_sha256"]
 
 
-def publish(registry: str, name: str, model_file: str, manifest: dict) -> ModelRef:
+def _local_tree_digests(path: str) -> dict[str, str]:
+    """sha256 of every file below a local folder, by path relative to it."""
+    import os
+
+    digests = {}
+    for directory, _, files in os.walk(path):
+        for file in files:
+            full = os.path.join(directory, file)
+            digests[os.path.relpath(full, path).replace(os.sep, "/")] = sha256_file(full)
+    return dict(sorted(digests.items()))
+
+
+def publish(registry: str, name: str, model_file: str, manifest: dict,
+            exports: dict[str, str] | None = None) -> ModelRef:
     """Copy a trained model into the next version folder and write its manifest.
 
     Args:
@@ -153,6 +166,9 @@ def publish(registry: str, name: str, model_file: str, manifest: dict) -> ModelR
         model_file: the trained model file (its basename is kept, e.g. "model.keras").
         manifest: everything known about the model; name, version, model_file and
             model_sha256 are filled in here.
+        exports: other forms of the same model, local folders by name (e.g. "saved_model"):
+            copied beside the model file and listed in the manifest's ``exports`` with the
+            sha256 of every file.
 
     A version folder is never written twice: a folder that exists already (a concurrent or
     crashed publish) is skipped for the next number.
@@ -177,8 +193,14 @@ def publish(registry: str, name: str, model_file: str, manifest: dict) -> ModelR
     basename = model_file.replace("\\", "/").rstrip("/").split("/")[-1]
     target = FileSystems.join(folder, basename)
     FileSystems.copy([model_file], [target])
+    listed = {}
+    for export, source in (exports or {}).items():
+        FileSystems.copy([source], [FileSystems.join(folder, export)])
+        listed[export] = {"path": export, "files": _local_tree_digests(source)}
     manifest = dict(manifest, name=name, version=version, model_file=basename,
                     model_sha256=sha256_file(target))
+    if listed:
+        manifest["exports"] = listed
     with FileSystems.create(FileSystems.join(folder, MANIFEST)) as f:
         f.write(json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
     return ModelRef(name=name, version=version, path=target, manifest=manifest)

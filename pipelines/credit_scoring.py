@@ -35,12 +35,12 @@ import os
 import sys
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import RunInference
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from models import registry as model_registry
 from models.credit.dataset import dataset_from_manifest
-from models.credit.handler import credit_model_handler
+from models.credit.handler import RemoteCreditHandler, credit_model_handler
 from models.provenance import code_version
 from pipelines.options import (
     CommonOptions,
@@ -98,6 +98,14 @@ class CreditScoringOptions(PipelineOptions):
                             help="longer request lines go to dead letters")
         parser.add_argument("--min_batch_size", type=int, default=64,
                             help="smallest batch handed to the model")
+        parser.add_argument("--model_endpoint", default=None,
+                            help="base URL of the serving function (services.model_server, "
+                                 "TF Serving REST): score there instead of in the worker")
+        parser.add_argument("--model_endpoint_token", default=None,
+                            help="bearer token for --model_endpoint")
+        parser.add_argument("--model_endpoint_retries", type=int, default=3,
+                            help="retries of a call the serving function failed (5xx, 429, "
+                                 "no answer), with backoff")
         parser.add_argument("--alias_poll_secs", type=float, default=60.0,
                             help="streaming with an alias as --model_version: how often the "
                                  "alias is read, so a promotion or rollback reaches the running "
@@ -180,11 +188,19 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
     parsed = requests | "ParseRequests" >> beam.ParDo(ParseRequestsFn(
         PIPELINE_NAME, common.run_id, credit.max_request_bytes, dataset.fields)).with_outputs(
         DEAD_LETTERS, main="requests")
-    handler = credit_model_handler(
-        model.path, dataset.kinds, credit.min_batch_size, common.max_batch_size,
-        (common.max_batch_duration_secs or None) if streaming else None)
+    if credit.model_endpoint:
+        # The serving function resolves the version or alias itself, on every call.
+        handler = KeyedModelHandler(RemoteCreditHandler(
+            credit.model_endpoint, model.name, common.model_version,
+            credit.model_endpoint_token, num_retries=credit.model_endpoint_retries,
+            min_batch_size=credit.min_batch_size,
+            max_batch_size=min(common.max_batch_size, 512)))
+    else:
+        handler = credit_model_handler(
+            model.path, dataset.kinds, credit.min_batch_size, common.max_batch_size,
+            (common.max_batch_duration_secs or None) if streaming else None)
     if (model_updates is None and streaming and credit.alias_poll_secs > 0
-            and model_registry.is_alias(common.model_version)):
+            and not credit.model_endpoint and model_registry.is_alias(common.model_version)):
         model_updates = pipeline | "FollowAlias" >> FollowAlias(
             common.registry, model.name, common.model_version, model, credit.alias_poll_secs,
             outputs.window_secs, common.stop_after_secs)

@@ -2,7 +2,11 @@
 
 from collections.abc import Sequence
 
-from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult
+from apache_beam.ml.inference.base import (
+    KeyedModelHandler,
+    PredictionResult,
+    RemoteModelHandler,
+)
 from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy
 
 # Importing the model module registers its layers, which loading the .keras file needs.
@@ -45,3 +49,79 @@ def credit_model_handler(model_path: str, kinds: dict[str, str], min_batch_size:
     return KeyedModelHandler(TFModelHandlerNumpy(
         model_path, inference_fn=CreditInference(kinds), min_batch_size=min_batch_size,
         max_batch_size=max_batch_size, max_batch_duration_secs=max_batch_duration_secs))
+
+
+class RemoteInferenceError(Exception):
+    """The serving function refused a batch (4xx): retrying would not help."""
+
+
+class EndpointUnavailable(Exception):
+    """The serving function is down, overloaded or failing (5xx, 429, no answer): retried."""
+
+
+def _retryable(error: Exception) -> bool:
+    return isinstance(error, EndpointUnavailable)
+
+
+def remote_model_id(model: dict) -> str:
+    """How a remotely scored prediction names the version that answered (the path of a local
+    model plays this part in-process)."""
+    return f"remote:{model['name']}:{model['version']}:{model['sha256']}"
+
+
+class RemoteCreditHandler(RemoteModelHandler):
+    """Scores batches by calling the serving function (services.model_server, TF Serving's
+    REST API) instead of loading the model: Beam's RemoteModelHandler gives retries with
+    backoff on ``EndpointUnavailable`` and client-side throttling.
+
+    Args:
+        endpoint: base URL of the serving function.
+        model_name: the model, e.g. "credit_german".
+        version: a version ("v0002") or an alias ("production") the server resolves.
+        token: bearer token, if the server wants one.
+        timeout_secs: timeout of one call.
+        num_retries: retries of a call that failed for a transient reason.
+        min_batch_size, max_batch_size: instances per call.
+    """
+
+    def __init__(self, endpoint: str, model_name: str, version: str, token: str | None = None,
+                 timeout_secs: float = 10.0, num_retries: int = 3, min_batch_size: int = 64,
+                 max_batch_size: int = 512):
+        super().__init__(namespace="credit_remote", num_retries=num_retries,
+                         throttle_delay_secs=1, retry_filter=_retryable)
+        target = (f"/versions/{int(version[1:])}" if version[1:].isdigit()
+                  and version.startswith("v") else f"/labels/{version}")
+        self._url = f"{endpoint.rstrip('/')}/v1/models/{model_name}{target}:predict"
+        self._token = token
+        self._timeout_secs = timeout_secs
+        self._batch = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
+
+    def batch_elements_kwargs(self):
+        return dict(self._batch)
+
+    def create_client(self):
+        import requests
+
+        return requests.Session()
+
+    def request(self, batch: Sequence[dict], session, inference_args=None
+                ) -> list[PredictionResult]:
+        import requests
+
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        try:
+            answer = session.post(self._url, json={"instances": list(batch)}, headers=headers,
+                                  timeout=self._timeout_secs)
+        except (requests.ConnectionError, requests.Timeout) as error:
+            raise EndpointUnavailable(f"serving function unreachable at {self._url}: "
+                                      f"{error}") from error
+        if answer.status_code == 429 or answer.status_code >= 500:
+            raise EndpointUnavailable(f"serving function answered {answer.status_code} at "
+                                      f"{self._url}: {answer.text[:200]}")
+        if answer.status_code != 200:
+            raise RemoteInferenceError(f"serving function answered {answer.status_code}: "
+                                       f"{answer.text[:300]}")
+        body = answer.json()
+        model_id = remote_model_id(body["model"])
+        return [PredictionResult(example, float(score), model_id)
+                for example, score in zip(batch, body["predictions"])]

@@ -252,7 +252,11 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
     with tempfile.TemporaryDirectory() as tmp:
         model_path = f"{tmp}/model.keras"
         model.save(model_path)
-        ref = model_registry.publish(registry, dataset.model_name, model_path, manifest)
+        # The stateless serving function (services.model_server, TF Serving, Vertex AI) calls
+        # this signature over the raw request fields: preprocessing travels inside it too.
+        model.export(f"{tmp}/saved_model", format="tf_saved_model", verbose=False)
+        ref = model_registry.publish(registry, dataset.model_name, model_path, manifest,
+                                     exports={"saved_model": f"{tmp}/saved_model"})
     promote_first(registry, ref)
     return ref
 

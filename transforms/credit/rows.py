@@ -89,9 +89,7 @@ def scored_row(key: tuple, fields: dict, score: float, model_id: str, context: d
         rules: the offer rules in force.
     """
     request_id, event_time, received_at, _ = key
-    # A version swapped in after the run started (a moved alias) names itself by its manifest.
-    model_name, model_version, model_sha256 = (context["models"].get(model_id)
-                                               or identity_from_path(model_id))
+    model_name, model_version, model_sha256 = model_identity(model_id, context)
     decision = decide(score, rules)
     bank = choose_bank(score, fields, rules) if decision == APPROVE else None
     return {
@@ -114,6 +112,18 @@ def scored_row(key: tuple, fields: dict, score: float, model_id: str, context: d
         "offer_status": NO_BANK if decision == APPROVE and bank is None else NOT_REQUESTED,
         "dt": utc_date(event_time),
     }
+
+
+def model_identity(model_id: str, context: dict) -> tuple[str, str, str]:
+    """(name, version, sha256) of the model that made a prediction: the run's own, one swapped
+    in after it started (a moved alias: its manifest names it), or the serving function's
+    answer (``remote:<name>:<version>:<sha256>``)."""
+    if model_id in context["models"]:
+        return context["models"][model_id]
+    if model_id.startswith("remote:"):
+        _, name, version, sha256 = model_id.split(":", 3)
+        return name, version, sha256
+    return identity_from_path(model_id)
 
 
 def needs_offer(row: dict) -> bool:
