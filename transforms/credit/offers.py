@@ -100,6 +100,11 @@ class OfferCaller(Caller):
         return {"min_batch_size": 1, "max_batch_size": self._batch_size}
 
     def __call__(self, rows: list[dict]) -> list[dict]:
+        return self.call(rows, self._timeout_secs)
+
+    def call(self, rows: list[dict], timeout_secs: float) -> list[dict]:
+        """One HTTP call for ``rows`` with its own timeout (an interactive caller's remaining
+        deadline); raises what ``__call__`` raises."""
         import requests
 
         if self._session is None:
@@ -107,10 +112,10 @@ class OfferCaller(Caller):
         try:
             response = self._session.post(
                 self._url, json={"quotes": [quote_request(r, self._fields) for r in rows]},
-                timeout=self._timeout_secs)
+                timeout=timeout_secs)
         except requests.Timeout as error:
             raise UserCodeTimeoutException(
-                f"offer API did not answer within {self._timeout_secs}s") from error
+                f"offer API did not answer within {timeout_secs:g}s") from error
         except requests.ConnectionError as error:
             raise ServiceUnavailable(f"offer API unreachable at {self._url}: {error}") from error
         if response.status_code == 429:

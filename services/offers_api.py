@@ -1,0 +1,371 @@
+"""The interactive offers API: one applicant in, a decision and the bank's offer out, at once.
+
+``POST /v1/offers`` with a credit request (``request_id``, optional ``event_time``, the served
+data set's fields) -> validate -> score (the serving function over HTTP with
+``--model_endpoint``, else the version's SavedModel in this process) -> offer rules -> the
+chosen bank's offer API -> ``{"request_id", "score", "decision", "bank", "offer_status",
+"offer", "versions", "latency_ms"}``. The caller's deadline (``X-Deadline-Ms``, default
+``--deadline_ms``) bounds the bank call: past it the answer is 504; a bank that fails or
+rejects gives 502; bad input 400 naming the field. Every body says what failed.
+
+Every answered request is sampled with the pipelines' deterministic rule into the same
+Hive-partitioned Parquet layout (same columns, ``run_mode=online``), and failures go to the same
+dead letters, so the scheduled evaluation covers online traffic unchanged. A background writer
+flushes complete files every ``--flush_secs`` or ``--flush_rows`` and on shutdown (SIGTERM), so
+nothing answered is lost. Clients retry: the same ``request_id`` with the same payload within
+``--idempotency_secs`` gets the original answer back (no second score, no second bank call);
+the same id with another payload is a 409.
+
+Usage::
+
+    python -m services.offers_api --registry registry --model_name credit_german \\
+        --offer_url http://127.0.0.1:8765 --output out [--model_endpoint http://127.0.0.1:8501]
+"""
+
+import argparse
+import contextlib
+import datetime
+import hashlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+
+import pyarrow as pa
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from models import registry as model_registry
+from models.credit.dataset import dataset_from_manifest
+from models.provenance import code_version
+from transforms.common import dead_letters as dead
+from transforms.common.parquet_sink import partition_path, write_table_atomically
+from transforms.common.predictions import PARTITION_COLUMNS, PREDICTIONS
+from transforms.common.sampling import keep_prediction
+from transforms.credit import rows as credit_rows
+from transforms.credit.offers import FAILED, OfferCaller
+from transforms.credit.requests import RequestError, parse_request
+from transforms.credit.rules import (
+    archive_rules,
+    check_rules_fit,
+    default_rules_path,
+    load_rules,
+)
+
+LOGGER = logging.getLogger(__name__)
+CONFIG_ENV = "BEAMLINE_OFFERS_API"
+PIPELINE = "credit_scoring"
+
+
+class OfferError(Exception):
+    """An answer other than 200: status, message, and what is known of the request so far."""
+
+    def __init__(self, status: int, message: str, partial: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.partial = partial or {}
+
+
+class SampleWriter:
+    """Buffers sampled prediction rows and dead letters; writes complete Parquet files from a
+    background thread every ``flush_secs`` or ``flush_rows``, and on ``close``."""
+
+    def __init__(self, output: str, run_id: str, model_name: str, schema: pa.Schema,
+                 flush_secs: float, flush_rows: int):
+        self._output = output.rstrip("/")
+        self._run_id = run_id
+        self._model_name = model_name
+        self._schema = schema
+        self._flush_secs = flush_secs
+        self._flush_rows = flush_rows
+        self._rows, self._dead = [], []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._files = 0
+        self._thread = threading.Thread(target=self._loop, name="sample-writer", daemon=True)
+        self._thread.start()
+
+    def add(self, row: dict | None = None, dead_letter: dict | None = None) -> None:
+        with self._lock:
+            if row is not None:
+                self._rows.append(row)
+            if dead_letter is not None:
+                self._dead.append(dict(dead_letter, model_name=self._model_name))
+            if len(self._rows) + len(self._dead) >= self._flush_rows:
+                self._wake.set()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self._wake.wait(self._flush_secs)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> int:
+        """Write what is buffered; returns how many rows were written."""
+        with self._lock:
+            rows, letters, self._rows, self._dead = self._rows, self._dead, [], []
+        for records, base, schema, columns in (
+                (rows, f"{self._output}/{PREDICTIONS}", self._schema, PARTITION_COLUMNS),
+                (letters, f"{self._output}/{dead.DEAD_LETTERS}", dead.SCHEMA,
+                 dead.PARTITION_COLUMNS)):
+            groups: dict[tuple, list[dict]] = {}
+            for record in records:
+                groups.setdefault(tuple(record.get(c) for c in columns), []).append(record)
+            file_schema = pa.schema([f for f in schema if f.name not in columns])
+            for values, members in groups.items():
+                self._files += 1
+                name = f"{self._run_id}-{self._files:06d}.parquet"
+                write_table_atomically(pa.Table.from_pylist(members, schema=file_schema),
+                                       partition_path(base, columns, values), name)
+        return len(rows) + len(letters)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+        self.flush()
+
+
+class OffersService:
+    """What the API does, without HTTP: one request in, one answer (or an OfferError) out."""
+
+    def __init__(self, registry: str, model_name: str, version: str, offer_url: str,
+                 output: str, sample_rate: float = 0.1, model_endpoint: str | None = None,
+                 endpoint_token: str | None = None, rules_path: str | None = None,
+                 idempotency_secs: float = 3600.0, flush_secs: float = 5.0,
+                 flush_rows: int = 1000):
+        self.ref = model_registry.resolve(registry, model_name, version)
+        self.dataset = dataset_from_manifest(self.ref.manifest)
+        rules_path = rules_path or default_rules_path(model_name)
+        self.rules = load_rules(rules_path)
+        check_rules_fit(self.rules, self.dataset.kinds, rules_path)
+        archive_rules(registry, model_name, rules_path)
+        self.sample_rate = sample_rate
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.run_id = f"online-{stamp}-{uuid.uuid4().hex[:6]}"
+        self.context = {"pipeline": PIPELINE, "run_mode": "online", "run_id": self.run_id,
+                        "code_version": code_version(),
+                        "models": {self.ref.path: (self.ref.name, self.ref.version,
+                                                   self.ref.sha256)}}
+        self.offers = OfferCaller(offer_url, self.rules.fields)
+        self.endpoint = model_endpoint
+        self.endpoint_token = endpoint_token
+        self._local = None
+        if not model_endpoint:
+            from services.model_server import ServedVersion
+
+            self._local = ServedVersion(self.ref)
+        self.writer = SampleWriter(output, self.run_id, model_name,
+                                   credit_rows.prediction_schema(self.dataset.kinds),
+                                   flush_secs, flush_rows)
+        self.idempotency_secs = idempotency_secs
+        self._answers: dict[str, tuple[str, float, int, dict]] = {}
+        self._lock = threading.Lock()
+
+    def score(self, fields: dict) -> tuple[float, str]:
+        """(score, model id) from the serving function or the local export."""
+        if self._local is not None:
+            return self._local.predict([fields])[0], self.ref.path
+        import requests
+
+        from models.credit.handler import remote_model_id
+
+        headers = ({"Authorization": f"Bearer {self.endpoint_token}"}
+                   if self.endpoint_token else {})
+        url = (f"{self.endpoint.rstrip('/')}/v1/models/{self.ref.name}/versions/"
+               f"{int(self.ref.version[1:])}:predict")
+        try:
+            answer = requests.post(url, json={"instances": [fields]}, headers=headers, timeout=5)
+        except requests.RequestException as error:
+            raise OfferError(502, f"serving function unreachable: {error}") from None
+        if answer.status_code != 200:
+            raise OfferError(502, f"serving function answered {answer.status_code}: "
+                                  f"{answer.text[:200]}")
+        body = answer.json()
+        return float(body["predictions"][0]), remote_model_id(body["model"])
+
+    def answer(self, raw: bytes, deadline_ms: float) -> tuple[int, dict]:
+        """(HTTP status, body) for one request body; idempotent by request id."""
+        started = time.monotonic()
+        text = raw.decode("utf-8", "replace")
+        digest = hashlib.sha256(raw).hexdigest()
+        try:
+            request_id = json.loads(text).get("request_id")
+        except (ValueError, AttributeError):
+            request_id = None
+        if isinstance(request_id, str):
+            with self._lock:
+                seen = self._answers.get(request_id)
+                if seen and time.monotonic() - seen[1] < self.idempotency_secs:
+                    if seen[0] != digest:
+                        return 409, {"error": f"request_id {request_id} was already answered "
+                                              f"for another payload", "request_id": request_id}
+                    return seen[2], dict(seen[3], replayed=True)
+        status, body = self._answer(text, started, deadline_ms)
+        if isinstance(request_id, str) and status != 400:
+            with self._lock:
+                self._answers[request_id] = (digest, time.monotonic(), status, body)
+        return status, body
+
+    def _answer(self, text: str, started: float, deadline_ms: float) -> tuple[int, dict]:
+        received = datetime.datetime.now(datetime.UTC)
+        body = _with_event_time(text, received)
+        try:
+            request = parse_request(body, "online", received, self.dataset.fields)
+        except RequestError as error:
+            self.writer.add(dead_letter=dead.dead_letter(
+                pipeline=PIPELINE, stage=error.stage, error=error, raw=text, origin="online",
+                run_id=self.run_id, failed_at=received))
+            return 400, {"error": str(error), "stage": error.stage}
+        score, model_id = self.score(request.fields)
+        row = credit_rows.scored_row(credit_rows.request_key(request), request.fields, score,
+                                     model_id, self.context, self.rules)
+        if credit_rows.needs_offer(row):
+            remaining = deadline_ms / 1000.0 - (time.monotonic() - started)
+            row = self._offer(row, remaining)
+        row = credit_rows.stamp_processed(row)
+        if row["offer_status"] == FAILED:
+            self.writer.add(dead_letter=credit_rows.offer_dead_letter(
+                row, self.dataset.field_names))
+            status = 504 if row["offer_error_class"] == "UserCodeTimeoutException" else 502
+            return status, {"error": row["offer_error"], **_answer_body(row)}
+        if keep_prediction(row["prediction_id"], self.sample_rate):
+            self.writer.add(row=row)
+        return 200, _answer_body(row)
+
+    def _offer(self, row: dict, remaining_secs: float) -> dict:
+        from apache_beam.io.requestresponse import (
+            UserCodeExecutionException,
+            UserCodeTimeoutException,
+        )
+
+        if remaining_secs <= 0:
+            return dict(row, offer_status=FAILED, offer_error_class="UserCodeTimeoutException",
+                        offer_error="deadline passed before the bank was asked")
+        try:
+            return self.offers.call([row], remaining_secs)[0]
+        except UserCodeTimeoutException as error:
+            return dict(row, offer_status=FAILED, offer_error_class=type(error).__name__,
+                        offer_error=f"{error} (the caller's deadline)")
+        except UserCodeExecutionException as error:
+            return dict(row, offer_status=FAILED, offer_error_class=type(error).__name__,
+                        offer_error=str(error))
+
+
+def _with_event_time(text: str, received: datetime.datetime) -> str:
+    """An interactive request may leave event_time out: it happens now."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(body, dict) and "event_time" not in body:
+        body["event_time"] = received.isoformat()
+        return json.dumps(body)
+    return text
+
+
+def _answer_body(row: dict) -> dict:
+    offer = None
+    if row["offer_status"] == "offered":
+        offer = {"offer_id": row["offer_id"], "apr": row["offer_apr"],
+                 "monthly_payment": row.get("offer_monthly_payment"),
+                 "rates_version": row.get("offer_rates_version")}
+    return {"request_id": row["request_id"], "score": row["score"],
+            "decision": row["decision"], "bank": row["bank"],
+            "offer_status": row["offer_status"], "offer": offer,
+            "versions": {"model": {"name": row["model_name"], "version": row["model_version"],
+                                   "sha256": row["model_sha256"]},
+                         "rules": row["rules_version"], "code": row["code_version"]},
+            "latency_ms": round(row["latency_ms"], 2)}
+
+
+def create_app(service: OffersService, default_deadline_ms: float = 2000.0,
+               max_body_bytes: int = 64 * 1024) -> Starlette:
+    """The ASGI application around one OffersService; shutting down flushes the samples."""
+
+    async def offers(request: Request):
+        raw = await request.body()
+        if len(raw) > max_body_bytes:
+            return JSONResponse({"error": f"body of {len(raw)} bytes exceeds "
+                                          f"{max_body_bytes}"}, status_code=413)
+        try:
+            deadline = float(request.headers.get("x-deadline-ms", default_deadline_ms))
+        except ValueError:
+            return JSONResponse({"error": "X-Deadline-Ms must be a number"}, status_code=400)
+        try:
+            status, body = await run_in_threadpool(service.answer, raw, deadline)
+        except OfferError as error:
+            status, body = error.status, {"error": str(error), **error.partial}
+        return JSONResponse(body, status_code=status)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        service.writer.close()  # SIGTERM: write everything answered before exiting
+
+    return Starlette(routes=[Route("/v1/offers", offers, methods=["POST"])], lifespan=lifespan)
+
+
+def app_from_environment() -> Starlette:
+    """The app of a worker process, configured by the parent through the environment."""
+    config = json.loads(os.environ[CONFIG_ENV])
+    deadline = config.pop("deadline_ms")
+    return create_app(OffersService(**config), deadline)
+
+
+def main(argv=None) -> int:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--registry", default="registry")
+    parser.add_argument("--model_name", default="credit_german")
+    parser.add_argument("--model_version", default="production",
+                        help="version or alias, resolved once at start")
+    parser.add_argument("--model_endpoint", default=None,
+                        help="serving function URL (default: score in this process)")
+    parser.add_argument("--offer_url", required=True, help="base URL of the banks' offer API")
+    parser.add_argument("--output", default="out", help="where sampled rows and dead letters go")
+    parser.add_argument("--sample_rate", type=float, default=0.1)
+    parser.add_argument("--deadline_ms", type=float, default=2000.0,
+                        help="default deadline of one answer (X-Deadline-Ms overrides)")
+    parser.add_argument("--idempotency_secs", type=float, default=3600.0)
+    parser.add_argument("--flush_secs", type=float, default=5.0)
+    parser.add_argument("--flush_rows", type=int, default=1000)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8600)
+    parser.add_argument("--port_file", default=None, help="write the port here once listening")
+    args = parser.parse_args(argv)
+    config = {k: getattr(args, k) for k in (
+        "registry", "model_name", "offer_url", "output", "sample_rate", "model_endpoint",
+        "idempotency_secs", "flush_secs", "flush_rows", "deadline_ms")}
+    config["version"] = args.model_version
+    os.environ[CONFIG_ENV] = json.dumps(config)
+    try:
+        app = app_from_environment()
+    except (ValueError, model_registry.RegistryError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
+                                           log_level="warning"))
+    if args.port_file:
+        def announce():
+            while not server.started:
+                time.sleep(0.05)
+            port = server.servers[0].sockets[0].getsockname()[1]
+            with open(args.port_file, "w", encoding="utf-8") as f:
+                f.write(str(port))
+        threading.Thread(target=announce, daemon=True).start()
+    print(f"offers API on http://{args.host}:{args.port}/v1/offers", flush=True)
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
