@@ -38,6 +38,53 @@ start_offer_service() {
   rm -f "$port_file"
 }
 
+# The serving function and the interactive offers API, started for real on free 127.0.0.1
+# ports; a few hundred applicants at 50/s; SIGTERM flushes the sampled online rows, which the
+# scheduled evaluation then reads like any pipeline's.
+serving_demo() {
+  local online="$OUT/online" port server_pid api_pid port_file
+  rm -rf "$online" && mkdir -p "$online"
+  port=$("$VENV/bin/python" -c 'import socket; s = socket.socket()
+s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  echo "== serving function (TF Serving REST) on 127.0.0.1:$port, offers API in front of it"
+  "$VENV/bin/python" -m services.model_server --registry "$REGISTRY" --port "$port" \
+    > "$OUT/model_server.log" 2>&1 &
+  server_pid=$!
+  port_file=$(mktemp) && rm -f "$port_file"
+  "$VENV/bin/python" -m services.offers_api --registry "$REGISTRY" --port 0 \
+    --port_file "$port_file" --model_endpoint "http://127.0.0.1:$port" \
+    --offer_url "$OFFER_URL" --output "$online" --sample_rate 0.5 > "$OUT/offers_api.log" 2>&1 &
+  api_pid=$!
+  for _ in $(seq 1 300); do [ -s "$port_file" ] && break; sleep 0.1; done
+  "$VENV/bin/python" - "http://127.0.0.1:$port/v1/models/credit_german" <<'PY'
+import sys, time, requests
+for _ in range(600):  # the serving function is up once it answers its status
+    try:
+        requests.get(sys.argv[1], timeout=60)  # the first status loads the version
+        break
+    except requests.RequestException:
+        time.sleep(0.1)
+PY
+  "$VENV/bin/python" -m bench.serving --offers_url "http://127.0.0.1:$(cat "$port_file")" \
+    --rate 50 --count 300
+  kill -TERM "$api_pid" && wait "$api_pid" || true
+  kill -TERM "$server_pid" && wait "$server_pid" || true
+  rm -f "$port_file"
+  "$VENV/bin/python" - "$DATA_DIR/credit/german.data" "$online/truth.jsonl" <<'PY'
+import json, sys
+from models.credit.dataset import load_dataset, read_data
+labels = read_data(load_dataset("credit_german"), sys.argv[1]).labels
+with open(sys.argv[2], "w") as f:  # outcomes known later, for the evaluation of online rows
+    for i in range(300):
+        label = int(labels[i % len(labels)])
+        f.write(json.dumps({"prediction_id": f"online-{i:07d}", "label": label,
+                            "label_time": "2026-12-20T00:00:00+00:00"}) + "\n")
+PY
+  echo "== the scheduled evaluation reads the online rows like any pipeline's"
+  "$VENV/bin/python" -m pipelines.evaluate --predictions "$online" --truth "$online/truth.jsonl" \
+    --registry "$REGISTRY" --output "$online" --no_snapshot 2>/dev/null | grep "joined\|report"
+}
+
 # decide PIPELINE PREDICTIONS_ROOT TRUTH: evaluate with --decide; sets REPORT and DECISION.
 # Exit status 3 means "retrain"; anything else but 0 is an error and stops the demo.
 decide() {
@@ -209,6 +256,7 @@ JSONL
   wait "$pipeline_pid"
 
   crx_demo
+  serving_demo
   evaluation_demo
 
   echo "== backfill: the demo requests re-scored with the pinned model v0001 (own folder)"

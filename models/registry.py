@@ -156,6 +156,13 @@ def _local_tree_digests(path: str) -> dict[str, str]:
     return dict(sorted(digests.items()))
 
 
+def remote_model_id(model: dict) -> str:
+    """How a prediction scored by the serving function names the version that answered
+    (``{"name", "version", "sha256"}`` of its answer); a local model's path plays this part
+    in-process."""
+    return f"remote:{model['name']}:{model['version']}:{model['sha256']}"
+
+
 def publish(registry: str, name: str, model_file: str, manifest: dict,
             exports: dict[str, str] | None = None) -> ModelRef:
     """Copy a trained model into the next version folder and write its manifest.

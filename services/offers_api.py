@@ -157,6 +157,7 @@ class OffersService:
         self.offers = OfferCaller(offer_url, self.rules.fields)
         self.endpoint = model_endpoint
         self.endpoint_token = endpoint_token
+        self._sessions = threading.local()
         self._local = None
         if not model_endpoint:
             from services.model_server import ServedVersion
@@ -175,21 +176,22 @@ class OffersService:
             return self._local.predict([fields])[0], self.ref.path
         import requests
 
-        from models.credit.handler import remote_model_id
-
         headers = ({"Authorization": f"Bearer {self.endpoint_token}"}
                    if self.endpoint_token else {})
         url = (f"{self.endpoint.rstrip('/')}/v1/models/{self.ref.name}/versions/"
                f"{int(self.ref.version[1:])}:predict")
+        session = getattr(self._sessions, "session", None)
+        if session is None:  # one keep-alive connection per worker thread
+            session = self._sessions.session = requests.Session()
         try:
-            answer = requests.post(url, json={"instances": [fields]}, headers=headers, timeout=5)
+            answer = session.post(url, json={"instances": [fields]}, headers=headers, timeout=5)
         except requests.RequestException as error:
             raise OfferError(502, f"serving function unreachable: {error}") from None
         if answer.status_code != 200:
             raise OfferError(502, f"serving function answered {answer.status_code}: "
                                   f"{answer.text[:200]}")
         body = answer.json()
-        return float(body["predictions"][0]), remote_model_id(body["model"])
+        return float(body["predictions"][0]), model_registry.remote_model_id(body["model"])
 
     def answer(self, raw: bytes, deadline_ms: float) -> tuple[int, dict]:
         """(HTTP status, body) for one request body; idempotent by request id."""

@@ -11,6 +11,7 @@ from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy
 
 # Importing the model module registers its layers, which loading the .keras file needs.
 from models.credit.model import predict_scores
+from models.registry import remote_model_id
 
 
 class CreditInference:
@@ -61,12 +62,6 @@ class EndpointUnavailable(Exception):
 
 def _retryable(error: Exception) -> bool:
     return isinstance(error, EndpointUnavailable)
-
-
-def remote_model_id(model: dict) -> str:
-    """How a remotely scored prediction names the version that answered (the path of a local
-    model plays this part in-process)."""
-    return f"remote:{model['name']}:{model['version']}:{model['sha256']}"
 
 
 class RemoteCreditHandler(RemoteModelHandler):
