@@ -194,7 +194,8 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
             credit.model_endpoint, model.name, common.model_version,
             credit.model_endpoint_token, num_retries=credit.model_endpoint_retries,
             min_batch_size=credit.min_batch_size,
-            max_batch_size=min(common.max_batch_size, 512)))
+            max_batch_size=min(common.max_batch_size, 512),
+            resolved={"name": model.name, "version": model.version, "sha256": model.sha256}))
     else:
         handler = credit_model_handler(
             model.path, dataset.kinds, credit.min_batch_size, common.max_batch_size,

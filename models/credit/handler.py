@@ -77,11 +77,13 @@ class RemoteCreditHandler(RemoteModelHandler):
         timeout_secs: timeout of one call.
         num_retries: retries of a call that failed for a transient reason.
         min_batch_size, max_batch_size: instances per call.
+        resolved: ``{"name", "version", "sha256"}`` the run resolved, recorded when the server
+            does not say which version answered (TF Serving and Vertex AI do not).
     """
 
     def __init__(self, endpoint: str, model_name: str, version: str, token: str | None = None,
                  timeout_secs: float = 10.0, num_retries: int = 3, min_batch_size: int = 64,
-                 max_batch_size: int = 512):
+                 max_batch_size: int = 512, resolved: dict | None = None):
         super().__init__(namespace="credit_remote", num_retries=num_retries,
                          throttle_delay_secs=1, retry_filter=_retryable)
         target = (f"/versions/{int(version[1:])}" if version[1:].isdigit()
@@ -90,6 +92,7 @@ class RemoteCreditHandler(RemoteModelHandler):
         self._token = token
         self._timeout_secs = timeout_secs
         self._batch = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
+        self._resolved = resolved or {"name": model_name, "version": version, "sha256": ""}
 
     def batch_elements_kwargs(self):
         return dict(self._batch)
@@ -117,6 +120,6 @@ class RemoteCreditHandler(RemoteModelHandler):
             raise RemoteInferenceError(f"serving function answered {answer.status_code}: "
                                        f"{answer.text[:300]}")
         body = answer.json()
-        model_id = remote_model_id(body["model"])
+        model_id = remote_model_id(body.get("model") or self._resolved)
         return [PredictionResult(example, float(score), model_id)
                 for example, score in zip(batch, body["predictions"])]
