@@ -97,6 +97,12 @@ def test_a_bank_that_fails_is_a_502_and_a_slow_one_a_504_within_the_deadline(
     index = _approved_index(failing, german_records)
     status, body = failing.answer(_request(german_records, index, "on-500"), 2000)
     assert status == 502 and "500" in body["error"] and body["decision"] == "approve"
+    class Down:
+        url = f"http://127.0.0.1:{_free_port()}"
+
+    down, _ = service_factory(bank=Down())
+    status, body = down.answer(_request(german_records, index, "on-down"), 2000)
+    assert status == 502 and "unreachable" in body["error"]
     slow, _ = service_factory(bank=offer_service(fail_rate=1.0, fail_kinds=("timeout",),
                                                  hang_secs=3.0))
     started = time.monotonic()
@@ -149,10 +155,18 @@ def test_sigterm_loses_nothing_answered_and_evaluation_reads_online_rows(
     folder = out / "predictions" / "pipeline=credit_scoring" / f"model_name={MODEL}"
     rows = ds.dataset(str(folder), partitioning="hive").to_table().to_pylist()
     assert sorted(r["prediction_id"] for r in rows) == sorted(answered)
+    # A batch run writes beside the online rows; evaluation joins both with their truth.
+    from pipelines import credit_scoring
+    from tests.conftest import write_jsonl
+
+    batch = [json.loads(_request(german_records, i, f"batch-{i:02d}")) for i in range(25)]
+    credit_scoring.run(["--input", write_jsonl(tmp_path / "batch.jsonl", batch), "--registry",
+                        crx_registry, "--output", str(out), "--sample_rate", "1.0"])
+    ids = answered + [b["request_id"] for b in batch]
     truth = tmp_path / "truth.jsonl"
     truth.write_text("".join(json.dumps({"prediction_id": pid, "label": 1,
                                          "label_time": "2026-12-20T00:00:00+00:00"}) + "\n"
-                             for pid in answered))
+                             for pid in ids))
     outcome = evaluate.run(["--predictions", str(out), "--truth", str(truth), "--registry",
                             crx_registry, "--output", str(tmp_path / "eval"), "--no_snapshot"])
-    assert outcome["summary"]["join"]["matched"] == 25
+    assert outcome["summary"]["join"]["matched"] == 50
