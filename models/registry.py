@@ -20,10 +20,10 @@ import datetime
 import functools
 import json
 import re
-import uuid
 
 from apache_beam.io.filesystems import FileSystems
 
+from models.files import write_file
 from models.provenance import sha256_file
 
 MANIFEST = "manifest.json"
@@ -235,20 +235,6 @@ def _read_json(path: str):
         return None
 
 
-def _write_atomically(path: str, data: bytes) -> None:
-    directory = path.rsplit("/", 1)[0]
-    try:
-        FileSystems.mkdirs(directory)
-    except OSError:
-        pass  # already there
-    temporary = f"{path}.{uuid.uuid4().hex}.tmp"
-    with FileSystems.create(temporary) as f:
-        f.write(data)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([temporary], [path])
-
-
 def read_alias(registry: str, name: str, alias: str) -> dict | None:
     """The alias record ({"alias", "version", "set_at", "by", "reason", "decision"}), or None."""
     return _read_json(_alias_path(registry, name, alias))
@@ -306,11 +292,11 @@ def set_alias(registry: str, name: str, alias: str, version: str, by: str, reaso
     now = datetime.datetime.now(datetime.UTC).isoformat()
     record = {"alias": alias, "version": version, "set_at": now, "by": by, "reason": reason,
               "decision": decision}
-    _write_atomically(path, json.dumps(record, indent=2).encode("utf-8"))
+    write_file(path, json.dumps(record, indent=2).encode("utf-8"))
     entry = {"time": now, "alias": alias, "from": previous["version"] if previous else None,
              "to": version, "by": by, "reason": reason, "decision": decision}
     log = FileSystems.join(registry, name, ALIASES, AUDIT_LOG)
     lines = [json.dumps(e, sort_keys=True) for e in audit_log(registry, name)]
-    _write_atomically(log, ("\n".join([*lines, json.dumps(entry, sort_keys=True)]) + "\n")
+    write_file(log, ("\n".join([*lines, json.dumps(entry, sort_keys=True)]) + "\n")
                       .encode("utf-8"))
     return entry

@@ -35,6 +35,7 @@ from models.config import (
 )
 from models.credit.dataset import Dataset, dataset_from_manifest
 from models.credit.snapshots import SnapshotError, list_snapshots, read_snapshot
+from models.files import write_file
 from models.metrics import expected_cost, log_loss, roc_auc
 from models.promotion import promote
 from models.registry import PRODUCTION, RegistryError
@@ -288,14 +289,7 @@ def write_record(registry: str, record: dict) -> str:
     path = FileSystems.join(registry, record["model_name"], PROMOTIONS,
                             f"{stamp}-{record['challenger']['version']}-vs-"
                             f"{record['champion']['version']}.json")
-    directory = path.rsplit("/", 1)[0]
-    try:
-        FileSystems.mkdirs(directory)
-    except OSError:
-        pass  # already there
-    with FileSystems.create(path) as f:
-        f.write(json.dumps(record, indent=2, default=str).encode("utf-8"))
-    return path
+    return write_file(path, json.dumps(record, indent=2, default=str).encode("utf-8"))
 
 
 def describe(record: dict) -> str:

@@ -16,6 +16,7 @@ import pathlib
 from apache_beam.io.filesystems import FileSystems
 
 from models.config import ConfigError, default_path, parse_config, read_config
+from models.files import write_file
 
 APPROVE, REFER, DECLINE = "approve", "refer", "decline"
 # Every rules file a run used, kept by its version beside the model it served.
@@ -166,13 +167,7 @@ def archive_rules(registry: str, model_name: str, path: str) -> str:
     version = parse_rules(text, path).version
     target = archive_path(registry, model_name, version)
     if not FileSystems.exists(target):
-        directory = target.rsplit("/", 1)[0]
-        try:
-            FileSystems.mkdirs(directory)
-        except OSError:
-            pass  # already there
-        with FileSystems.create(target) as f:
-            f.write(text.encode("utf-8"))
+        write_file(target, text.encode("utf-8"))
     return target
 
 
