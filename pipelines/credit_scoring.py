@@ -200,8 +200,17 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
         handler = credit_model_handler(
             model.path, dataset.kinds, credit.min_batch_size, common.max_batch_size,
             (common.max_batch_duration_secs or None) if streaming else None)
-    if (model_updates is None and streaming and credit.alias_poll_secs > 0
-            and not credit.model_endpoint and model_registry.is_alias(common.model_version)):
+    follow = (model_updates is None and streaming and credit.alias_poll_secs > 0
+              and not credit.model_endpoint and model_registry.is_alias(common.model_version))
+    runner = str(options.view_as(StandardOptions).runner or "DirectRunner")
+    if follow and common.max_batch_duration_secs and runner.endswith("DirectRunner"):
+        # Beam's local runner cannot replace a splittable source (the alias poll) once a
+        # real-time timer puts the graph on its bundle-based runner; Dataflow and Flink can.
+        LOGGER.warning("the local DirectRunner cannot follow %s beside "
+                       "--max_batch_duration_secs; this run keeps %s", common.model_version,
+                       model.version)
+        follow = False
+    if follow:
         model_updates = pipeline | "FollowAlias" >> FollowAlias(
             common.registry, model.name, common.model_version, model, credit.alias_poll_secs,
             outputs.window_secs, common.stop_after_secs)
