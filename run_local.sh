@@ -31,8 +31,9 @@ start_offer_service() {
   rm -f "$port_file"
   "$VENV/bin/python" -m services.bank_offers --port 0 --port_file "$port_file" "$@" \
     > "$OUT/offer_service.log" 2>&1 &
-  OFFER_PID=$!
-  trap 'kill $OFFER_PID 2>/dev/null || true' EXIT
+  SERVICE_PIDS="${SERVICE_PIDS:-} $!"
+  # Services this script started stop with it, whatever way it ends.
+  trap 'kill $SERVICE_PIDS 2>/dev/null || true' EXIT
   for _ in $(seq 1 100); do [ -s "$port_file" ] && break; sleep 0.1; done
   OFFER_URL="http://127.0.0.1:$(cat "$port_file")"
   rm -f "$port_file"
@@ -49,12 +50,12 @@ s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   echo "== serving function (TF Serving REST) on 127.0.0.1:$port, offers API in front of it"
   "$VENV/bin/python" -m services.model_server --registry "$REGISTRY" --port "$port" \
     > "$OUT/model_server.log" 2>&1 &
-  server_pid=$!
+  server_pid=$! && SERVICE_PIDS="$SERVICE_PIDS $server_pid"
   port_file=$(mktemp) && rm -f "$port_file"
   "$VENV/bin/python" -m services.offers_api --registry "$REGISTRY" --port 0 \
     --port_file "$port_file" --model_endpoint "http://127.0.0.1:$port" \
     --offer_url "$OFFER_URL" --output "$online" --sample_rate 0.5 > "$OUT/offers_api.log" 2>&1 &
-  api_pid=$!
+  api_pid=$! && SERVICE_PIDS="$SERVICE_PIDS $api_pid"
   for _ in $(seq 1 300); do [ -s "$port_file" ] && break; sleep 0.1; done
   "$VENV/bin/python" - "http://127.0.0.1:$port/v1/models/credit_german" <<'PY'
 import sys, time, requests
@@ -66,7 +67,7 @@ for _ in range(600):  # the serving function is up once it answers its status
         time.sleep(0.1)
 PY
   "$VENV/bin/python" -m bench.serving --offers_url "http://127.0.0.1:$(cat "$port_file")" \
-    --rate 50 --count 300
+    --rate 50 --count 300 --data "$DATA_DIR/credit/german.data"
   kill -TERM "$api_pid" && wait "$api_pid" || true
   kill -TERM "$server_pid" && wait "$server_pid" || true
   rm -f "$port_file"

@@ -27,7 +27,7 @@ import time
 import numpy as np
 import requests
 
-DATA = "../shared/data/credit/german.data"
+DATA = os.path.join(os.environ.get("BEAMLINE_DATA", "../shared/data"), "credit", "german.data")
 MODEL = "credit_german"
 
 
@@ -67,11 +67,11 @@ def offers_load(url: str, bodies: list[bytes], rate: float, deadline_ms: int = 2
             "seconds": time.perf_counter() - start}
 
 
-def applicant_bodies(count: int, prefix: str) -> list[bytes]:
+def applicant_bodies(count: int, prefix: str, data: str = DATA) -> list[bytes]:
     from models.credit.dataset import load_dataset, read_data
     from models.credit.replay import replay_requests
 
-    records = read_data(load_dataset(MODEL), DATA).records
+    records = read_data(load_dataset(MODEL), data).records
     start = datetime.datetime(2026, 11, 20, tzinfo=datetime.UTC)
     return [json.dumps(r).encode() for r in replay_requests(records, count, start, 1, prefix)]
 
@@ -130,11 +130,12 @@ def main(argv=None) -> None:
                         help="only send --count requests at --rate to this offers API")
     parser.add_argument("--rate", type=float, default=50.0, help="offers API requests/s")
     parser.add_argument("--count", type=int, default=500, help="offers API requests")
+    parser.add_argument("--data", default=DATA, help="german.data (applicants to replay)")
     args = parser.parse_args(argv)
     if args.offers_url:
         url = args.offers_url.rstrip("/") + "/v1/offers"
-        offers_load(url, applicant_bodies(10, "warm-up"), 10)  # first calls load and connect
-        result = offers_load(url, applicant_bodies(args.count, "online"), args.rate)
+        offers_load(url, applicant_bodies(10, "warm-up", args.data), 10)  # load and connect
+        result = offers_load(url, applicant_bodies(args.count, "online", args.data), args.rate)
         print(f"offers API: {args.count} requests at {args.rate:g}/s: "
               f"{percentiles(result['latencies'])}; statuses {result['statuses']}")
         return
@@ -147,8 +148,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as workdir:
         registry = args.registry or os.path.join(workdir, "registry")
         if not model_registry.list_versions(registry, MODEL):
-            train(MODEL, registry, DATA, command="bench/serving.py")
-        bodies = [json.loads(b) for b in applicant_bodies(args.requests, "bench")]
+            train(MODEL, registry, args.data, command="bench/serving.py")
+        bodies = [json.loads(b) for b in applicant_bodies(args.requests, "bench", args.data)]
         instances = [{k: v for k, v in b.items() if k not in ("request_id", "event_time")}
                      for b in bodies]
         url, server = _start("services.model_server", "--registry", registry)
@@ -164,9 +165,11 @@ def main(argv=None) -> None:
                     "services.offers_api", "--registry", registry, "--offer_url", bank.url,
                     "--output", os.path.join(workdir, "online"))
                 try:
-                    offers_load(f"{offers_url}/v1/offers", applicant_bodies(20, "warm"), 20)
+                    offers_load(f"{offers_url}/v1/offers",
+                                applicant_bodies(20, "warm", args.data), 20)
                     offers = offers_load(f"{offers_url}/v1/offers",
-                                         applicant_bodies(args.count, "online"), args.rate)
+                                         applicant_bodies(args.count, "online", args.data),
+                                         args.rate)
                 finally:
                     offers_server.terminate()
                     offers_server.wait(timeout=60)
