@@ -2,3 +2,7 @@
 training statistics, and one package per model (credit, radar_qc) with its builder, training and
 RunInference handler. Imports nothing from transforms or pipelines.
 """
+
+from models.quiet import quiet_imports
+
+quiet_imports()
