@@ -191,10 +191,44 @@ def pipeline_runner(description: str, option_class, build, name: str, outputs):
         folders = outputs(common)
         width = max(len(label) for label in folders) + 2
         print("\n".join([f"{name} run {common.run_id}: {result.state} in {seconds:.1f} s"]
-                        + [f"  {label + ':':<{width}}{path}" for label, path in folders.items()]))
+                        + [f"  {label + ':':<{width}}{path}" for label, path in folders.items()]
+                        + counts_summary(result, seconds)))
         return result
 
     return run
+
+
+def counts_summary(result, seconds: float) -> list[str]:
+    """Rows written per dataset and dead letters per stage, from the run's Beam counters
+    (nothing when the runner does not report metrics)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from transforms.common.dead_letters import BY_STAGE, DEAD_LETTERS
+    from transforms.common.parquet_sink import ROWS_WRITTEN
+
+    try:
+        counters = result.metrics().query(MetricsFilter())["counters"]
+    except Exception:  # noqa: BLE001 - a runner without metrics gets no counts
+        return []
+    totals: dict[tuple[str, str], int] = {}
+    for counter in counters:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        key = (counter.key.metric.namespace, counter.key.metric.name)
+        totals[key] = totals.get(key, 0) + int(value or 0)
+    written = {name: n for (space, name), n in totals.items() if space == ROWS_WRITTEN}
+    stages = {name: n for (space, name), n in totals.items() if space == BY_STAGE}
+    if not written and not stages:
+        return []
+    primary = sum(n for name, n in written.items() if name not in ("predictions", DEAD_LETTERS))
+    inputs = primary + sum(stages.values())
+    lines = ["  rows written: " + ", ".join(f"{name} {n:,}" for name, n in sorted(
+        written.items()))]
+    lines.append("  dead letters: " + (", ".join(f"{stage} {n:,}" for stage, n in sorted(
+        stages.items())) if stages else "none"))
+    if seconds > 0 and inputs:
+        lines.append(f"  {inputs:,} inputs ended in an output or a dead letter: "
+                     f"{inputs / seconds:,.0f} inputs/s")
+    return lines
 
 
 def build_and_run(argv, test_pipeline, description: str, option_class, build):

@@ -117,7 +117,7 @@ def test_crx_model_imputes_missing_values_inside(crx_registry, crx_path):
 
 @pytest.mark.slow
 def test_crx_scored_evaluated_and_explained_beside_german(crx_registry, crx_path, german_path,
-                                                          tmp_path, offer_service):
+                                                          tmp_path, offer_service, capsys):
     """Train (fixture) -> batch score a crx replay with bad lines -> evaluate with crx slices
     -> explain one crx and one German decision from the same registry."""
     crx = read_data(load_dataset("credit_crx"), crx_path)
@@ -138,6 +138,10 @@ def test_crx_scored_evaluated_and_explained_beside_german(crx_registry, crx_path
     responses = ds.dataset(f"{out}/responses", partitioning="hive").to_table().to_pylist()
     dead = ds.dataset(f"{out}/dead_letters", partitioning="hive").to_table().to_pylist()
     assert len(responses) + len(dead) == len(requests) + len(bad)
+    # The closing summary counts what the files hold.
+    summary = capsys.readouterr().out
+    assert f"responses {len(responses):,}" in summary and "dead letters: validate 2" in summary
+    assert f"{len(requests) + len(bad):,} inputs ended in an output or a dead letter" in summary
     assert {d["origin"].rsplit(":", 1)[1] for d in dead} == {"691", "692"}
     assert {d["model_name"] for d in dead} == {"credit_crx"}
     assert any("A9 may not be null" in d["message"] for d in dead)

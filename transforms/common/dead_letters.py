@@ -36,6 +36,8 @@ SCHEMA = pa.schema([
     ("dt", pa.string()),
 ])
 PARTITION_COLUMNS = ("pipeline", "model_name", "dt")
+# Metrics namespace of dead letters counted per stage.
+BY_STAGE = "dead_letters_by_stage"
 
 
 def dead_letter(*, pipeline: str, stage: str, error: BaseException | str, raw: str | None,
@@ -98,7 +100,17 @@ class WriteDeadLetters(beam.PTransform):
             sort_field="dead_letter_id", num_shards=1, window_secs=window_secs)
 
     def expand(self, records):
-        model_name = self._model_name
         return (records
-                | "StampModelName" >> beam.Map(lambda r: dict(r, model_name=model_name))
+                | "StampModelName" >> beam.ParDo(_StampFn(self._model_name))
                 | "WriteDeadLetterFiles" >> self._sink)
+
+
+class _StampFn(beam.DoFn):
+    """Names the run's model on a dead letter and counts it by stage (the closing summary)."""
+
+    def __init__(self, model_name: str):
+        self._model_name = model_name
+
+    def process(self, record):
+        beam.metrics.Metrics.counter(BY_STAGE, record["stage"]).inc()
+        yield dict(record, model_name=self._model_name)

@@ -27,6 +27,8 @@ from apache_beam.transforms import trigger, window
 from transforms.common.sampling import sample_fraction
 
 LOGGER = logging.getLogger(__name__)
+# Metrics namespace of the rows written per dataset.
+ROWS_WRITTEN = "rows_written"
 # Late rows are still written for this long after their window closed.
 ALLOWED_LATENESS_SECS = 24 * 3600
 
@@ -105,6 +107,9 @@ class _WriteGroupFn(beam.DoFn):
         self._file_schema = file_schema
         self._prefix = prefix
         self._sort_field = sort_field
+        # Rows written per dataset (its folder's name): what a run's closing summary reports.
+        self._rows = beam.metrics.Metrics.counter(
+            ROWS_WRITTEN, base.rstrip("/").rsplit("/", 1)[-1])
 
     def process(self, element, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         (partition_values, shard), rows = element
@@ -113,6 +118,7 @@ class _WriteGroupFn(beam.DoFn):
         name = file_name(self._prefix, win, pane.index if pane else 0, shard)
         path = write_table_atomically(rows_to_table(rows, self._file_schema), directory, name)
         LOGGER.debug("wrote %d rows to %s", len(rows), path)
+        self._rows.inc(len(rows))
         yield path
 
 
