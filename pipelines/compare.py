@@ -14,19 +14,18 @@ Usage::
 Exit status: 0 accepted, 4 refused, 2 on errors (as ``models.credit.compare``).
 """
 
+import json
 import sys
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.credit import compare
 from models.credit.handler import credit_model_handler
-from models.credit.snapshots import MANIFEST, SnapshotError, snapshot_dir
+from models.credit.snapshots import read_file_rows, snapshot_files
 from models.promotion import promote
-from models.provenance import sha256_file
 from models.registry import PRODUCTION, is_alias
 from pipelines.options import CommonOptions, build_and_run, cli, resolve_common
 
@@ -48,36 +47,6 @@ class CompareOptions(PipelineOptions):
                             help="move the champion's alias to an accepted challenger")
 
 
-def snapshot_files(comparison: compare.Comparison) -> list[tuple[str, str]]:
-    """(path, sha256 from its manifest) of every file of the comparison's snapshots."""
-    import json
-
-    files = []
-    for snapshot_id in comparison.snapshot_ids:
-        folder = snapshot_dir(comparison.registry, comparison.model_name, snapshot_id)
-        try:
-            with FileSystems.open(FileSystems.join(folder, MANIFEST)) as f:
-                manifest = json.loads(f.read().decode("utf-8"))
-        except OSError:
-            raise SnapshotError(f"no complete snapshot {snapshot_id!r} of "
-                                f"{comparison.model_name}") from None
-        files.extend((FileSystems.join(folder, name), digest)
-                     for name, digest in sorted(manifest["files"].items()))
-    return files
-
-
-def read_window_rows(file: tuple[str, str], start, field_names: tuple[str, ...]):
-    """The rows of one snapshot file from ``start`` on, after checking its sha256."""
-    path, digest = file
-    if sha256_file(path) != digest:
-        raise SnapshotError(f"{path} has changed since its snapshot was written")
-    with FileSystems.open(path) as f:
-        table = pq.read_table(f)
-    for row in table.to_pylist():
-        if row["event_time"] >= start:
-            yield {k: row[k] for k in ("prediction_id", "label", "label_time", *field_names)}
-
-
 def validate(options: PipelineOptions) -> tuple[CommonOptions, CompareOptions]:
     common = resolve_common(options)
     compare_options = options.view_as(CompareOptions)
@@ -96,9 +65,12 @@ def build(pipeline, options: PipelineOptions) -> dict:
     dataset = comparison.dataset
     start = compare.window_start(comparison.challenger.manifest)
     rows = (pipeline
-            | "SnapshotFiles" >> beam.Create(snapshot_files(comparison))
+            | "SnapshotFiles" >> beam.Create([
+                file for snapshot_id in comparison.snapshot_ids
+                for file in snapshot_files(comparison.registry, comparison.model_name,
+                                           snapshot_id)])
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadWindow" >> beam.FlatMap(read_window_rows, start, dataset.field_names)
+            | "ReadWindow" >> beam.FlatMap(read_file_rows, dataset.field_names, start)
             | "KeyByPrediction" >> beam.Map(lambda r: (r["prediction_id"], r))
             | "GroupLabels" >> beam.GroupByKey()
             | "NewestLabel" >> beam.MapTuple(lambda pid, rs: (pid, compare.newest_labels(rs)[0])))
@@ -150,8 +122,6 @@ def run(argv=None, test_pipeline=None) -> int:
 
 def _newest_record(registry: str, model_name: str, challenger: str) -> tuple[str, dict]:
     """The decision record the job just wrote (records are named by time)."""
-    import json
-
     pattern = FileSystems.join(registry, model_name, compare.PROMOTIONS,
                                f"*-{challenger}-vs-*.json")
     path = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)[-1]

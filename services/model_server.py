@@ -173,15 +173,22 @@ def create_app(registry: str, token: str | None = None,
         return ServedVersion(model_registry.resolve(registry, name, version, verify=True))
 
     def lookup(name: str, version: str) -> ServedVersion:
+        # An alias (one small file) is read on every request, so a promotion or rollback is
+        # served at once; a version, once loaded and verified, is kept.
+        concrete = version
         try:
-            # An alias is read on every request, so a promotion or rollback is served at once;
-            # a version, once loaded, is kept.
-            concrete = model_registry.resolve(registry, name, version, verify=False).version
+            if model_registry.is_alias(version):
+                alias = model_registry.read_alias(registry, name, version)
+                # No such alias: resolve says why (no such model, or which versions exist).
+                concrete = (alias["version"] if alias else
+                            model_registry.resolve(registry, name, version, verify=False).version)
         except RegistryError as error:
             raise ServingError(404, str(error)) from None
         try:
             return served(name, concrete)
-        except (RegistryError, ConfigError) as error:
+        except RegistryError as error:  # no such model or version, or a file that changed
+            raise ServingError(404, str(error)) from None
+        except ConfigError as error:
             raise ServingError(500, f"{name} {concrete} cannot be served: {error}") from None
 
     def authorised(request: Request) -> bool:

@@ -64,12 +64,11 @@ PIPELINE = "credit_scoring"
 
 
 class OfferError(Exception):
-    """An answer other than 200: status, message, and what is known of the request so far."""
+    """An answer other than 200 (the serving function failed): its status and message."""
 
-    def __init__(self, status: int, message: str, partial: dict | None = None):
+    def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
-        self.partial = partial or {}
 
 
 class SampleWriter:
@@ -304,7 +303,7 @@ def create_app(service: OffersService, default_deadline_ms: float = 2000.0,
         try:
             status, body = await run_in_threadpool(service.answer, raw, deadline)
         except OfferError as error:
-            status, body = error.status, {"error": str(error), **error.partial}
+            status, body = error.status, {"error": str(error)}
         return JSONResponse(body, status_code=status)
 
     @contextlib.asynccontextmanager

@@ -5,6 +5,7 @@ import datetime
 import json
 import os
 import pathlib
+import socket
 
 import pytest
 
@@ -155,3 +156,10 @@ def radar_model_ref(radar_registry):
     from models import registry
 
     return registry.resolve(radar_registry, "radar_qc")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -5,7 +5,6 @@ import concurrent.futures
 import contextlib
 import os
 import shutil
-import socket
 import threading
 import time
 
@@ -14,14 +13,10 @@ import pytest
 import requests
 
 from models import registry as model_registry
+from tests.conftest import free_port
 
 TOKEN = "test-token"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -31,7 +26,7 @@ def _serve(registry: str):
 
     from services.model_server import create_app
 
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(create_app(registry, TOKEN, max_body_bytes=64 * 1024),
                             host="127.0.0.1", port=port, log_level="warning")
     instance = uvicorn.Server(config)
@@ -235,7 +230,7 @@ def test_an_endpoint_that_is_down_sends_its_requests_to_dead_letters(
     requests_path = write_jsonl(tmp_path / "requests.jsonl", make_requests(20, "down"))
     out = str(tmp_path / "out")
     credit_scoring.run(["--input", requests_path, "--registry", crx_registry, "--output", out,
-                        "--model_endpoint", f"http://127.0.0.1:{_free_port()}",
+                        "--model_endpoint", f"http://127.0.0.1:{free_port()}",
                         "--model_endpoint_retries", "1"])
     dead = ds.dataset(os.path.join(out, "dead_letters"), partitioning="hive").to_table()
     assert dead.num_rows == 20 and set(dead.column("stage").to_pylist()) == {"inference"}

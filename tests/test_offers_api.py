@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import requests
 
 from models.credit.replay import client_value
 from services.offers_api import OffersService
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 MODEL = "credit_german"
 
@@ -99,7 +98,7 @@ def test_a_bank_that_fails_is_a_502_and_a_slow_one_a_504_within_the_deadline(
     status, body = failing.answer(_request(german_records, index, "on-500"), 2000)
     assert status == 502 and "500" in body["error"] and body["decision"] == "approve"
     class Down:
-        url = f"http://127.0.0.1:{_free_port()}"
+        url = f"http://127.0.0.1:{free_port()}"
 
     down, _ = service_factory(bank=Down())
     status, body = down.answer(_request(german_records, index, "on-down"), 2000)
@@ -114,11 +113,6 @@ def test_a_bank_that_fails_is_a_502_and_a_slow_one_a_504_within_the_deadline(
     assert given is None or 0 < float(given.group(1)) <= 0.3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.slow
 def test_sigterm_loses_nothing_answered_and_evaluation_reads_online_rows(
@@ -127,7 +121,7 @@ def test_sigterm_loses_nothing_answered_and_evaluation_reads_online_rows(
 
     bank = offer_service()
     out = tmp_path / "out"
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "services.offers_api", "--registry", crx_registry,
          "--offer_url", bank.url, "--output", str(out), "--sample_rate", "1.0",

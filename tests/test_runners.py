@@ -15,7 +15,7 @@ import pytest
 
 from models.credit.scenarios import generate
 from pipelines import credit_scoring, evaluate, radar_qc
-from tests.conftest import load_german, write_jsonl
+from tests.conftest import free_port, load_german, write_jsonl
 
 pytestmark = pytest.mark.slow  # pipeline runs; the fast tier is -m 'not slow'
 
@@ -25,11 +25,6 @@ VOLATILE = {"processed_at", "latency_ms", "received_at", "failed_at", "evaluated
             "netcdf", "quicklook"}
 BAD_LINES = ['{"request_id": "broken", ', '["not", "an", "object"]']
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for_port(port: int, process, timeout: float = 60.0) -> None:
@@ -68,7 +63,7 @@ def portable(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                     "--no-build-isolation", "--target", str(staged), str(sdist)],
                    cwd=root, check=True, capture_output=True)
-    job_port, pool_port = _free_port(), _free_port()
+    job_port, pool_port = free_port(), free_port()
     env = dict(os.environ, PYTHONPATH=str(staged),
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     log = open(root / "services.log", "wb")

@@ -94,6 +94,50 @@ def list_snapshots(registry: str, model_name: str) -> list[str]:
     return sorted(p.replace("\\", "/").rsplit("/", 2)[-2] for p in paths)
 
 
+def read_manifest(registry: str, model_name: str, snapshot_id: str) -> dict:
+    """A complete snapshot's manifest.
+
+    Raises:
+        SnapshotError: no such complete snapshot (the message lists those there are).
+    """
+    path = FileSystems.join(snapshot_dir(registry, model_name, snapshot_id), MANIFEST)
+    try:
+        with FileSystems.open(path) as f:
+            return json.loads(f.read().decode("utf-8"))
+    except OSError:
+        known = ", ".join(list_snapshots(registry, model_name)) or "none"
+        raise SnapshotError(f"no complete snapshot {snapshot_id!r} of {model_name} in "
+                            f"{registry}; have: {known}") from None
+
+
+def snapshot_files(registry: str, model_name: str, snapshot_id: str) -> list[tuple[str, str]]:
+    """(path, sha256 its manifest records) of every file of a snapshot."""
+    folder = snapshot_dir(registry, model_name, snapshot_id)
+    manifest = read_manifest(registry, model_name, snapshot_id)
+    return [(FileSystems.join(folder, name), digest)
+            for name, digest in sorted(manifest["files"].items())]
+
+
+def read_file_rows(file: tuple[str, str], field_names, since: datetime.datetime | None = None,
+                   until: datetime.datetime | None = None) -> list[dict]:
+    """The rows of one snapshot file within [since, until), after checking its sha256.
+
+    Raises:
+        SnapshotError: the file changed since it was written, or lacks input fields.
+    """
+    path, digest = file
+    if sha256_file(path) != digest:
+        raise SnapshotError(f"{path} has changed since its snapshot was written")
+    with FileSystems.open(path) as f:
+        table = pq.read_table(f)
+    missing = sorted(set(field_names) - set(table.schema.names))
+    if missing:
+        raise SnapshotError(f"{path} lacks the input fields {missing}")
+    return [row for row in table.to_pylist()
+            if not (since and row["event_time"] < since)
+            and not (until and row["event_time"] >= until)]
+
+
 def read_snapshot(registry: str, model_name: str, snapshot_id: str, dataset: Dataset,
                   since: datetime.datetime | None = None,
                   until: datetime.datetime | None = None) -> tuple[list[dict], dict]:
@@ -105,29 +149,9 @@ def read_snapshot(registry: str, model_name: str, snapshot_id: str, dataset: Dat
     Raises:
         SnapshotError: no manifest, a file whose sha256 differs, or fields the data set lacks.
     """
-    folder = snapshot_dir(registry, model_name, snapshot_id)
-    try:
-        with FileSystems.open(FileSystems.join(folder, MANIFEST)) as f:
-            manifest = json.loads(f.read().decode("utf-8"))
-    except OSError:
-        known = ", ".join(list_snapshots(registry, model_name)) or "none"
-        raise SnapshotError(f"no complete snapshot {snapshot_id!r} of {model_name} in "
-                            f"{registry}; have: {known}") from None
-    rows = []
-    for name, digest in sorted(manifest["files"].items()):
-        path = FileSystems.join(folder, name)
-        if sha256_file(path) != digest:
-            raise SnapshotError(f"{path} has changed since snapshot {snapshot_id} was written")
-        with FileSystems.open(path) as f:
-            table = pq.read_table(f)
-        missing = sorted(set(dataset.field_names) - set(table.schema.names))
-        if missing:
-            raise SnapshotError(f"snapshot {snapshot_id} lacks fields {missing} of "
-                                f"{dataset.model_name}")
-        for row in table.to_pylist():
-            if (since and row["event_time"] < since) or (until and row["event_time"] >= until):
-                continue
-            rows.append(row)
+    manifest = read_manifest(registry, model_name, snapshot_id)
+    rows = [row for file in snapshot_files(registry, model_name, snapshot_id)
+            for row in read_file_rows(file, dataset.field_names, since, until)]
     return rows, manifest
 
 
