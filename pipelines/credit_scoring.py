@@ -35,12 +35,12 @@ import os
 import sys
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from models import registry as model_registry
 from models.credit.dataset import dataset_from_manifest
-from models.credit.handler import RemoteCreditHandler, credit_model_handler
+from models.credit.handler import RemoteCreditHandler, credit_batch_handler
 from models.provenance import code_version
 from pipelines.options import (
     CommonOptions,
@@ -56,8 +56,9 @@ from transforms.common.model_updates import FollowAlias
 from transforms.common.outputs import PrimaryDataset, write_run_outputs
 from transforms.common.parquet_sink import file_windows
 from transforms.credit import rows as credit_rows
-from transforms.credit.offers import FAILED, RequestOffers
-from transforms.credit.requests import DEFAULT_MAX_REQUEST_BYTES, ParseRequestsFn
+from transforms.credit.dofns import ASK, SplitForOffers, SplitOfferFailures
+from transforms.credit.offers import RequestOffers
+from transforms.credit.requests import DEFAULT_MAX_REQUEST_BYTES, ParseRequestBatchFn
 from transforms.credit.rules import (
     archive_rules,
     check_rules_fit,
@@ -70,7 +71,7 @@ PIPELINE_NAME = "credit_scoring"
 DEFAULT_MODEL = "credit_german"
 RESPONSES = PrimaryDataset(
     name="responses", label="WriteResponses", schema=credit_rows.RESPONSE_SCHEMA,
-    partitions=credit_rows.RESPONSE_PARTITIONS, sort_field="request_id")
+    partitions=credit_rows.RESPONSE_PARTITIONS)
 
 
 class CreditScoringOptions(PipelineOptions):
@@ -97,7 +98,7 @@ class CreditScoringOptions(PipelineOptions):
         parser.add_argument("--max_request_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
                             help="longer request lines go to dead letters")
         parser.add_argument("--min_batch_size", type=int, default=64,
-                            help="smallest batch handed to the model")
+                            help="smallest batch of requests parsed and scored together")
         parser.add_argument("--model_endpoint", default=None,
                             help="base URL of the serving function (services.model_server, "
                                  "TF Serving REST): score there instead of in the worker")
@@ -185,21 +186,27 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
 
     if streaming:
         requests = requests | "WindowRequests" >> file_windows(outputs.window_secs)
-    parsed = requests | "ParseRequests" >> beam.ParDo(ParseRequestsFn(
-        PIPELINE_NAME, common.run_id, credit.max_request_bytes, dataset.fields)).with_outputs(
-        DEAD_LETTERS, main="requests")
+    # Requests travel as Arrow record batches from here on: Beam's per-element cost is paid
+    # once per batch, and rules, rows and sinks work column by column.
+    parsed = (
+        requests
+        | "BatchRequests" >> beam.BatchElements(
+            min_batch_size=credit.min_batch_size, max_batch_size=common.max_batch_size,
+            max_batch_duration_secs=(common.max_batch_duration_secs or None) if streaming
+            else None)
+        | "ParseRequests" >> beam.ParDo(ParseRequestBatchFn(
+            PIPELINE_NAME, common.run_id, credit.max_request_bytes, dataset.fields)).with_outputs(
+            DEAD_LETTERS, main="requests"))
     if credit.model_endpoint:
         # The serving function resolves the version or alias itself, on every call.
-        handler = KeyedModelHandler(RemoteCreditHandler(
+        handler = RemoteCreditHandler(
             credit.model_endpoint, model.name, common.model_version,
             credit.model_endpoint_token, num_retries=credit.model_endpoint_retries,
-            min_batch_size=credit.min_batch_size,
-            max_batch_size=min(common.max_batch_size, 512),
-            resolved={"name": model.name, "version": model.version, "sha256": model.sha256}))
+            min_batch_size=1, max_batch_size=1,
+            resolved={"name": model.name, "version": model.version, "sha256": model.sha256},
+            fields=dataset.field_names)
     else:
-        handler = credit_model_handler(
-            model.path, dataset.kinds, credit.min_batch_size, common.max_batch_size,
-            (common.max_batch_duration_secs or None) if streaming else None)
+        handler = credit_batch_handler(model.path, dataset.kinds)
     follow = (model_updates is None and streaming and credit.alias_poll_secs > 0
               and not credit.model_endpoint and model_registry.is_alias(common.model_version))
     runner = str(options.view_as(StandardOptions).runner or "DirectRunner")
@@ -216,29 +223,28 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
             outputs.window_secs, common.stop_after_secs)
     predictions, failures = (
         parsed.requests
-        | "KeyByRequest" >> beam.Map(lambda r: (credit_rows.request_key(r), r.fields))
         | "ScoreCredit" >> RunInference(handler, model_metadata_pcoll=model_updates)
         .with_exception_handling())
     inference_failed = failures.failed_inferences | "InferenceDeadLetters" >> beam.FlatMap(
         credit_rows.inference_dead_letters, PIPELINE_NAME, common.run_id)
 
-    scored = predictions | "DecideAndChooseBank" >> beam.MapTuple(
-        lambda key, result: credit_rows.scored_row(
-            key, result.example, result.inference, result.model_id, context, rules))
+    schema = credit_rows.scored_schema(dataset.kinds)
+    scored = predictions | "DecideAndChooseBank" >> beam.Map(
+        lambda result: credit_rows.scored_batch(
+            result.example, result.inference, result.model_id, context, rules, schema))
     if credit.offer_url:
-        to_ask, settled = scored | "NeedsOffer" >> beam.Partition(
-            lambda row, _: 0 if credit_rows.needs_offer(row) else 1, 2)
+        settled, to_ask = scored | "NeedsOffer" >> beam.ParDo(
+            SplitForOffers(credit.offer_batch_size)).with_outputs(ASK, main="settled")
         answered = to_ask | "RequestOffers" >> RequestOffers(
             credit.offer_url, rules.fields, credit.offer_timeout_secs, credit.offer_retries,
             credit.offer_batch_size)
         scored = (settled, answered) | "AllOutcomes" >> beam.Flatten()
     # Stamped once, so a response and its sampled prediction row agree on processed_at.
-    outcomes = scored | "StampProcessed" >> beam.Map(credit_rows.stamp_processed)
-    responses, offer_failed = outcomes | "SplitOfferOutcomes" >> beam.Partition(
-        lambda row, _: 1 if row["offer_status"] == FAILED else 0, 2)
-    offer_dead = offer_failed | "OfferDeadLetters" >> beam.Map(
-        credit_rows.offer_dead_letter, dataset.field_names)
-    dead_letters = (parsed[DEAD_LETTERS], inference_failed, offer_dead)
+    outcomes = scored | "StampProcessed" >> beam.Map(credit_rows.stamp_processed_batch)
+    split = outcomes | "SplitOfferOutcomes" >> beam.ParDo(
+        SplitOfferFailures(dataset.field_names)).with_outputs(DEAD_LETTERS, main="responses")
+    responses = split.responses
+    dead_letters = (parsed[DEAD_LETTERS], inference_failed, split[DEAD_LETTERS])
     dead_letters = dead_letters | "AllDeadLetters" >> beam.Flatten()
     return {
         "responses": responses,

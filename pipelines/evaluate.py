@@ -246,14 +246,13 @@ def build(pipeline, options: PipelineOptions) -> dict:
              | "WriteSnapshot" >> WritePartitionedParquet(
                  base=snapshot_dir(common.registry, model_name, snapshot),
                  schema=snapshot_schema(dataset.kinds), partition_columns=(),
-                 file_prefix=common.run_id, sort_field="prediction_id",
-                 num_shards=common.num_shards))
+                 file_prefix=common.run_id, max_rows_per_file=common.max_rows_per_file))
     return {
         "metrics": metrics,
         "dead_letters": truth[DEAD_LETTERS],
         "metrics_files": metrics | "WriteMetrics" >> WritePartitionedParquet(
             base=base, schema=METRIC_SCHEMA, partition_columns=("pipeline", "model_name"),
-            file_prefix=common.run_id, sort_field="metric", num_shards=common.num_shards),
+            file_prefix=common.run_id, max_rows_per_file=common.max_rows_per_file),
         "dead_letters_files": truth[DEAD_LETTERS] | "WriteDeadLetters" >> WriteDeadLetters(
             common.output, common.run_id, model_name),
     }

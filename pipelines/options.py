@@ -11,6 +11,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from transforms.common.outputs import RunOutputs
+from transforms.common.parquet_sink import DEFAULT_MAX_ROWS_PER_FILE
 
 RUN_MODES = ("batch", "streaming", "backfill")
 BACKFILLS = "backfills"
@@ -36,8 +37,11 @@ class CommonOptions(PipelineOptions):
         parser.add_argument("--max_batch_duration_secs", type=int, default=0,
                             help="streaming: batch across bundles, none waiting longer than "
                                  "this (stateful batching; 0 = batch within a bundle)")
-        parser.add_argument("--num_shards", type=int, default=1,
-                            help="files per partition (and window) of each Parquet output")
+        parser.add_argument("--max_rows_per_file", type=int, default=DEFAULT_MAX_ROWS_PER_FILE,
+                            help="a Parquet output file is closed and the next one started "
+                                 "after this many rows (each bundle writes its own files, so "
+                                 "a worker holds one row group per open file, never a whole "
+                                 "partition)")
         parser.add_argument("--registry", default="registry",
                             help="model registry root (local folder or gs://)")
         parser.add_argument("--model_version", default="production",
@@ -134,7 +138,7 @@ def run_outputs(options: PipelineOptions) -> RunOutputs:
     return RunOutputs(output=common.output, run_id=common.run_id,
                       model_name=common.model_name, sample_rate=common.sample_rate,
                       window_secs=common.window_secs if streaming else 0,
-                      num_shards=common.num_shards)
+                      max_rows_per_file=common.max_rows_per_file)
 
 
 def clear_backfill_output(common: CommonOptions) -> None:

@@ -65,7 +65,7 @@ LOGGER = logging.getLogger(__name__)
 DEFAULT_MODEL = "radar_qc"
 INDEX = PrimaryDataset(
     name="qc_volumes", label="WriteVolumeIndex", schema=radar_rows.VOLUME_SCHEMA,
-    partitions=radar_rows.VOLUME_PARTITIONS, sort_field="volume_id")
+    partitions=radar_rows.VOLUME_PARTITIONS)
 
 
 class RadarQcOptions(PipelineOptions):

@@ -163,3 +163,8 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def rows_of(batch) -> list[dict]:
+    """The rows of a record batch (the credit pipeline's element type), for assertions."""
+    return batch.to_pylist()

@@ -20,7 +20,7 @@ from apache_beam.transforms.window import TimestampedValue
 from models import registry as model_registry
 from pipelines import credit_scoring
 from services.bank_offers import is_poisoned
-from tests.conftest import german_dataset, write_jsonl
+from tests.conftest import german_dataset, rows_of, write_jsonl
 from transforms.common.sampling import keep_prediction
 from transforms.credit.rules import default_rules_path, load_rules
 
@@ -49,12 +49,14 @@ def test_batch_graph_scores_good_requests_and_dead_letters_bad_ones(credit_regis
     options = PipelineOptions(_args(credit_registry, tmp_path, "--sample_rate", "1.0"))
     with TestPipeline(options=options) as p:
         outputs = credit_scoring.build(p, options, requests=p | beam.Create(lines))
-        assert_that(outputs["responses"] | beam.Map(lambda r: r["request_id"]),
+        assert_that(outputs["responses"] | "ResponseRows" >> beam.FlatMap(rows_of)
+                    | beam.Map(lambda r: r["request_id"]),
                     equal_to([r["request_id"] for r in requests]), label="AllGoodAnswered")
         assert_that(outputs["dead_letters"] | beam.Map(lambda d: (d["origin"], d["stage"])),
                     equal_to([("bad:0", "parse"), ("bad:1", "parse"), ("bad:2", "validate")]),
                     label="BadOnesDeadLettered")
-        assert_that(outputs["predictions"] | beam.Map(
+        assert_that(outputs["predictions"] | "PredictionRows" >> beam.FlatMap(rows_of)
+                    | beam.Map(
             lambda r: (r["model_version"], r["offer_status"] in ("not_requested", "no_bank"),
                        0.0 < r["score"] < 1.0)),
             equal_to([("v0001", True, True)] * 20), label="VersionedScores")
@@ -170,7 +172,8 @@ def test_streaming_with_test_stream_writes_windowed_files(credit_registry, tmp_p
                                     "--max_batch_duration_secs", "1", "--run_id", "stream-test"))
     with TestPipeline(options=options) as p:
         outputs = credit_scoring.build(p, options, requests=p | stream)
-        assert_that(outputs["responses"] | beam.Map(lambda r: (r["request_id"], r["run_mode"])),
+        assert_that(outputs["responses"] | beam.FlatMap(rows_of)
+                    | beam.Map(lambda r: (r["request_id"], r["run_mode"])),
                     equal_to([(r["request_id"], "streaming") for r in requests]))
     response_files = sorted(f for _, _, fs in os.walk(tmp_path / "responses") for f in fs)
     windows = sorted({f.split("-p0")[0] for f in response_files})

@@ -95,15 +95,25 @@ def test_invalid_utf8_is_a_parse_error():
     assert error.value.stage == "parse"
 
 
-def test_parse_dofn_emits_requests_and_tags_dead_letters(good):
+def test_parse_dofn_emits_one_batch_of_requests_and_tags_dead_letters(good):
     from apache_beam.pvalue import TaggedOutput
 
-    from transforms.credit.requests import ParseRequestsFn
+    from transforms.credit.requests import ParseRequestBatchFn
 
-    fn = ParseRequestsFn("credit_scoring", "run-1", 4096, FIELDS)
-    [request] = list(fn.process(("f:1", json.dumps(good).encode())))
-    assert request.request_id == good["request_id"] and request.origin == "f:1"
-    [tagged] = list(fn.process(("f:2", b"\xff not utf-8")))
+    fn = ParseRequestBatchFn("credit_scoring", "run-1", 4096, FIELDS)
+    second = dict(good, request_id="req-2", credit_amount=1234.5)
+    lines = [("f:1", json.dumps(good).encode()), ("f:2", b"\xff not utf-8"),
+             ("f:3", json.dumps(second))]
+    tagged, batch = list(fn.process(lines))
+    assert batch.num_rows == 2
+    rows = batch.to_pylist()
+    assert [r["request_id"] for r in rows] == [good["request_id"], "req-2"]
+    assert [r["origin"] for r in rows] == ["f:1", "f:3"]
+    assert rows[0]["duration_months"] == float(good["duration_months"])
+    assert rows[1]["credit_amount"] == 1234.5
+    assert rows[0]["event_time"].isoformat() == "2026-11-01T00:00:00+00:00"
+    assert batch.schema.names[:4] == ["request_id", "event_time", "received_at", "origin"]
+    assert batch.schema.names[4:] == [f.name for f in FIELDS]
     assert isinstance(tagged, TaggedOutput) and tagged.tag == "dead_letters"
     letter = tagged.value
     assert (letter["stage"], letter["error_class"], letter["origin"]) == \

@@ -16,7 +16,7 @@ from models.credit.scenarios import generate, parse_scenarios
 from models.credit.train import train
 from models.promotion import PromotionError, promote, rollback
 from models.registry import RegistryError
-from tests.conftest import german_scenarios, load_german
+from tests.conftest import german_scenarios, load_german, rows_of
 
 MODEL = "credit_german"
 EPOCHS = 15
@@ -261,7 +261,7 @@ def test_a_streaming_run_follows_a_moved_alias_without_losing_or_doubling(
         updates = streams["side"] | ModelUpdateWindows(10)
         outputs = credit_scoring.build(p, options, requests=streams["main"],
                                        model_updates=updates)
-        assert_that(outputs["predictions"] | beam.Map(
+        assert_that(outputs["predictions"] | beam.FlatMap(rows_of) | beam.Map(
             lambda r: (r["request_id"], r["model_version"])), equal_to(expected))
         assert_that(outputs["dead_letters"], equal_to([]), label="NothingLost")
 

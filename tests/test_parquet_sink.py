@@ -20,10 +20,10 @@ def _rows(n, part="a"):
     return [{"id": f"{part}-{i:03d}", "value": float(i), "part": part} for i in range(n)]
 
 
-def _write(base, rows, prefix="run1", shards=2):
+def _write(base, rows, prefix="run1", max_rows=1000):
     with TestPipeline() as p:
         _ = p | beam.Create(rows) | WritePartitionedParquet(
-            str(base), SCHEMA, ("part",), prefix, "id", num_shards=shards)
+            str(base), SCHEMA, ("part",), prefix, max_rows_per_file=max_rows)
 
 
 def _files(base):
@@ -66,7 +66,7 @@ def test_streaming_writes_one_complete_file_per_window_and_late_rows_as_a_new_pa
               .advance_watermark_to_infinity())
     with TestPipeline(options=PipelineOptions(streaming=True)) as p:
         _ = p | stream | WritePartitionedParquet(
-            str(tmp_path), SCHEMA, ("part",), "s1", "id", num_shards=1, window_secs=10)
+            str(tmp_path), SCHEMA, ("part",), "s1", window_secs=10)
     files = _files(tmp_path)
     assert files == [
         "part=a/s1-20261127T120000Z-20261127T120010Z-p000-00000.parquet",
@@ -75,3 +75,19 @@ def test_streaming_writes_one_complete_file_per_window_and_late_rows_as_a_new_pa
     ]
     counts = [pa.parquet.read_table(os.path.join(tmp_path, f)).num_rows for f in files]
     assert counts == [3, 1, 2]
+
+
+def test_files_roll_over_at_the_row_limit_and_batches_mix_with_dicts(tmp_path):
+    batch = pa.RecordBatch.from_pylist(_rows(25, "a") + _rows(3, "b"), schema=SCHEMA)
+    with TestPipeline() as p:
+        _ = p | beam.Create([batch, *_rows(5, "c")], reshuffle=False) | WritePartitionedParquet(
+            str(tmp_path), SCHEMA, ("part",), "r", max_rows_per_file=10)
+    files = _files(tmp_path)
+    counts = {f: pa.parquet.read_table(os.path.join(tmp_path, f)).num_rows for f in files}
+    assert sorted(c for f, c in counts.items() if f.startswith("part=a/")) == [5, 10, 10]
+    assert [c for f, c in counts.items() if f.startswith("part=b/")] == [3]
+    assert [c for f, c in counts.items() if f.startswith("part=c/")] == [5]
+    assert all(os.path.basename(f).startswith("r-all-p000-000") for f in files)
+    table = ds.dataset(str(tmp_path), partitioning="hive").to_table()
+    assert sorted(table.column("id").to_pylist()) == sorted(
+        r["id"] for r in _rows(25, "a") + _rows(3, "b") + _rows(5, "c"))

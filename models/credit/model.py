@@ -11,6 +11,7 @@ The inputs are named and typed by the data set configuration (``models.credit.da
 
 import keras
 import numpy as np
+import pyarrow as pa
 import tensorflow as tf
 from keras import ops
 
@@ -87,17 +88,21 @@ def build_credit_model(records: list[dict], dataset: Dataset, hidden_units: int 
     return model
 
 
-def to_model_inputs(records: list[dict], kinds: dict[str, str]) -> dict:
-    """Raw applicant dicts -> the model's named input columns, each shaped (n, 1).
+def to_model_inputs(records: list[dict] | pa.RecordBatch | pa.Table, kinds: dict[str, str]
+                    ) -> dict:
+    """Raw applicant fields -> the model's named input columns, each shaped (n, 1).
 
     Numbers become float32 tensors (missing: NaN), codes string tensors (missing:
     ``MISSING_CODE``): Keras rejects numpy object arrays and a call() whose inputs mix tensors
     with arrays.
 
     Args:
-        records: applicant fields.
+        records: applicant dicts, or an Arrow batch / table with one column per field (the
+            pipeline's element type: columns go to the model without a Python loop).
         kinds: ``{field: "numeric" | "categorical"}`` (``Dataset.kinds``).
     """
+    if isinstance(records, (pa.RecordBatch, pa.Table)):
+        return _arrow_inputs(records, kinds)
     columns = {}
     for name, kind in kinds.items():
         if kind == CATEGORICAL:
@@ -109,9 +114,24 @@ def to_model_inputs(records: list[dict], kinds: dict[str, str]) -> dict:
     return columns
 
 
-def predict_scores(model: keras.Model, records: list[dict], kinds: dict[str, str]) -> np.ndarray:
-    """Probability of a good credit risk for each raw applicant dict, as float32 (n,)."""
-    if not records:
+def _arrow_inputs(data: pa.RecordBatch | pa.Table, kinds: dict[str, str]) -> dict:
+    columns = {}
+    for name, kind in kinds.items():
+        column = data.column(name)
+        if kind == CATEGORICAL:
+            values = column.fill_null(MISSING_CODE).to_pylist()
+            columns[name] = tf.reshape(tf.constant(values, tf.string), (-1, 1))
+        else:
+            values = column.to_numpy(zero_copy_only=False)  # nulls -> NaN
+            columns[name] = tf.reshape(tf.constant(values, tf.float32), (-1, 1))
+    return columns
+
+
+def predict_scores(model: keras.Model, records: list[dict] | pa.RecordBatch | pa.Table,
+                   kinds: dict[str, str]) -> np.ndarray:
+    """Probability of a good credit risk for each applicant (dicts or an Arrow batch), as
+    float32 (n,)."""
+    if len(records) == 0:
         return np.zeros((0,), dtype=np.float32)
     output = model(to_model_inputs(records, kinds), training=False)
     return np.asarray(output, dtype=np.float32).reshape(-1)

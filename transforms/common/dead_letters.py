@@ -97,7 +97,7 @@ class WriteDeadLetters(beam.PTransform):
         self._sink = WritePartitionedParquet(
             base=f"{output.rstrip('/')}/{DEAD_LETTERS}", schema=SCHEMA,
             partition_columns=PARTITION_COLUMNS, file_prefix=run_id,
-            sort_field="dead_letter_id", num_shards=1, window_secs=window_secs)
+            window_secs=window_secs)
 
     def expand(self, records):
         return (records

@@ -6,7 +6,7 @@ import dataclasses
 import pyarrow as pa
 
 from transforms.common.dead_letters import WriteDeadLetters
-from transforms.common.parquet_sink import WritePartitionedParquet
+from transforms.common.parquet_sink import DEFAULT_MAX_ROWS_PER_FILE, WritePartitionedParquet
 from transforms.common.predictions import WriteSampledPredictions
 
 
@@ -20,7 +20,7 @@ class RunOutputs:
         model_name: the served model (a partition level of every dataset).
         sample_rate: share of predictions kept in the sample.
         window_secs: 0 in batch; the file window in streaming.
-        num_shards: files per partition and window.
+        max_rows_per_file: rows after which a file is closed and the next one started.
     """
 
     output: str
@@ -28,7 +28,7 @@ class RunOutputs:
     model_name: str
     sample_rate: float
     window_secs: int = 0
-    num_shards: int = 1
+    max_rows_per_file: int = DEFAULT_MAX_ROWS_PER_FILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,14 +40,12 @@ class PrimaryDataset:
         label: unique, stable step label of its sink.
         schema: row schema, partition columns included.
         partitions: partition columns, in folder order.
-        sort_field: rows in a file are sorted by it.
     """
 
     name: str
     label: str
     schema: pa.Schema
     partitions: tuple[str, ...]
-    sort_field: str
 
 
 def write_run_outputs(run: RunOutputs, primary: PrimaryDataset, primary_rows, predictions,
@@ -59,11 +57,10 @@ def write_run_outputs(run: RunOutputs, primary: PrimaryDataset, primary_rows, pr
         f"{primary.name}_files": primary_rows | primary.label >> WritePartitionedParquet(
             base=f"{output}/{primary.name}", schema=primary.schema,
             partition_columns=primary.partitions, file_prefix=run.run_id,
-            sort_field=primary.sort_field, num_shards=run.num_shards,
-            window_secs=run.window_secs),
+            max_rows_per_file=run.max_rows_per_file, window_secs=run.window_secs),
         "predictions_files": predictions | "WritePredictions" >> WriteSampledPredictions(
             output, prediction_schema, run.sample_rate, run.run_id, run.window_secs,
-            run.num_shards),
+            run.max_rows_per_file),
         "dead_letters_files": dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
             output, run.run_id, run.model_name, run.window_secs),
     }

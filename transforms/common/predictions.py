@@ -11,7 +11,7 @@ table.
 import apache_beam as beam
 import pyarrow as pa
 
-from transforms.common.parquet_sink import WritePartitionedParquet
+from transforms.common.parquet_sink import DEFAULT_MAX_ROWS_PER_FILE, WritePartitionedParquet
 from transforms.common.sampling import SamplePredictions
 
 PREDICTIONS = "predictions"
@@ -49,17 +49,17 @@ class WriteSampledPredictions(beam.PTransform):
         sample_rate: share of predictions kept.
         run_id: prefix of file names.
         window_secs: 0 in batch, the file window in streaming.
-        num_shards: files per partition (and window).
+        max_rows_per_file: rows after which a file is closed and the next one started.
     """
 
     def __init__(self, output: str, schema: pa.Schema, sample_rate: float, run_id: str,
-                 window_secs: int = 0, num_shards: int = 1):
+                 window_secs: int = 0, max_rows_per_file: int = DEFAULT_MAX_ROWS_PER_FILE):
         super().__init__()
         self._sample = SamplePredictions(sample_rate)
         self._sink = WritePartitionedParquet(
             base=f"{output.rstrip('/')}/{PREDICTIONS}", schema=schema,
             partition_columns=PARTITION_COLUMNS, file_prefix=run_id,
-            sort_field="prediction_id", num_shards=num_shards, window_secs=window_secs)
+            max_rows_per_file=max_rows_per_file, window_secs=window_secs)
 
     def expand(self, rows):
         return rows | "Sample" >> self._sample | "WritePredictionFiles" >> self._sink

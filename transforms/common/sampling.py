@@ -8,6 +8,8 @@ process, so it would sample differently on every worker; sha256 does not.
 import hashlib
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
 
 
 def sample_fraction(prediction_id: str) -> float:
@@ -32,8 +34,30 @@ def validate_rate(rate: float) -> float:
     return rate
 
 
+def sample_batch(batch: pa.RecordBatch, rate: float, id_field: str = "prediction_id"
+                 ) -> pa.RecordBatch:
+    """The rows of a record batch that belong to the sample (same rule as ``keep_prediction``)."""
+    if rate >= 1.0:
+        return batch
+    keep = np.fromiter((keep_prediction(i, rate) for i in batch.column(id_field).to_pylist()),
+                       dtype=bool, count=batch.num_rows)
+    return batch.filter(pa.array(keep))
+
+
+def _sample(element, rate: float, id_field: str):
+    """A dict row if it is in the sample; a record batch's rows that are (if any)."""
+    if isinstance(element, dict):
+        if keep_prediction(element[id_field], rate):
+            yield element
+        return
+    kept = sample_batch(element, rate, id_field)
+    if kept.num_rows:
+        yield kept
+
+
 class SamplePredictions(beam.PTransform):
-    """Keeps the rows whose ``id_field`` falls in the deterministic sample."""
+    """Keeps the rows (dicts, or rows of record batches) whose ``id_field`` falls in the
+    deterministic sample."""
 
     def __init__(self, rate: float, id_field: str = "prediction_id"):
         super().__init__()
@@ -42,5 +66,4 @@ class SamplePredictions(beam.PTransform):
 
     def expand(self, rows):
         rate, id_field = self._rate, self._id_field
-        return rows | "KeepIfInSample" >> beam.Filter(
-            lambda row: keep_prediction(row[id_field], rate))
+        return rows | "KeepIfInSample" >> beam.FlatMap(_sample, rate, id_field)

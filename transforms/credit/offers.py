@@ -16,6 +16,7 @@ import logging
 import time
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io.requestresponse import (
     Caller,
     DefaultThrottler,
@@ -61,8 +62,12 @@ def apply_quote(row: dict, answer: dict) -> dict:
                             f"{answer.get('reason', 'no reason given')}")
 
 
-def fail_rows(rows: list[dict], error: BaseException, attempts: int) -> list[dict]:
-    """Mark every row of a call that could not be completed."""
+def fail_rows(rows: list[dict] | pa.RecordBatch, error: BaseException, attempts: int
+              ) -> list[dict] | pa.RecordBatch:
+    """Mark every row of a call that could not be completed (dicts, or a record batch)."""
+    if isinstance(rows, pa.RecordBatch):
+        return pa.RecordBatch.from_pylist(fail_rows(rows.to_pylist(), error, attempts),
+                                          schema=rows.schema)
     message = f"{error} (after {attempts} attempt{'s' if attempts > 1 else ''})"
     return [dict(row, offer_status=FAILED, offer_error_class=type(error).__name__,
                  offer_error=message) for row in rows]
@@ -135,6 +140,19 @@ class OfferCaller(Caller):
                 for row in rows]
 
 
+class BatchOfferCaller(OfferCaller):
+    """``OfferCaller`` for the pipeline: one element is a record batch of scored rows (at most
+    the call's batch size; the pipeline cuts them), answered as the same batch with its offer
+    columns filled, so no per-row element crosses Beam."""
+
+    def batch_elements_kwargs(self):
+        return {}  # elements are batches already
+
+    def __call__(self, rows: pa.RecordBatch) -> pa.RecordBatch:
+        answered = self.call(rows.to_pylist(), self._timeout_secs)
+        return pa.RecordBatch.from_pylist(answered, schema=rows.schema)
+
+
 def is_transient(error: BaseException) -> bool:
     return isinstance(error, (UserCodeTimeoutException, UserCodeQuotaException,
                               ServiceUnavailable))
@@ -180,7 +198,8 @@ class DeadLetteringRepeater(Repeater):
 
 
 class RequestOffers(beam.PTransform):
-    """Scored rows with a bank -> the same rows with an offer, or with offer_status "failed".
+    """Record batches of scored rows with a bank (at most ``batch_size`` rows each) -> the same
+    rows with an offer, or with offer_status "failed".
 
     Args:
         url: base URL of the offers API.
@@ -193,7 +212,7 @@ class RequestOffers(beam.PTransform):
     def __init__(self, url: str, fields: dict, timeout_secs: float = 2.0, max_retries: int = 3,
                  batch_size: int = 50):
         super().__init__()
-        self._caller = OfferCaller(url, fields, timeout_secs, batch_size)
+        self._caller = BatchOfferCaller(url, fields, timeout_secs, batch_size)
         self._timeout_secs = timeout_secs
         # Throttle once fewer than half the attempts of the last minute succeeded.
         self._throttler = DefaultThrottler(window_ms=60_000, bucket_ms=1_000, overload_ratio=2,

@@ -1,19 +1,33 @@
 """The rows of the credit pipeline: from a model prediction to a response, a sampled
-prediction or a dead letter. Pure functions; the pipeline module only wires them."""
+prediction or a dead letter. Pure functions; the pipeline module only wires them.
+
+Two shapes of the same rows: a dict per request (the interactive offers API) and an Arrow
+record batch of many requests (the Beam pipeline's element type). The batch functions compute
+the same values column by column; tests hold them to the dict functions.
+"""
 
 import datetime
 import json
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from models.config import ConfigError
 from models.credit.dataset import NUMERIC
 from models.registry import identity_from_path
 from transforms.common.dead_letters import dead_letter
 from transforms.common.parquet_sink import utc_date
-from transforms.common.predictions import COMMON_FIELDS, predictions_schema
+from transforms.common.predictions import COMMON_FIELDS, TIMESTAMP, predictions_schema
 from transforms.credit.requests import CreditRequest
-from transforms.credit.rules import APPROVE, OfferRules, choose_bank, decide
+from transforms.credit.rules import (
+    APPROVE,
+    OfferRules,
+    choose_bank,
+    choose_banks,
+    decide,
+    decide_many,
+)
 
 NOT_REQUESTED, NO_BANK = "not_requested", "no_bank"
 
@@ -48,6 +62,14 @@ def prediction_schema(kinds: dict[str, str]) -> pa.Schema:
     raw = (pa.field(name, pa.float64() if kind == NUMERIC else pa.string())
            for name, kind in kinds.items())
     return predictions_schema(*raw, *_OUTPUT_FIELDS)
+
+
+def scored_schema(kinds: dict[str, str]) -> pa.Schema:
+    """A scored request batch: the sampled-prediction columns plus what responses and dead
+    letters need beside them (request id, when it was read, where it came from)."""
+    extra = [pa.field("request_id", pa.string(), nullable=False),
+             pa.field("received_at", TIMESTAMP), pa.field("origin", pa.string())]
+    return pa.schema([*prediction_schema(kinds), *extra])
 
 
 # Responses: one per request that got through, partitioned by event date.
@@ -90,6 +112,9 @@ def scored_row(key: tuple, fields: dict, score: float, model_id: str, context: d
     """
     request_id, event_time, received_at, _ = key
     model_name, model_version, model_sha256 = model_identity(model_id, context)
+    # Decided on the score as stored (float64): a float32 compared with a Python float is
+    # compared in float32 by NumPy, which could approve a stored score below the threshold.
+    score = float(score)
     decision = decide(score, rules)
     bank = choose_bank(score, fields, rules) if decision == APPROVE else None
     return {
@@ -106,12 +131,95 @@ def scored_row(key: tuple, fields: dict, score: float, model_id: str, context: d
         "code_version": context["code_version"],
         "rules_version": rules.version,
         **fields,
-        "score": float(score),
+        "score": score,
         "decision": decision,
         "bank": bank,
         "offer_status": NO_BANK if decision == APPROVE and bank is None else NOT_REQUESTED,
         "dt": utc_date(event_time),
     }
+
+
+def scored_batch(requests: pa.RecordBatch, scores: np.ndarray, model_id: str, context: dict,
+                 rules: OfferRules, schema: pa.Schema) -> pa.RecordBatch:
+    """``scored_row`` for a record batch of requests (``request_batch_schema``) at once.
+
+    Args:
+        requests: the validated requests.
+        scores: the model's probability of a good credit risk, one per row.
+        model_id, context, rules: as ``scored_row``.
+        schema: ``scored_schema`` of the served data set.
+    """
+    n = requests.num_rows
+    scores = np.asarray(scores, dtype=np.float32).astype(np.float64)
+    model_name, model_version, model_sha256 = model_identity(model_id, context)
+    decisions = decide_many(scores, rules)
+    quote = {q: requests.column(name).to_pylist() for q, name in rules.fields.items()}
+    banks = choose_banks(scores, quote, rules)
+    banks[decisions != APPROVE] = None
+    no_bank = (decisions == APPROVE) & np.equal(banks, None)
+    constants = {
+        "pipeline": context["pipeline"], "run_mode": context["run_mode"],
+        "run_id": context["run_id"], "model_name": model_name, "model_version": model_version,
+        "model_sha256": model_sha256, "code_version": context["code_version"],
+        "rules_version": rules.version,
+    }
+    event_time = requests.column("event_time")
+    columns = {
+        "prediction_id": requests.column("request_id"),
+        "score": pa.array(scores),
+        "decision": pa.array(decisions, pa.string()),
+        "bank": pa.array(banks, pa.string()),
+        "offer_status": pa.array(np.where(no_bank, NO_BANK, NOT_REQUESTED), pa.string()),
+        "dt": pc.strftime(event_time, format="%Y-%m-%d"),
+    }
+    names = set(requests.schema.names)
+    arrays = []
+    for field in schema:
+        if field.name in columns:
+            arrays.append(columns[field.name].cast(field.type))
+        elif field.name in names:
+            arrays.append(requests.column(field.name).cast(field.type))
+        elif field.name in constants:
+            arrays.append(pa.array([constants[field.name]] * n, field.type))
+        else:
+            arrays.append(pa.nulls(n, field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def with_columns(batch: pa.RecordBatch, values: dict) -> pa.RecordBatch:
+    """The batch with some columns replaced (same schema)."""
+    arrays = [values[f.name].cast(f.type) if f.name in values else batch.column(f.name)
+              for f in batch.schema]
+    return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
+
+
+def stamp_processed_batch(batch: pa.RecordBatch, now: datetime.datetime | None = None
+                          ) -> pa.RecordBatch:
+    """``stamp_processed`` for every row of a batch: one processed_at for all of them."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    received = batch.column("received_at").cast(pa.int64()).to_numpy(zero_copy_only=False)
+    now_us = int(now.timestamp() * 1_000_000)
+    return with_columns(batch, {
+        "processed_at": pa.array([now] * batch.num_rows, TIMESTAMP),
+        "latency_ms": pa.array((now_us - received) / 1000.0),
+    })
+
+
+def needs_offer_mask(batch: pa.RecordBatch) -> pa.Array:
+    """Rows approved with a bank: those whose offer is asked for."""
+    return pc.and_(pc.equal(batch.column("decision"), APPROVE),
+                   pc.is_valid(batch.column("bank")))
+
+
+def split_rows(batch: pa.RecordBatch, mask: pa.Array) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    """(rows where mask holds, the other rows)."""
+    return batch.filter(mask), batch.filter(pc.invert(mask))
+
+
+def chunks(batch: pa.RecordBatch, size: int):
+    """The batch in consecutive slices of at most ``size`` rows."""
+    for start in range(0, batch.num_rows, size):
+        yield batch.slice(start, size)
 
 
 def model_identity(model_id: str, context: dict) -> tuple[str, str, str]:
@@ -148,8 +256,17 @@ def offer_dead_letter(row: dict, field_names: tuple[str, ...]) -> dict:
 
 
 def inference_dead_letters(failed, pipeline: str, run_id: str) -> list[dict]:
-    """One dead letter per request of a batch the model could not score."""
+    """One dead letter per request of a batch the model could not score (elements are record
+    batches of requests)."""
     batch, error = failed
-    return [dead_letter(pipeline=pipeline, stage="inference", error=error,
-                        raw=request_json(key, fields), origin=key[3], run_id=run_id)
-            for key, fields in batch]
+    letters = []
+    for requests in batch:
+        for row in requests.to_pylist():
+            request_id, event_time, origin = (row.pop("request_id"), row.pop("event_time"),
+                                              row.pop("origin"))
+            row.pop("received_at")
+            letters.append(dead_letter(
+                pipeline=pipeline, stage="inference", error=error,
+                raw=request_json((request_id, event_time), row), origin=origin,
+                run_id=run_id))
+    return letters

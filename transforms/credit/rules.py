@@ -12,7 +12,9 @@ data set lacks is a configuration error, and the quote request carries only what
 
 import dataclasses
 import pathlib
+from collections.abc import Sequence
 
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from models.config import ConfigError, default_path, parse_config, read_config
@@ -127,31 +129,62 @@ def decide(score: float, rules: OfferRules) -> str:
     return DECLINE
 
 
+def decide_many(scores: np.ndarray, rules: OfferRules) -> np.ndarray:
+    """``decide`` for a whole column of scores at once (an object array of decisions)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return np.select([scores >= rules.approve_min_score, scores >= rules.refer_min_score],
+                     [APPROVE, REFER], DECLINE).astype(object)
+
+
 def quote_fields(fields: dict, rules: OfferRules) -> dict:
     """The applicant's amount, duration and purpose under the rules' mapping (mapped ones only)."""
     return {quote: fields.get(name) for quote, name in rules.fields.items()}
 
 
-def choose_bank(score: float, fields: dict, rules: OfferRules) -> str | None:
-    """The first bank (in the file's order of preference) whose limits all hold, else None.
+def _numbers(values: Sequence | None, n: int) -> np.ndarray:
+    if values is None:
+        return np.full(n, np.nan)
+    return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def choose_banks(scores: np.ndarray, quote: dict[str, Sequence], rules: OfferRules
+                 ) -> np.ndarray:
+    """The first bank (in the file's order of preference) whose limits all hold, per applicant,
+    else None; for whole columns at once.
+
+    Args:
+        scores: probabilities of a good credit risk.
+        quote: quote field (amount, duration_months, purpose) -> that column's values, for the
+            fields the rules map; None marks a missing value.
+        rules: the offer rules.
 
     A limit on a value the applicant left missing does not hold.
     """
-    quote = quote_fields(fields, rules)
-    for rule in rules.banks:
-        if score < rule.min_score:
-            continue
-        if rule.max_amount is not None and (quote.get("amount") is None
-                                            or quote["amount"] > rule.max_amount):
-            continue
-        if rule.max_duration_months is not None and (
-                quote.get("duration_months") is None
-                or quote["duration_months"] > rule.max_duration_months):
-            continue
-        if rule.excluded_purposes and quote.get("purpose") in rule.excluded_purposes:
-            continue
-        return rule.bank
-    return None
+    scores = np.asarray(scores, dtype=np.float64)
+    n = len(scores)
+    amount = _numbers(quote.get("amount"), n)
+    months = _numbers(quote.get("duration_months"), n)
+    purpose = np.asarray(quote.get("purpose", [None] * n), dtype=object)
+    banks = np.full(n, None, dtype=object)
+    undecided = np.ones(n, dtype=bool)
+    with np.errstate(invalid="ignore"):  # NaN (missing) compares False: the limit fails
+        for rule in rules.banks:
+            fits = undecided & (scores >= rule.min_score)
+            if rule.max_amount is not None:
+                fits &= amount <= rule.max_amount
+            if rule.max_duration_months is not None:
+                fits &= months <= rule.max_duration_months
+            if rule.excluded_purposes:
+                fits &= ~np.isin(purpose, list(rule.excluded_purposes))
+            banks[fits] = rule.bank
+            undecided &= ~fits
+    return banks
+
+
+def choose_bank(score: float, fields: dict, rules: OfferRules) -> str | None:
+    """``choose_banks`` for one applicant's fields."""
+    quote = {name: [value] for name, value in quote_fields(fields, rules).items()}
+    return choose_banks(np.asarray([score]), quote, rules)[0]
 
 
 def archive_path(registry: str, model_name: str, version: str) -> str:
