@@ -26,6 +26,10 @@ setup(
         # The serving function (services.model_server): an ASGI app under uvicorn.
         "starlette",
         "uvicorn",
+        # The radar UNet's CPU engine (Beam's OnnxModelHandlerNumpy) and its export at publish.
+        "onnxruntime",
+        "onnx",
+        "tf2onnx",
     ],
     extras_require={
         # Beam's DaskRunner needs these (apache-beam[dask]); runners.dask_runner uses them.

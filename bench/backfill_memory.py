@@ -25,6 +25,7 @@ import tempfile
 
 import pyarrow.dataset as ds
 
+from bench.baseline import MEASURE, ROOT
 from models import registry as model_registry
 from models.credit.dataset import load_dataset, read_data
 from models.credit.replay import replay_requests
@@ -33,12 +34,6 @@ from models.credit.train import train
 DATA = "../shared/data/credit/german.data"
 MODEL = "credit_german"
 FILES = 8
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Runs the pipeline as a child and prints the child's peak RSS (KiB) on the last line.
-MEASURE = ("import resource, subprocess, sys; "
-           "done = subprocess.run(sys.argv[1:]); "
-           "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
-           "sys.exit(done.returncode)")
 
 
 def write_requests(records, count: int, folder: str) -> str:
@@ -60,7 +55,8 @@ def run_backfill(registry: str, pattern: str, out: str, version: str) -> tuple[f
     done = subprocess.run(
         [sys.executable, "-c", MEASURE, sys.executable, "-m", "pipelines.credit_scoring",
          "--input", pattern, "--registry", registry, "--output", out, "--model_version",
-         version, "--run_mode", "backfill", "--sample_rate", "0.1"],
+         version, "--run_mode", "backfill", "--run_id", f"bench-backfill-{version}",
+         "--sample_rate", "0.1"],
         cwd=ROOT, capture_output=True, text=True, check=False)
     match = re.search(r"run \S+: DONE in ([\d.]+) s", done.stdout)
     if done.returncode or not match:
@@ -86,7 +82,8 @@ def main(argv=None):
             pattern = write_requests(records, count, os.path.join(workdir, f"in{count}"))
             out = os.path.join(workdir, f"out{count}")
             seconds, peak = run_backfill(registry, pattern, out, version)
-            responses = ds.dataset(os.path.join(out, "responses"), partitioning="hive")
+            responses = ds.dataset(os.path.join(out, "backfills", f"bench-backfill-{version}",
+                                                "responses"), partitioning="hive")
             files = len(responses.files)
             results.append((count, seconds, peak, responses.count_rows(), files))
             for name in os.listdir(os.path.dirname(pattern)):

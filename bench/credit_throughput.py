@@ -39,6 +39,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from bench.baseline import BASELINE, ROOT, checkout
 from models import registry as model_registry
 from models.credit.dataset import load_dataset, read_data
 from models.credit.handler import credit_model_handler
@@ -84,9 +85,6 @@ def minimal_beam(model_path, records) -> int:
     return sum(c.committed or c.attempted for c in counters)
 
 
-# The commit before the credit pipeline moved to record batches.
-BASELINE = "8cb68cf"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def full_pipeline(registry, input_path, out, offer_url=None, code_dir=ROOT) -> float:
@@ -103,14 +101,6 @@ def full_pipeline(registry, input_path, out, offer_url=None, code_dir=ROOT) -> f
                            f"{done.stderr[-3000:]}")
     return float(match.group(1))
 
-
-def checkout(revision: str, folder: str) -> str:
-    """The tracked files of ``revision`` in ``folder`` (git archive; no worktree left)."""
-    os.makedirs(folder)
-    archive = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True,
-                             check=True).stdout
-    subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
-    return folder
 
 
 def signature_one_at_a_time(ref, rows) -> None:

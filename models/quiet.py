@@ -7,9 +7,15 @@ clients are not installed. None of it is actionable for a user of a CPU machine,
 import of either happens with file descriptor 2 pointed at /dev/null, and everything after it
 (real warnings, errors, tracebacks) reaches the console as usual. ``BEAMLINE_VERBOSE_STARTUP=1``
 keeps the notices.
+
+Beam is imported at once; TensorFlow only when something imports it (an import hook silences
+that first import), so a process that never needs it (the radar pipeline on ONNX Runtime, the
+offers API) does not carry its ~400 MB.
 """
 
 import contextlib
+import importlib.abc
+import importlib.util
 import os
 import sys
 
@@ -30,14 +36,41 @@ def native_stderr_silenced():
         os.close(devnull)
 
 
+class _QuietTensorFlowLoader(importlib.abc.Loader):
+    """Runs TensorFlow's own loader, and its GPU probe, with fd 2 silenced."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        with native_stderr_silenced():
+            self._loader.exec_module(module)
+            module.config.list_physical_devices("GPU")  # the CUDA probe prints its failure
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    """Finds ``tensorflow`` the usual way the first time, and wraps its loader."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once; and the lookup below must not come back here
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietTensorFlowLoader(spec.loader)
+        return spec
+
+
 def quiet_imports() -> None:
-    """Import Beam and TensorFlow (and probe for GPUs once) with their start-up notices
-    silenced; a no-op once they are imported or with BEAMLINE_VERBOSE_STARTUP=1."""
-    if os.environ.get("BEAMLINE_VERBOSE_STARTUP") == "1" or "tensorflow" in sys.modules:
+    """Import Beam with its start-up notices silenced, and arrange the same for TensorFlow's
+    first import, whenever it comes; a no-op once done or with BEAMLINE_VERBOSE_STARTUP=1."""
+    if os.environ.get("BEAMLINE_VERBOSE_STARTUP") == "1" or "tensorflow" in sys.modules or any(
+            isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with native_stderr_silenced():
         import apache_beam  # noqa: F401 - optional-filesystem notices
-        import tensorflow as tf
-
-        tf.config.list_physical_devices("GPU")  # the CUDA probe prints its failure here
+    sys.meta_path.insert(0, _QuietTensorFlowFinder())

@@ -37,6 +37,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from models import registry as model_registry
 from models.provenance import code_version
+from models.radar_qc.engine import ENGINES, choose_engine
 from models.radar_qc.handler import DEFAULT_MAX_BATCH_SIZE, radar_model_handler
 from pipelines.options import (
     CommonOptions,
@@ -54,11 +55,13 @@ from transforms.radar import rows as radar_rows
 from transforms.radar.chunk_assembly import AssembleVolumes
 from transforms.radar.dofns import (
     PIPELINE_NAME,
+    PREDICTIONS,
     QUICKLOOKS,
     VOLUMES,
     ChunkPathFn,
     DecodeVolumeFn,
     WriteQcVolumeFn,
+    inference_dead_letters,
 )
 
 LOGGER = logging.getLogger(__name__)
@@ -76,6 +79,10 @@ class RadarQcOptions(PipelineOptions):
         parser.add_argument("--chunk_dir", default=None,
                             help="streaming: landing directory of real-time chunks, laid out "
                                  "<chunk_dir>/<RADAR>/<YYYYMMDD-HHMMSS-NNN-T>")
+        parser.add_argument("--engine", default="auto", choices=ENGINES,
+                            help="what runs the UNet: onnx (ONNX Runtime, CPU; the version's "
+                                 "export), tensorflow (GPU, or versions without the export), "
+                                 "auto = onnx when the version has the export")
         parser.add_argument("--chunk_timeout_secs", type=float, default=900.0,
                             help="a volume still missing chunks this long after its first "
                                  "chunk goes to dead letters")
@@ -145,38 +152,28 @@ def build(pipeline, options: PipelineOptions, sources=None) -> dict:
     }
     outputs = run_outputs(options)
     window_secs, output = outputs.window_secs, outputs.output.rstrip("/")
-    LOGGER.info("serving %s %s (%s)", model.name, model.version, model.path)
+    engine = choose_engine(radar.engine, model.manifest)
+    # Volumes arrive as batches of one (DecodeVolumeFn), each split into bounded engine calls.
+    handler = radar_model_handler(model.path, model.manifest, engine,
+                                  common.max_batch_size).with_no_batching()
+    LOGGER.info("serving %s %s (%s) on %s", model.name, model.version, model.path, engine)
 
     if streaming:
         sources = sources | "WindowVolumes" >> file_windows(window_secs)
         source_dead = [dead | f"WindowSourceDeadLetters{i}" >> file_windows(window_secs)
                        for i, dead in enumerate(source_dead)]
+    # One element per volume from here on: decoded once, classified, written, dropped.
     decoded = sources | "DecodeVolumes" >> beam.ParDo(DecodeVolumeFn(common.run_id)).with_outputs(
-        DEAD_LETTERS, main="sweeps")
-    handler = radar_model_handler(
-        model.path, common.max_batch_size,
-        (common.max_batch_duration_secs or None) if streaming else None)
-    classified, failures = (decoded.sweeps
+        DEAD_LETTERS, main="volumes")
+    classified, failures = (decoded.volumes
                             | "ClassifyGates" >> RunInference(handler).with_exception_handling())
-
-    predictions = classified | "SweepRows" >> beam.MapTuple(
-        lambda key, result: radar_rows.sweep_row(
-            key, result.example, result.inference, result.model_id, context))
-    # Grouped by volume and source: two copies of one volume (say .gz and plain) stay apart.
-    masks = classified | "KeyMaskByVolume" >> beam.MapTuple(
-        lambda key, result: ((key.volume_id, key.origin), (key, result.inference, None)))
-    failed = failures.failed_inferences | "KeyFailureByVolume" >> beam.FlatMap(
-        lambda failure: [((key.volume_id, key.origin),
-                          (key, None, f"{type(failure[1]).__name__}: {failure[1]}"))
-                         for key, _ in failure[0]])
-    written = (
-        (masks, failed)
-        | "AllSweepOutcomes" >> beam.Flatten()
-        | "CollectVolumeSweeps" >> beam.GroupByKey()
-        | "WriteQcVolumes" >> beam.ParDo(WriteQcVolumeFn(
-            output, (model.name, model.version, model.sha256), context)).with_outputs(
-            DEAD_LETTERS, main="volumes"))
-    dead_letters = ((*source_dead, decoded[DEAD_LETTERS], written[DEAD_LETTERS])
+    failed = failures.failed_inferences | "InferenceDeadLetters" >> beam.FlatMap(
+        inference_dead_letters, context)
+    written = classified | "WriteQcVolumes" >> beam.ParDo(WriteQcVolumeFn(
+        output, (model.name, model.version, model.sha256), context)).with_outputs(
+        DEAD_LETTERS, PREDICTIONS, main="volumes")
+    predictions = written[PREDICTIONS]
+    dead_letters = ((*source_dead, decoded[DEAD_LETTERS], failed, written[DEAD_LETTERS])
                     | "AllDeadLetters" >> beam.Flatten())
     return {
         "volumes": written.volumes,

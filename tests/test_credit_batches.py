@@ -136,8 +136,8 @@ def test_batch_pipeline_files_equal_the_per_request_path(credit_registry, german
 
 def _variants(good: dict, numeric: str, code: str) -> list:
     """Lines that are each wrong (or right) in one way, mixed in one batch."""
-    huge = '{"request_id": "big", "event_time": "2026-11-01T00:00:00Z", "%s": 1%s}' % (
-        numeric, "0" * 400)
+    huge = ('{"request_id": "big", "event_time": "2026-11-01T00:00:00Z", '
+            f'"{numeric}": 1{"0" * 400}}}')
     return [
         good, dict(good, request_id="ok-int", **{numeric: 3}),
         dict(good, **{numeric: True}), dict(good, **{numeric: "12"}),

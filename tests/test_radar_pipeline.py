@@ -112,19 +112,20 @@ def test_sampled_sweeps_carry_versions_counts_and_the_packed_mask(batch_run, rad
     assert rows[0]["elevation"] == pytest.approx(0.48, abs=0.01)
 
 
-def test_a_sweep_the_model_failed_on_sends_its_volume_to_dead_letters():
+def test_a_volume_the_model_failed_on_goes_to_dead_letters():
+    from transforms.radar.dofns import inference_dead_letters
+    from transforms.radar.volumes import DecodedVolume
+
     now = datetime.datetime.now(datetime.UTC)
     key = SweepKey("KLBB-20160601T150025Z", "KLBB", now, 0, 0.5, ("/data/KLBB",), 2, (), now)
-    other = SweepKey(**{**key.__dict__, "sweep_number": 2})
-    fn = radar_qc.WriteQcVolumeFn("/unused", ("radar_qc", "v0001", "abc"),
-                                  {"pipeline": "radar_qc", "run_id": "r"})
-    group = [(key, np.zeros((2, 2), np.uint8), None), (other, None, "ValueError: bad shape")]
-    outputs = list(fn.process(((key.volume_id, key.origin), group)))
-    assert len(outputs) == 1
-    record = outputs[0].value
-    assert outputs[0].tag == "dead_letters"
+    volume = DecodedVolume(tree=None, keys=[key])
+    [record] = inference_dead_letters(([(volume, np.zeros((1, 2, 2, 4)))],
+                                       ValueError("bad shape")),
+                                      {"pipeline": "radar_qc", "run_id": "r"})
     assert record["stage"] == "inference" and record["origin"] == "/data/KLBB"
-    assert "sweep 2: ValueError: bad shape" in record["message"]
+    assert record["error_class"] == "InferenceFailed"
+    assert "KLBB-20160601T150025Z: sweeps not classified: ValueError: bad shape" in \
+        record["message"]
 
 
 def test_streaming_qcs_chunks_landing_one_by_one_in_a_watched_directory(radar_registry,

@@ -1,5 +1,7 @@
 """Synthetic sweeps and their truth, skill metrics, the UNet export and its handler."""
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -98,19 +100,59 @@ def test_export_round_trip_gives_the_same_classes(radar_model_ref, synthetic):
     assert set(np.unique(first).tolist()) <= {MET, BIO, CLUTTER, NO_ECHO}
 
 
-def test_handler_classifies_a_keyed_batch(radar_model_ref, synthetic):
+@pytest.mark.parametrize("engine", ["onnx", "tensorflow"])
+def test_handler_classifies_one_volume_per_element_in_bounded_calls(radar_model_ref, synthetic,
+                                                                     engine):
     from models.radar_qc.handler import radar_model_handler
 
-    handler = radar_model_handler(radar_model_ref.path, max_batch_size=2)
-    assert handler.batch_elements_kwargs()["max_batch_size"] == 2
+    handler = radar_model_handler(radar_model_ref.path, radar_model_ref.manifest, engine,
+                                  sweeps_per_call=2)
+    assert handler.batch_elements_kwargs()["max_batch_size"] == 1
     model = handler.load_model()
-    batch = [("a", synthetic[0][0]), ("b", synthetic[0][1])]
-    results = list(handler.run_inference(batch, model))
-    assert [key for key, _ in results] == ["a", "b"]
-    for (_, sweep), (_, result) in zip(batch, results):
-        assert result.inference.dtype == np.uint8
-        assert result.inference.shape == sweep.shape[:2]
-        assert result.example is sweep
+    volume = synthetic[0][:5]  # five sweeps: calls of 2, 2 and 1
+    [(key, result)] = list(handler.run_inference([("vol", volume)], model))
+    assert key == "vol" and result.example is volume
+    assert result.model_id == radar_model_ref.path  # names the version, whatever the engine
+    assert result.inference.dtype == np.uint8 and result.inference.shape == volume.shape[:3]
+    assert (result.inference[np.isnan(volume[..., 0])] == NO_ECHO).all()
+
+
+def test_onnx_and_keras_give_identical_masks_on_the_real_volume(radar_model_ref, klbb_path):
+    """The CPU engine classifies every gate of every real sweep exactly as the Keras model."""
+    import keras
+    import onnxruntime as ort
+
+    from models.radar_qc.engine import onnx_model
+    from models.radar_qc.handler import classify_sweeps, keras_probabilities, onnx_probabilities
+    from transforms.radar.reading import open_volume
+    from transforms.radar.volumes import decode_volume
+
+    _, moments = decode_volume(open_volume(klbb_path), (klbb_path,))
+    session = ort.InferenceSession(onnx_model(radar_model_ref.path, radar_model_ref.manifest),
+                                   providers=["CPUExecutionProvider"])
+    by_onnx = classify_sweeps(onnx_probabilities(session), moments)
+    by_keras = classify_sweeps(keras_probabilities(keras.models.load_model(
+        radar_model_ref.path)), moments)
+    assert moments.shape[0] == 9
+    np.testing.assert_array_equal(by_onnx, by_keras)
+
+
+def test_a_tampered_onnx_export_is_refused_naming_the_version(radar_model_ref, tmp_path):
+    import shutil
+
+    from models.radar_qc.engine import EngineError, onnx_model
+
+    folder = tmp_path / "v0001"
+    shutil.copytree(pathlib.Path(radar_model_ref.path).parent, folder)
+    keras_file = str(folder / "model.keras")
+    assert onnx_model(keras_file, radar_model_ref.manifest).endswith("onnx/model.onnx")
+    with open(folder / "onnx" / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(EngineError, match="radar_qc v0001: .* does not match the sha256"):
+        onnx_model(keras_file, radar_model_ref.manifest)
+    old = {k: v for k, v in radar_model_ref.manifest.items() if k != "exports"}
+    with pytest.raises(EngineError, match="radar_qc v0001 has no ONNX export"):
+        onnx_model(keras_file, old)
 
 
 def test_masks_pack_and_unpack_exactly():

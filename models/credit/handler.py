@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-
 from apache_beam.ml.inference.base import (
     KeyedModelHandler,
     PredictionResult,

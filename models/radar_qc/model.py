@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from models.radar_qc.vocabulary import CLASS_NAMES, NO_ECHO
+from models.radar_qc.vocabulary import CLASS_NAMES, classify
 
 N_CLASSES = len(CLASS_NAMES)
 
@@ -74,13 +74,6 @@ def build_unet(base_filters: int = 8, depth: int = 4, learning_rate: float = 2e-
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
     return model
-
-
-def classify(probabilities: np.ndarray, moments: np.ndarray) -> np.ndarray:
-    """Per-gate class (uint8) from the model's probabilities; NO_ECHO where DBZH is NaN."""
-    classes = np.argmax(probabilities, axis=-1).astype(np.uint8)
-    classes[np.isnan(moments[..., 0])] = NO_ECHO
-    return classes
 
 
 def predict_classes(model, moments: np.ndarray, batch_size: int = 4) -> np.ndarray:

@@ -23,6 +23,7 @@ from models import registry as model_registry
 from models.metrics import detection_scores
 from models.promotion import promote_first, radar_smoke
 from models.provenance import code_version, library_versions
+from models.radar_qc.engine import ONNX_EXPORT, export_onnx
 from models.radar_qc.synthetic import synthetic_set
 from models.radar_qc.vocabulary import BIO, CHANNELS, CLASS_NAMES, CLUTTER, NO_ECHO
 from models.statistics import numeric_stats
@@ -138,7 +139,10 @@ def train(registry: str, seed: int = 42, train_windows: int = 1200, holdout_wind
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/model.keras"
         model.save(path)
-        ref = model_registry.publish(registry, MODEL_NAME, path, manifest)
+        # The CPU engine's form of the same network (models.radar_qc.engine).
+        export_onnx(model, f"{tmp}/{ONNX_EXPORT}")
+        ref = model_registry.publish(registry, MODEL_NAME, path, manifest,
+                                     exports={ONNX_EXPORT: f"{tmp}/{ONNX_EXPORT}"})
     promote_first(registry, ref)
     return ref
 

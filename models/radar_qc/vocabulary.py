@@ -14,6 +14,13 @@ CLASS_NAMES = ("meteorological", "biological", "clutter_noise")
 NO_ECHO = 255
 
 
+def classify(probabilities: np.ndarray, moments: np.ndarray) -> np.ndarray:
+    """Per-gate class (uint8) from the model's probabilities; NO_ECHO where DBZH is NaN."""
+    classes = np.argmax(probabilities, axis=-1).astype(np.uint8)
+    classes[np.isnan(moments[..., 0])] = NO_ECHO
+    return classes
+
+
 def removed(classes: np.ndarray) -> np.ndarray:
     """True where a gate is classified as not weather (biological or clutter/noise)."""
     return (classes == BIO) | (classes == CLUTTER)

@@ -14,16 +14,22 @@ from transforms.common.parquet_sink import utc_date
 from transforms.radar import rows as radar_rows
 from transforms.radar.quicklook import quicklook_png, write_bytes
 from transforms.radar.reading import RadarReadError, open_volume, parse_chunk_name
-from transforms.radar.volumes import apply_qc, keyed_sweeps, write_cfradial
+from transforms.radar.volumes import apply_qc, decode_volume, write_cfradial
 
 LOGGER = logging.getLogger(__name__)
 PIPELINE_NAME = "radar_qc"
 VOLUMES, QUICKLOOKS = "volumes", "quicklooks"
+# Output tag of the sweeps' prediction rows.
+PREDICTIONS = "predictions"
 
 
 class DecodeVolumeFn(beam.DoFn):
-    """Source (archive path, or ordered chunk paths) -> keyed sweeps; undecodable -> dead letter.
+    """Source (archive path, or ordered chunk paths) -> ``[(DecodedVolume, stacked dual-pol
+    sweeps)]``, the volume decoded once; undecodable -> dead letter.
 
+    The output is a batch of one volume for RunInference without its own batching
+    (``with_no_batching``): Beam's BatchElements hands a batch on only when the next element
+    arrives, which would hold a second decoded volume (~0.4 GB) in memory for nothing.
     Nothing of a bad file is copied into its dead letter: the origin names it.
     """
 
@@ -33,7 +39,7 @@ class DecodeVolumeFn(beam.DoFn):
     def process(self, source: tuple[str, ...]):
         try:
             tree = open_volume(source[0] if len(source) == 1 else list(source))
-            yield from keyed_sweeps(tree, source)
+            yield [decode_volume(tree, source)]
         except RadarReadError as error:
             beam.metrics.Metrics.counter(PIPELINE_NAME, "volumes_rejected").inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
@@ -42,10 +48,11 @@ class DecodeVolumeFn(beam.DoFn):
 
 
 class WriteQcVolumeFn(beam.DoFn):
-    """((volume id, source), [(key, classes or None, error or None)]) -> index row, files.
+    """(DecodedVolume, PredictionResult of its stacked sweeps) -> its sweeps' prediction rows
+    (``predictions`` output), then the masked volume, quicklook and index row (main output).
 
-    A volume with any sweep the model failed on is not written: it goes to dead letters
-    (stage "inference") with the failing sweeps and errors; a failure while writing goes to
+    The volume is masked in place (it was decoded for this element alone) and dropped when the
+    element is done, so a worker holds one volume at a time. A failure while writing goes to
     dead letters with stage "write".
     """
 
@@ -55,50 +62,58 @@ class WriteQcVolumeFn(beam.DoFn):
         self._context = context
 
     def process(self, element):
-        _, sweeps = element
-        sweeps = sorted(sweeps, key=lambda s: s[0].sweep_number)
-        key = sweeps[0][0]
-        failed = [(k.sweep_number, error) for k, _, error in sweeps if error is not None]
-        if failed or len(sweeps) != key.qc_sweeps:
-            reason = (f"{key.volume_id}: sweeps not classified: "
-                      + "; ".join(f"sweep {n}: {e}" for n, e in failed)
-                      if failed else f"{key.volume_id}: {len(sweeps)} of {key.qc_sweeps} "
-                                     "sweeps reached the writer")
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, radar_rows.volume_dead_letter(
-                key, "inference", reason, self._context, "InferenceFailed"))
-            return
+        volume, result = element
+        for i, key in enumerate(volume.keys):
+            yield beam.pvalue.TaggedOutput(PREDICTIONS, radar_rows.sweep_row(
+                key, result.example[i], result.inference[i], result.model_id, self._context))
         try:
-            yield self._write(key, {k.sweep_number: classes for k, classes, _ in sweeps})
+            yield self._write(volume, {k.sweep_number: c
+                                       for k, c in zip(volume.keys, result.inference)})
         except Exception as error:  # noqa: BLE001 - any write failure is this volume's alone
-            LOGGER.exception("writing %s failed", key.volume_id)
+            LOGGER.exception("writing %s failed", volume.first.volume_id)
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, radar_rows.volume_dead_letter(
-                key, "write", error, self._context))
+                volume.first, "write", error, self._context))
+        finally:
+            # Releases the reader's file and decoded records, which xarray's file cache would
+            # otherwise keep alive after the volume is done (~0.25 GB per volume).
+            volume.tree.close()
 
-    def _write(self, key, classes_by_sweep: dict) -> dict:
+    def _write(self, volume, classes_by_sweep: dict) -> dict:
         name, version, sha256 = self._model
-        tree = open_volume(key.source[0] if len(key.source) == 1 else list(key.source))
+        key, tree = volume.first, volume.tree
+        lowest = min(classes_by_sweep, key=lambda n: (
+            float(tree[f"sweep_{n}"].ds["sweep_fixed_angle"].values), n))
+        raw_lowest = tree[f"sweep_{lowest}"].to_dataset(inherit=False).copy(deep=True)
+        sweeps_in_volume = len(tree.children)
         qc = apply_qc(tree, classes_by_sweep, {
             "qc_model_name": name, "qc_model_version": version, "qc_model_sha256": sha256,
-            "qc_run_id": self._context["run_id"]})
+            "qc_run_id": self._context["run_id"]}, in_place=True)
         folder = f"radar={key.radar}/dt={utc_date(key.volume_time)}"
         paths = {
             "netcdf": write_cfradial(qc, f"{self._output}/{VOLUMES}/{folder}/"
                                          f"{key.volume_id}_qc.nc"),
             "quicklook": f"{self._output}/{QUICKLOOKS}/{folder}/{key.volume_id}.png",
         }
-        lowest = min(classes_by_sweep, key=lambda n: (
-            float(tree[f"sweep_{n}"].ds["sweep_fixed_angle"].values), n))
         title = (f"{key.radar} {key.volume_time:%Y-%m-%d %H:%M:%S} UTC - "
                  f"QC model {name} {version}")
         write_bytes(paths["quicklook"], quicklook_png(
-            tree[f"sweep_{lowest}"].ds, qc[f"sweep_{lowest}"].ds, title))
+            raw_lowest, qc[f"sweep_{lowest}"].ds, title))
         counts = [class_counts(c) for c in classes_by_sweep.values()]
         echo = sum(c["echo"] for c in counts)
         removed_share = (sum(c["fraction_removed"] * c["echo"] for c in counts) / echo
                          if echo else 0.0)
         beam.metrics.Metrics.counter(PIPELINE_NAME, "volumes_written").inc()
-        return radar_rows.volume_row(key, paths, len(tree.children), removed_share,
+        return radar_rows.volume_row(key, paths, sweeps_in_volume, removed_share,
                                      self._model, self._context)
+
+
+def inference_dead_letters(failure, context: dict) -> list[dict]:
+    """One dead letter per volume of a RunInference call that failed."""
+    batch, error = failure
+    return [radar_rows.volume_dead_letter(
+        volume.first, "inference", f"{volume.first.volume_id}: sweeps not classified: "
+                                   f"{type(error).__name__}: {error}",
+        context, "InferenceFailed") for volume, _ in batch]
 
 
 class ChunkPathFn(beam.DoFn):

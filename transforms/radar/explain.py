@@ -28,7 +28,7 @@ def replay_radar(rows: list[dict], model, manifest: dict | None = None,
     ``manifest``, ``rules_path`` and ``registry`` are unused: the signature every capability's
     replay shares.
     """
-    from models.radar_qc.handler import radar_inference_fn
+    from models.radar_qc.handler import classify_sweeps, keras_probabilities
 
     out = []
     by_source: dict[str, list[dict]] = {}
@@ -42,7 +42,7 @@ def replay_radar(rows: list[dict], model, manifest: dict | None = None,
             moments = data.get(row["sweep_number"])
             if moments is None:
                 raise ReplayError(f"{source} has no sweep {row['sweep_number']}")
-            classes = radar_inference_fn(model, [moments])[0].inference
+            classes = classify_sweeps(keras_probabilities(model), moments[None])[0]
             packed = pack_mask(classes)
             differing = int(np.sum(np.unpackbits(np.frombuffer(packed, np.uint8))
                                    != np.unpackbits(np.frombuffer(row["mask_packed"], np.uint8))))

@@ -84,6 +84,36 @@ def keyed_sweeps(tree, source: tuple[str, ...]) -> list[tuple[SweepKey, np.ndarr
                       float(s.ranges[1] - s.ranges[0])), s.data) for s in sweeps]
 
 
+@dataclasses.dataclass
+class DecodedVolume:
+    """A volume decoded once, travelling beside its stacked sweeps through RunInference to the
+    writer (the keyed handler's key): nothing is read twice.
+
+    Attributes:
+        tree: the decoded volume (xarray DataTree), every sweep and moment as read.
+        keys: the key of each sweep in the model's stack, in stack order.
+    """
+
+    tree: object
+    keys: list[SweepKey]
+
+    @property
+    def first(self) -> SweepKey:
+        return self.keys[0]
+
+
+def decode_volume(tree, source: tuple[str, ...]) -> tuple[DecodedVolume, np.ndarray]:
+    """A decoded volume -> (its DecodedVolume, float32 moments of its dual-pol sweeps stacked
+    as ``(sweeps, N_AZIMUTH, N_RANGE, 4)``).
+
+    Raises:
+        MissingMomentsError: no sweep has the dual-pol moments.
+    """
+    keyed = keyed_sweeps(tree, source)
+    return (DecodedVolume(tree, [key for key, _ in keyed]),
+            np.stack([moments for _, moments in keyed]))
+
+
 def native_classes(grid_classes: np.ndarray, azimuths: np.ndarray, n_gates: int) -> np.ndarray:
     """Classes on a sweep's own rays and gates from the model grid (nearest grid cell).
 
@@ -101,18 +131,22 @@ def _sweep_nodes(tree) -> list[str]:
     return sorted(tree.children, key=lambda name: int(name.split("_")[-1]))
 
 
-def apply_qc(tree, classes_by_sweep: dict[int, np.ndarray], model_attrs: dict):
+def apply_qc(tree, classes_by_sweep: dict[int, np.ndarray], model_attrs: dict,
+             in_place: bool = False):
     """The volume with every (azimuth, range) moment set to NaN where a gate is not weather.
 
     Each sweep also gets a ``QC_CLASS`` variable (flag values per CF; attributes
     ``qc_applied`` and ``qc_source_sweep``); the root gets the model's name, version, sha256.
 
     Args:
-        tree: the decoded volume (xarray DataTree); not modified.
+        tree: the decoded volume (xarray DataTree).
         classes_by_sweep: grid classes (N_AZIMUTH, N_RANGE) by sweep number.
         model_attrs: attributes naming the model (written on the root).
+        in_place: mask ``tree`` itself instead of a deep copy (the pipeline's writer owns
+            its decoded volume: a copy would double a worker's memory per volume).
     """
-    tree = tree.copy(deep=True)
+    if not in_place:
+        tree = tree.copy(deep=True)
     names = _sweep_nodes(tree)
     angles = {n: float(tree[names[n]].ds["sweep_fixed_angle"].values) for n in classes_by_sweep}
     for number, name in enumerate(names):
