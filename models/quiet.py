@@ -16,8 +16,18 @@ offers API) does not carry its ~400 MB.
 import contextlib
 import importlib.abc
 import importlib.util
+import logging
 import os
 import sys
+
+# Beam 2.77's RunInference imports ``resource`` together with its PyTorch-only model manager,
+# so without torch it believes the module missing and warns at the end of every batch of
+# every run; ``resource`` is there on Linux and macOS. Only this line is dropped.
+_FALSE_WARNINGS = ("Resource module is not available for current platform",)
+
+
+def _not_false_warning(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_FALSE_WARNINGS)
 
 
 @contextlib.contextmanager
@@ -74,3 +84,4 @@ def quiet_imports() -> None:
     with native_stderr_silenced():
         import apache_beam  # noqa: F401 - optional-filesystem notices
     sys.meta_path.insert(0, _QuietTensorFlowFinder())
+    logging.getLogger().addFilter(_not_false_warning)

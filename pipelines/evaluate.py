@@ -64,7 +64,7 @@ from transforms.evaluation.reading import (
     read_truth_file,
     truth_files,
 )
-from transforms.evaluation.retraining import RETRAIN_EXIT_STATUS
+from transforms.evaluation.retraining import RETRAIN_EXIT_STATUS, evidence_sentence
 from transforms.evaluation.snapshots import snapshot_row
 
 LOGGER = logging.getLogger(__name__)
@@ -302,6 +302,9 @@ def run(argv=None, test_pipeline=None) -> dict:
                                             if decision["retrain"] else "")
               + (f"\n  alerts for a person: {', '.join(decision['alerts'])}"
                  if decision["alerts"] else ""))
+        for check in decision["checks"]:
+            if check["fired"]:
+                print(f"    {check['name']}: {evidence_sentence(check)}")
     return outcome
 
 

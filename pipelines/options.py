@@ -230,8 +230,11 @@ def counts_summary(result, seconds: float) -> list[str]:
     lines.append("  dead letters: " + (", ".join(f"{stage} {n:,}" for stage, n in sorted(
         stages.items())) if stages else "none"))
     if seconds > 0 and inputs:
+        rate = inputs / seconds
         lines.append(f"  {inputs:,} inputs ended in an output or a dead letter: "
-                     f"{inputs / seconds:,.0f} inputs/s")
+                     f"{rate:,.0f} inputs/s" if rate >= 10 else
+                     f"  {inputs:,} inputs ended in an output or a dead letter: "
+                     f"{rate:.2f} inputs/s ({seconds / inputs:.1f} s each)")
     return lines
 
 

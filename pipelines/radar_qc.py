@@ -32,6 +32,7 @@ import sys
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
@@ -169,8 +170,9 @@ def build(pipeline, options: PipelineOptions, sources=None) -> dict:
                             | "ClassifyGates" >> RunInference(handler).with_exception_handling())
     failed = failures.failed_inferences | "InferenceDeadLetters" >> beam.FlatMap(
         inference_dead_letters, context)
+    total = count_inputs(common.input) if common.input else None
     written = classified | "WriteQcVolumes" >> beam.ParDo(WriteQcVolumeFn(
-        output, (model.name, model.version, model.sha256), context)).with_outputs(
+        output, (model.name, model.version, model.sha256), context, total)).with_outputs(
         DEAD_LETTERS, PREDICTIONS, main="volumes")
     predictions = written[PREDICTIONS]
     dead_letters = ((*source_dead, decoded[DEAD_LETTERS], failed, written[DEAD_LETTERS])
@@ -182,6 +184,15 @@ def build(pipeline, options: PipelineOptions, sources=None) -> dict:
         **write_run_outputs(outputs, INDEX, written.volumes, predictions,
                             radar_rows.PREDICTION_SCHEMA, dead_letters),
     }
+
+
+def count_inputs(pattern: str) -> int | None:
+    """How many files the input glob matches now, for progress lines; None when the
+    filesystem cannot be listed from here (a cloud bucket without its client)."""
+    try:
+        return len(FileSystems.match([pattern])[0].metadata_list)
+    except (ValueError, OSError):  # BeamIOError is an OSError
+        return None
 
 
 def output_folders(common: CommonOptions) -> dict:

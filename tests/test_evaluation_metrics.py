@@ -377,3 +377,27 @@ def test_schedule_and_event_rules():
     assert check_rule(event, rows, {}, T0, {"rules_versions": ["2026.11.1"]})["fired"]
     assert not check_rule(event, rows, {}, T0, {"rules_versions": ["2026.12.1"]})["fired"]
     assert not check_rule(event, rows, {}, T0, None)["fired"]  # no previous decision
+
+
+def test_evidence_reads_as_sentences_with_rounded_figures():
+    from transforms.evaluation.retraining import evidence_sentence
+
+    rows = _rows(auc=0.70123456789, labelled=150) + [dict(
+        _rows(tpr_diff=-0.41234567)[0], slice="age_band", slice_value="<25", flag="significant",
+        count=212)]
+    decision = decide(rows, RULES, {"auc": 0.83}, T0)
+    auc, gap = (evidence_sentence(c) for c in decision["checks"])
+    assert auc == ("auc 0.701 now against 0.83 on the hold-out: a drop of 0.129, more than the "
+                   "0.05 allowed.")
+    assert gap == "tpr_diff beyond ±0.2 in age_band=<25 -0.412, 212 rows."
+    healthy = decide(_rows(auc=0.82, labelled=150), RULES, {"auc": 0.83}, T0)
+    assert [evidence_sentence(c) for c in healthy["checks"]] == [
+        "auc 0.82 now against 0.83 on the hold-out: a drop of 0.01, within the 0.05 allowed.",
+        "No tpr_diff of any group beyond ±0.2."]
+    widened = check_rule({"name": "w", "type": "slice_gap", "gap": "tpr_diff",
+                          "compare": "holdout", "max_change": 0.2},
+                         [dict(rows[-1])], {}, T0, None,
+                         {"age_band": {"<25": {"tpr_diff": -0.1, "small": False}}})
+    assert evidence_sentence(widened) == (
+        "tpr_diff moved more than 0.2 in age_band=<25 -0.412 (hold-out -0.1, moved -0.312), "
+        "212 rows.")

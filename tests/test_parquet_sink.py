@@ -91,3 +91,28 @@ def test_files_roll_over_at_the_row_limit_and_batches_mix_with_dicts(tmp_path):
     table = ds.dataset(str(tmp_path), partitioning="hive").to_table()
     assert sorted(table.column("id").to_pylist()) == sorted(
         r["id"] for r in _rows(25, "a") + _rows(3, "b") + _rows(5, "c"))
+
+
+def test_progress_lines_come_at_a_steady_rate_with_totals(monkeypatch):
+    import logging
+
+    from transforms.common import progress
+
+    lines, clock = [], iter([0.0, 1.0, 2.0, 12.0, 13.0, 30.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    keep = Keep()
+    progress.LOGGER.addHandler(keep)
+    try:
+        tracker = progress.Progress("volumes QC'd", "volume", total=6)
+        for i in range(6):
+            tracker.add(1, f"v{i}")
+    finally:
+        progress.LOGGER.removeHandler(keep)
+    # One line 10 s after the start (3 done at t=12), none between, and one at the end.
+    assert lines == ["volumes QC'd: 4 of 6 volumes (0.3 volume/s)  v3",
+                     "volumes QC'd: 6 of 6 volumes (0.2 volume/s)  v5"]

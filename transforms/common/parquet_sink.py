@@ -33,6 +33,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.common.progress import Progress
+
 LOGGER = logging.getLogger(__name__)
 # Metrics namespace of the rows written per dataset.
 ROWS_WRITTEN = "rows_written"
@@ -201,8 +203,12 @@ class _WriteBundleFilesFn(beam.DoFn):
         self._file_schema = file_schema
         self._max_rows = max_rows
         # Rows written per dataset (its folder's name): what a run's closing summary reports.
-        self._rows = beam.metrics.Metrics.counter(
-            ROWS_WRITTEN, base.rstrip("/").rsplit("/", 1)[-1])
+        dataset = base.rstrip("/").rsplit("/", 1)[-1]
+        self._rows = beam.metrics.Metrics.counter(ROWS_WRITTEN, dataset)
+        self._dataset = dataset
+
+    def setup(self):
+        self._progress = Progress(f"{self._dataset} written", "row", quiet_below=10_000)
 
     def start_bundle(self):
         self._open: dict[tuple, _OpenFile] = {}
@@ -218,11 +224,11 @@ class _WriteBundleFilesFn(beam.DoFn):
                     current = self._open[key] = _OpenFile(directory, self._file_schema)
                 room = self._max_rows - current.rows
                 if isinstance(rows, dict) or rows.num_rows <= room:
-                    current.append(rows)
-                    rest = None
+                    part, rest = rows, None
                 else:
-                    current.append(rows.slice(0, room))
-                    rest = rows.slice(room)
+                    part, rest = rows.slice(0, room), rows.slice(room)
+                current.append(part)
+                self._progress.add(1 if isinstance(part, dict) else part.num_rows)
                 if current.rows >= self._max_rows:
                     self._close(key)
                 if rest is None:

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from transforms.evaluation.join import ALL  # noqa: E402
+from transforms.evaluation.retraining import evidence_sentence  # noqa: E402
 
 SLICE_COLUMNS = ("size", "approval_rate", "approval_rate_ratio", "approval_rate_diff", "tpr",
                  "tpr_diff", "fpr", "fpr_diff", "auc", "good_rate", "pod", "far", "csi")
@@ -29,11 +30,6 @@ def _fmt(value) -> str:
     if isinstance(value, float) and not value.is_integer():
         return f"{value:.3f}"
     return f"{value:g}" if isinstance(value, float) else html.escape(str(value))
-
-
-def _evidence(evidence: dict, limit: int = 600) -> str:
-    text = json.dumps(evidence, default=str)
-    return html.escape(text if len(text) <= limit else text[:limit] + " …")
 
 
 def latest_history(history: list[dict]) -> list[dict]:
@@ -255,7 +251,7 @@ def write_report(directory: str, summary: dict, rows: list[dict], history: list[
             f"<tr><td>{html.escape(c['name'])}</td><td>{c['type']}</td>"
             f"<td>{('alert' if c.get('action') == 'alert' else 'fired') if c['fired'] else ''}"
             f"</td>"
-            f"<td style='text-align:left'><code>{_evidence(c['evidence'])}</code></td></tr>"
+            f"<td style='text-align:left'>{html.escape(evidence_sentence(c))}</td></tr>"
             for c in decision["checks"])
         sections.append(
             f"<h2>Retraining decision: <span class='{css}'>{verdict}</span></h2>"

@@ -169,6 +169,70 @@ def check_rule(rule: dict, rows: list[dict], holdout: dict, now: datetime.dateti
     return result
 
 
+def _num(value) -> str:
+    """A figure as a person reads it: 3 significant decimals, no float noise."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1 else f"{value:,.3f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+def _limit_words(limits: dict) -> str:
+    words = {"below": "below", "abs_above": "beyond ±", "max_change": "moved more than"}
+    return ", ".join(f"{words[k]}{'' if k == 'abs_above' else ' '}{_num(v)}"
+                     for k, v in limits.items())
+
+
+def evidence_sentence(check: dict, most: int = 3) -> str:
+    """One rule's evidence (``check_rule``'s result) in words, figures rounded; the JSON stays
+    in the decision record."""
+    e, kind = check["evidence"], check["type"]
+    if e.get("disabled"):
+        return "Disabled in the rules file."
+    if kind in ("metric_drop", "metric_rise"):
+        if "change" not in e:
+            return f"{e['metric']} is not available in this window."
+        direction = "drop" if kind == "metric_drop" else "rise"
+        verdict = "more than" if check["fired"] else "within"
+        return (f"{e['metric']} {_num(e['current'])} now against {_num(e['holdout'])} on the "
+                f"hold-out: a {direction} of {_num(e['change'])}, {verdict} the "
+                f"{_num(e['limit'])} allowed.")
+    if kind == "drift":
+        figures = e["figures"]
+        if not figures:
+            return f"No input drifted (the rule needs {e['min_features']})."
+        shown = "; ".join(f"{f['feature']} {f['figure']} {_num(f['value'])}"
+                          + (f" (limit {_num(f['limit'])})" if f.get("limit") is not None
+                             else "") for f in figures[:most])
+        more = f"; and {len(figures) - most} more" if len(figures) > most else ""
+        return (f"{len(e['drifted_features'])} input(s) drifted, the rule needs "
+                f"{e['min_features']}: {shown}{more}.")
+    if kind == "slice_gap":
+        limits = _limit_words(e["limit"])
+        if not e["breaches"]:
+            note = f" ({e['note']})" if e.get("note") else ""
+            return f"No {e['gap']} of any group {limits}{note}."
+        parts = []
+        for b in e["breaches"][:most]:
+            text = f"{b['slice']}={b['group']} {_num(b['value'])}"
+            if "holdout" in b:
+                text += f" (hold-out {_num(b['holdout'])}, moved {_num(b['change'])})"
+            parts.append(text + f", {b['size']} rows")
+        more = (f"; and {len(e['breaches']) - most} more group(s)"
+                if len(e["breaches"]) > most else "")
+        return f"{e['gap']} {limits} in {'; '.join(parts)}{more}."
+    if kind == "schedule":
+        return f"Scheduled {e['schedule']}; evaluated at {e['now'][:16].replace('T', ' ')} UTC."
+    if kind == "event":
+        (key, seen), (_, before) = list(e.items())
+        if before is None:
+            return f"{key.replace('_', ' ')}: {', '.join(seen) or 'none'}; no previous decision."
+        return (f"{key.replace('_', ' ')}: {', '.join(seen) or 'none'} now, "
+                f"{', '.join(before) or 'none'} at the previous decision.")
+    return str(e)
+
+
 def decide(rows: list[dict], rules: dict, holdout: dict, now: datetime.datetime,
            previous: dict | None = None, registry: str = "registry",
            holdout_slices: dict | None = None) -> dict:

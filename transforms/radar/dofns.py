@@ -11,6 +11,7 @@ import apache_beam as beam
 from models.radar_qc.vocabulary import class_counts
 from transforms.common.dead_letters import DEAD_LETTERS, dead_letter
 from transforms.common.parquet_sink import utc_date
+from transforms.common.progress import Progress
 from transforms.radar import rows as radar_rows
 from transforms.radar.quicklook import quicklook_png, write_bytes
 from transforms.radar.reading import RadarReadError, open_volume, parse_chunk_name
@@ -56,10 +57,16 @@ class WriteQcVolumeFn(beam.DoFn):
     dead letters with stage "write".
     """
 
-    def __init__(self, output: str, model: tuple[str, str, str], context: dict):
+    def __init__(self, output: str, model: tuple[str, str, str], context: dict,
+                 total_volumes: int | None = None):
         self._output = output
         self._model = model
         self._context = context
+        self._total = total_volumes
+
+    def setup(self):
+        # A volume takes seconds: every one is worth a line.
+        self._progress = Progress("volumes QC'd", "volume", self._total, every_secs=0)
 
     def process(self, element):
         volume, result = element
@@ -74,6 +81,7 @@ class WriteQcVolumeFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, radar_rows.volume_dead_letter(
                 volume.first, "write", error, self._context))
         finally:
+            self._progress.add(1, volume.first.volume_id)
             # Releases the reader's file and decoded records, which xarray's file cache would
             # otherwise keep alive after the volume is done (~0.25 GB per volume).
             volume.tree.close()
