@@ -50,7 +50,7 @@ from transforms.common.predictions import PARTITION_COLUMNS, PREDICTIONS
 from transforms.common.sampling import keep_prediction
 from transforms.credit import rows as credit_rows
 from transforms.credit.offers import FAILED, OfferCaller
-from transforms.credit.requests import RequestError, parse_request
+from transforms.credit.requests import RequestError, load_json, parse_request
 from transforms.credit.rules import (
     archive_rules,
     check_rules_fit,
@@ -198,8 +198,8 @@ class OffersService:
         text = raw.decode("utf-8", "replace")
         digest = hashlib.sha256(raw).hexdigest()
         try:
-            request_id = json.loads(text).get("request_id")
-        except (ValueError, AttributeError):
+            request_id = load_json(text).get("request_id")
+        except (RequestError, AttributeError):
             request_id = None
         if isinstance(request_id, str):
             with self._lock:
@@ -263,8 +263,8 @@ class OffersService:
 def _with_event_time(text: str, received: datetime.datetime) -> str:
     """An interactive request may leave event_time out: it happens now."""
     try:
-        body = json.loads(text)
-    except ValueError:
+        body = load_json(text)
+    except RequestError:
         return text
     if isinstance(body, dict) and "event_time" not in body:
         body["event_time"] = received.isoformat()

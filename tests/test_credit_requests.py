@@ -151,3 +151,46 @@ def test_a_field_the_data_set_requires_may_not_be_null_or_absent():
         parse_request(json.dumps(absent), "o", NOW, fields)
     with pytest.raises(RequestError, match="unexpected fields: credit_amount"):
         parse_request(json.dumps(dict(CRX_REQUEST, credit_amount=5)), "o", NOW, fields)
+
+
+def _hostile(good: dict) -> dict:
+    """Lines that once failed a whole job or were taken silently, with the verdict due."""
+    text = json.dumps(good)
+    return {
+        "nested 5,000 levels": ('{"a":' * 5000 + "1" + "}" * 5000,
+                                ("parse", "JSON nested too deeply")),
+        "duplicate key": (text[:-1] + ', "duration_months": 48}',
+                          ("parse", "duplicate key 'duration_months'")),
+        "byte-order mark": ("\ufeff" + text, "ok"),
+        "control character in id": (json.dumps(dict(good, request_id="a\u0007b")),
+                                    ("validate", "contains control characters")),
+        "integer of 400 digits": (text.replace('"duration_months": 6', '"duration_months": 1'
+                                               + "0" * 400),
+                                  ("validate", "duration_months is out of range")),
+        "integer of 5,000 digits": (text.replace('"duration_months": 6', '"duration_months": 1'
+                                                 + "0" * 5000),
+                                    ("parse", "malformed JSON")),
+    }
+
+
+def test_hostile_lines_get_a_verdict_in_words_one_by_one_and_in_a_batch(good):
+    from transforms.credit.requests import parse_requests, request_batch_schema
+
+    assert good["duration_months"] == 6
+    cases = _hostile(good)
+    lines = [(name, text) for name, (text, _) in cases.items()]
+    batch, failed = parse_requests(lines, NOW, FIELDS, request_batch_schema(FIELDS),
+                                   max_bytes=1 << 20)
+    in_batch = {origin: (error.stage, str(error)) for origin, _, error in failed}
+    in_batch.update({r["origin"]: "ok" for r in batch.to_pylist()})
+    for name, (text, verdict) in cases.items():
+        try:
+            parse_request(text, name, NOW, FIELDS, max_bytes=1 << 20)
+            alone = "ok"
+        except RequestError as error:
+            alone = (error.stage, str(error))
+        assert alone == in_batch[name], name
+        if verdict == "ok":
+            assert alone == "ok", name
+        else:
+            assert alone[0] == verdict[0] and verdict[1] in alone[1], (name, alone)

@@ -13,6 +13,7 @@ import datetime
 import itertools
 import json
 import math
+import re
 
 import apache_beam as beam
 import numpy as np
@@ -24,6 +25,8 @@ from transforms.common.predictions import TIMESTAMP
 
 ID_FIELDS = ("request_id", "event_time")
 MAX_REQUEST_ID_LENGTH = 128
+# C0 controls and DEL: an id with them breaks logs, CSV exports and terminals downstream.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
 
 
@@ -88,7 +91,11 @@ def validate_field(field: Field, value):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RequestError("validate", f"{name} must be a number, got "
                                            f"{type(value).__name__} {value!r}")
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            raise RequestError("validate", f"{name} is out of range (an integer of "
+                                           f"{len(str(value))} digits)") from None
         if not math.isfinite(number):
             raise RequestError("validate", f"{name} must be finite, got {value!r}")
         low, high = field.min_value, field.max_value
@@ -107,6 +114,36 @@ def validate_field(field: Field, value):
 
 def _bound(value, infinite: str) -> str:
     return infinite if value is None else f"{value:g}"
+
+
+def _unique_keys(pairs: list[tuple]) -> dict:
+    """``object_pairs_hook`` refusing a key given twice (JSON itself lets the last win)."""
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        seen: set = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise RequestError("parse", f"duplicate key {twice!r}: which value was meant is unknown")
+    return body
+
+
+def load_json(text: str):
+    """Strict JSON: a UTF-8 byte-order mark is skipped; duplicate keys, nesting too deep for
+    the decoder and integers too long to convert are refused in words.
+
+    Raises:
+        RequestError: stage "parse".
+    """
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise RequestError("parse", "JSON nested too deeply (a request is one flat object)"
+                           ) from None
+    except json.JSONDecodeError as error:
+        raise RequestError("parse", f"malformed JSON: {error}") from None
+    except ValueError as error:  # e.g. an integer of more than 4,300 digits
+        raise RequestError("parse", f"malformed JSON: {error}") from None
 
 
 def decode_line(line: bytes) -> str:
@@ -144,10 +181,7 @@ def parse_envelope(line: str, fields: tuple[Field, ...],
                                     f"{max_bytes} bytes")
     if not line.strip():
         raise RequestError("parse", "empty line")
-    try:
-        body = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise RequestError("parse", f"malformed JSON: {error}") from None
+    body = load_json(line)
     if not isinstance(body, dict):
         raise RequestError("parse", f"a request must be a JSON object, got "
                                     f"{type(body).__name__}")
@@ -164,6 +198,8 @@ def parse_envelope(line: str, fields: tuple[Field, ...],
             len(request_id) > MAX_REQUEST_ID_LENGTH:
         raise RequestError("validate", f"request_id must be a non-empty string of at most "
                                        f"{MAX_REQUEST_ID_LENGTH} characters, got {request_id!r}")
+    if _CONTROL.search(request_id):
+        raise RequestError("validate", f"request_id {request_id!r} contains control characters")
     return body, request_id, parse_event_time(body["event_time"])
 
 
