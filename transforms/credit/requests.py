@@ -126,6 +126,10 @@ def _unique_keys(pairs: list[tuple]) -> dict:
     return body
 
 
+# One decoder for every line: json.loads with a hook builds a new decoder per call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
 def load_json(text: str):
     """Strict JSON: a UTF-8 byte-order mark is skipped; duplicate keys, nesting too deep for
     the decoder and integers too long to convert are refused in words.
@@ -136,7 +140,7 @@ def load_json(text: str):
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys)
+        return _DECODER.decode(text)
     except RecursionError:
         raise RequestError("parse", "JSON nested too deeply (a request is one flat object)"
                            ) from None
