@@ -262,7 +262,8 @@ demo() {
   step "credit model training, demo inputs"
   train_credit_if_missing credit_german "$DATA_DIR/credit/german.data"
 
-  echo "== demo requests: 5000 replayed German credit applicants + a few bad lines"
+  echo "== demo requests: 5000 replayed German credit applicants + a few bad lines (malformed,"
+  echo "   mistyped, not an object, nested 5,000 levels deep, one request delivered twice)"
   "$VENV/bin/python" -m models.credit.replay --config credit_german \
     --data "$DATA_DIR/credit/german.data" --out "$OUT/demo_inputs/requests.jsonl" --count 5000 \
     --spacing_secs 300
@@ -271,6 +272,11 @@ demo() {
 {"request_id": "bad-type", "event_time": "2026-11-01T00:00:00+00:00", "duration_months": "twelve"}
 ["not", "an", "object"]
 JSONL
+  # A line nested 5,000 levels deep (once enough to fail a whole job) and a request delivered
+  # twice (at-least-once delivery): each must end as one dead letter, nothing else lost.
+  "$VENV/bin/python" -c 'print("{\"a\":" * 5000 + "1" + "}" * 5000)' \
+    >> "$OUT/demo_inputs/bad_requests.jsonl"
+  head -1 "$OUT/demo_inputs/requests.jsonl" >> "$OUT/demo_inputs/bad_requests.jsonl"
 
   echo "== bank offers service (5% of calls fail with 500/429/timeouts, 1% of applicants rejected)"
   start_offer_service --fail_rate 0.05 --poison_fraction 0.01 --latency_ms 2 --hang_secs 3

@@ -2,7 +2,8 @@
 
 Generates N and 2N requests of one day (default N = 1,000,000), replayed from the German
 data, and runs the credit pipeline over each (pinned model version, offer step off, sampled
-predictions at 10 %) in its own process, reading that process's peak resident memory. The
+predictions at 10 %), with ``--no_dedup`` (a backfill of requests deduplicated when first
+scored) and with deduplication, each in its own process, reading its peak resident memory. The
 Parquet sink streams each bundle into files of at most ``--max_rows_per_file`` rows, so a
 worker holds a row group per open file, never a partition.
 
@@ -19,6 +20,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,13 +52,14 @@ def write_requests(records, count: int, folder: str) -> str:
     return os.path.join(folder, "*.jsonl")
 
 
-def run_backfill(registry: str, pattern: str, out: str, version: str) -> tuple[float, int]:
+def run_backfill(registry: str, pattern: str, out: str, version: str, dedup: bool
+                 ) -> tuple[float, int]:
     """(run seconds from the pipeline's summary, peak RSS in MiB) of one backfill run."""
     done = subprocess.run(
         [sys.executable, "-c", MEASURE, sys.executable, "-m", "pipelines.credit_scoring",
          "--input", pattern, "--registry", registry, "--output", out, "--model_version",
          version, "--run_mode", "backfill", "--run_id", f"bench-backfill-{version}",
-         "--sample_rate", "0.1"],
+         "--sample_rate", "0.1", *([] if dedup else ["--no_dedup"])],
         cwd=ROOT, capture_output=True, text=True, check=False)
     match = re.search(r"run \S+: DONE in ([\d.]+) s", done.stdout)
     if done.returncode or not match:
@@ -80,22 +83,31 @@ def main(argv=None):
         results = []
         for count in (args.rows, 2 * args.rows):
             pattern = write_requests(records, count, os.path.join(workdir, f"in{count}"))
-            out = os.path.join(workdir, f"out{count}")
-            seconds, peak = run_backfill(registry, pattern, out, version)
-            responses = ds.dataset(os.path.join(out, "backfills", f"bench-backfill-{version}",
-                                                "responses"), partitioning="hive")
-            files = len(responses.files)
-            results.append((count, seconds, peak, responses.count_rows(), files))
-            for name in os.listdir(os.path.dirname(pattern)):
-                os.remove(os.path.join(os.path.dirname(pattern), name))
+            for dedup in (False, True):
+                out = os.path.join(workdir, f"out{count}-{dedup}")
+                seconds, peak = run_backfill(registry, pattern, out, version, dedup)
+                responses = ds.dataset(os.path.join(
+                    out, "backfills", f"bench-backfill-{version}", "responses"),
+                    partitioning="hive")
+                results.append((count, dedup, seconds, peak, responses.count_rows(),
+                                len(responses.files)))
+                shutil.rmtree(out)
+            shutil.rmtree(os.path.dirname(pattern))
 
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, "
           f"{platform.python_implementation()} {platform.python_version()}")
-    for count, seconds, peak, rows, files in results:
-        print(f"  {count:>10,} requests: {seconds:6.1f} s ({count / seconds:,.0f} rows/s), "
-              f"peak RSS {peak:,} MiB, {rows:,} responses in {files} files")
-    (n1, _, p1, _, _), (n2, _, p2, _, _) = results
-    print(f"  peak memory at {n2:,} / at {n1:,} = {p2 / p1:.2f}   goal: flat (about 1.0)")
+    for count, dedup, seconds, peak, rows, files in results:
+        print(f"  {count:>10,} requests, {'deduplicated' if dedup else '--no_dedup  '}: "
+              f"{seconds:6.1f} s ({count / seconds:,.0f} rows/s), peak RSS {peak:,} MiB, "
+              f"{rows:,} responses in {files} files")
+    peaks = {(count, dedup): peak for count, dedup, _, peak, _, _ in results}
+    n1, n2 = args.rows, 2 * args.rows
+    for dedup in (False, True):
+        print(f"  peak memory at {n2:,} / at {n1:,}, "
+              f"{'deduplicated' if dedup else '--no_dedup'}: "
+              f"{peaks[(n2, dedup)] / peaks[(n1, dedup)]:.2f}   goal: flat (about 1.0) for a "
+              f"backfill of deduplicated requests; the deduplication shuffle holds the run's "
+              f"requests on the local runner")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,12 @@ from transforms.common.model_updates import FollowAlias
 from transforms.common.outputs import PrimaryDataset, write_run_outputs
 from transforms.common.parquet_sink import file_windows
 from transforms.credit import rows as credit_rows
+from transforms.credit.dedup import (
+    DEFAULT_BUCKETS,
+    DEFAULT_HORIZON_SECS,
+    DeduplicateBatches,
+    DeduplicateStream,
+)
 from transforms.credit.dofns import ASK, SplitForOffers, SplitOfferFailures
 from transforms.credit.offers import RequestOffers
 from transforms.credit.requests import DEFAULT_MAX_REQUEST_BYTES, ParseRequestBatchFn
@@ -83,6 +89,9 @@ class CreditScoringOptions(PipelineOptions):
                             help="streaming: landing directory watched for new *.jsonl files")
         parser.add_argument("--input_topic", default=None,
                             help="streaming: Pub/Sub topic of requests (one JSON per message)")
+        parser.add_argument("--pubsub_id_attribute", default=None,
+                            help="Dataflow: the message attribute holding the request id, so "
+                                 "Pub/Sub redeliveries are dropped at the source (id_label)")
         parser.add_argument("--rules", default=None,
                             help="offer rules file (decision thresholds, bank limits; default "
                                  "config/offer_rules/<model name>.json)")
@@ -99,6 +108,13 @@ class CreditScoringOptions(PipelineOptions):
                             help="longer request lines go to dead letters")
         parser.add_argument("--min_batch_size", type=int, default=64,
                             help="smallest batch of requests parsed and scored together")
+        parser.add_argument("--no_dedup", action="store_true",
+                            help="skip deduplication by request_id (a backfill of requests "
+                                 "deduplicated when first scored: saves a shuffle)")
+        parser.add_argument("--dedup_horizon_secs", type=float, default=DEFAULT_HORIZON_SECS,
+                            help="streaming: how long a request_id is remembered (event time)")
+        parser.add_argument("--dedup_buckets", type=int, default=DEFAULT_BUCKETS,
+                            help="batch: groups the deduplication shuffle spreads ids over")
         parser.add_argument("--model_endpoint", default=None,
                             help="base URL of the serving function (services.model_server, "
                                  "TF Serving REST): score there instead of in the worker")
@@ -144,9 +160,25 @@ def read_requests(pipeline, credit: CreditScoringOptions, common: CommonOptions)
     if credit.input_topic:
         topic = credit.input_topic
         return (pipeline
-                | "ReadPubSub" >> beam.io.ReadFromPubSub(topic=topic)
+                | "ReadPubSub" >> beam.io.ReadFromPubSub(
+                    topic=topic, id_label=credit.pubsub_id_attribute)
                 | "TagWithTopic" >> beam.Map(lambda data: (topic, data)))
     return None
+
+
+def deduplicate(scored, credit: CreditScoringOptions, common: CommonOptions, streaming: bool,
+                dataset, schema, window_secs: int):
+    """(first arrivals, [dead letters of later arrivals]) of the scored batches."""
+    if credit.no_dedup:
+        return scored, []
+    if not streaming:
+        deduped = scored | "Deduplicate" >> DeduplicateBatches(
+            dataset.field_names, PIPELINE_NAME, common.run_id, credit.dedup_buckets)
+        return deduped["requests"], [deduped[DEAD_LETTERS]]
+    deduped = scored | "Deduplicate" >> DeduplicateStream(
+        dataset.field_names, PIPELINE_NAME, common.run_id, schema, file_windows(window_secs),
+        credit.dedup_horizon_secs)
+    return deduped["requests"], [deduped[DEAD_LETTERS]]
 
 
 def build(pipeline, options: PipelineOptions, requests=None, model_updates=None) -> dict:
@@ -232,6 +264,8 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
     scored = predictions | "DecideAndChooseBank" >> beam.Map(
         lambda result: credit_rows.scored_batch(
             result.example, result.inference, result.model_id, context, rules, schema))
+    scored, dedup_dead = deduplicate(scored, credit, common, streaming, dataset, schema,
+                                     outputs.window_secs)
     if credit.offer_url:
         settled, to_ask = scored | "NeedsOffer" >> beam.ParDo(
             SplitForOffers(credit.offer_batch_size)).with_outputs(ASK, main="settled")
@@ -244,7 +278,7 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
     split = outcomes | "SplitOfferOutcomes" >> beam.ParDo(
         SplitOfferFailures(dataset.field_names)).with_outputs(DEAD_LETTERS, main="responses")
     responses = split.responses
-    dead_letters = (parsed[DEAD_LETTERS], inference_failed, split[DEAD_LETTERS])
+    dead_letters = (parsed[DEAD_LETTERS], *dedup_dead, inference_failed, split[DEAD_LETTERS])
     dead_letters = dead_letters | "AllDeadLetters" >> beam.Flatten()
     return {
         "responses": responses,

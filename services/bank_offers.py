@@ -1,14 +1,18 @@
 """A stand-in for the partner banks' offer API: a small HTTP service on 127.0.0.1.
 
-``POST /v1/quotes`` with ``{"quotes": [{"request_id", "bank", "score", and "amount",
-"duration_months", "purpose" where the data set has them}, ...]}`` answers ``{"rates_version",
+``POST /v1/quotes`` with ``{"quotes": [{"request_id", "bank", "score", "idempotency_key", and
+"amount", "duration_months", "purpose" where the data set has them}, ...]}`` answers
+``{"rates_version",
 "quotes": [...]}`` with one entry per quote request (a monthly payment only when amount and
 duration are given): ``{"status": "ok", "offer_id", "apr", "monthly_payment", ...}`` or
-``{"status": "rejected", "reason"}``. ``GET /healthz`` answers ok; ``GET /stats`` counts calls.
+``{"status": "rejected", "reason"}``. A quote whose ``idempotency_key`` was seen gets the first
+answer again (``replayed`` in the stats), never a second quote (``quotes_created``).
+``GET /healthz`` answers ok; ``GET /stats`` counts calls.
 
 Faults can be injected to exercise the client: a fixed latency, a fraction of calls failing with
-500, 429 or a hang (a timeout for the client), and a fraction of applicants the bank always
-rejects (``poison_fraction``, chosen by a hash of the request id, so it is reproducible).
+500, 429 or a hang (a timeout for the client, after the bank priced the quotes), and a fraction
+of applicants the bank always rejects (``poison_fraction``, chosen by a hash of the request id,
+so it is reproducible).
 In production the pipeline's ``--offer_url`` points at the real banks' gateway instead.
 
 Usage::
@@ -144,11 +148,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.count("failed_429")
             self._send(429, {"error": "injected rate limit"}, {"Retry-After": "1"})
             return
-        if failure == "timeout":
-            self.server.count("failed_timeout")
-            time.sleep(faults.hang_secs)
-            self._send(504, {"error": "injected hang"})
-            return
         try:
             items = json.loads(raw)["quotes"]
             if not isinstance(items, list):
@@ -156,7 +155,14 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, TypeError) as error:
             self._send(400, {"error": f"bad request body: {error}"})
             return
-        answers = [quote(item, faults.poison_fraction) for item in items]
+        answers = [self.server.quote_once(item) for item in items]
+        if failure == "timeout":
+            # The bank priced the quotes, then the answer was lost: a retry must not price
+            # them again, which the idempotency keys ensure.
+            self.server.count("failed_timeout")
+            time.sleep(faults.hang_secs)
+            self._send(504, {"error": "injected hang"})
+            return
         self.server.count("quotes", len(answers))
         self._send(200, {"rates_version": RATES_VERSION, "quotes": answers})
 
@@ -170,12 +176,28 @@ class OfferServer(ThreadingHTTPServer):
         self._random = random.Random(faults.seed)
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
+        self._answers: dict[str, dict] = {}  # idempotency key -> first answer
 
     def draw_failure(self) -> str | None:
         with self._lock:
             if self._random.random() < self.faults.fail_rate:
                 return self._random.choice(self.faults.fail_kinds)
         return None
+
+    def quote_once(self, item: dict) -> dict:
+        """``quote``, remembered by the item's ``idempotency_key``: a key seen before gets its
+        first answer again (counted as ``replayed``), never a second quote."""
+        key = item.get("idempotency_key")
+        with self._lock:
+            if key is not None and key in self._answers:
+                self._counts["replayed"] = self._counts.get("replayed", 0) + 1
+                return self._answers[key]
+        answer = quote(item, self.faults.poison_fraction)
+        with self._lock:
+            self._counts["quotes_created"] = self._counts.get("quotes_created", 0) + 1
+            if key is not None:
+                self._answers.setdefault(key, answer)
+        return answer
 
     def count(self, name: str, n: int = 1):
         with self._lock:

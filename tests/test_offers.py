@@ -46,7 +46,7 @@ def test_caller_gets_one_offer_per_request(offer_service):
     assert [r["offer_status"] for r in answered] == [OFFERED] * 3
     assert [r["prediction_id"] for r in answered] == ["r-0", "r-1", "r-2"]
     assert all(r["offer_apr"] == 4.9 and r["offer_id"] for r in answered)
-    assert service.stats() == {"calls": 1, "quotes": 3}
+    assert service.stats() == {"calls": 1, "quotes": 3, "quotes_created": 3}
 
 
 def test_caller_maps_http_failures_to_beam_exceptions(offer_service):

@@ -9,9 +9,12 @@ those requests to dead letters and moves on.
 
 Which failures are retried: timeouts, connection errors, HTTP 429 and 5xx (transient). A 4xx
 other than 429, or a malformed answer, is not retried. A per-applicant rejection inside a 200
-answer is the bank's final word and is not retried either.
+answer is the bank's final word and is not retried either. Every quote carries an idempotency
+key derived from the request id and bank, so a retried call (an answer lost after the bank
+priced it) gets the first quote back, not a second one.
 """
 
+import hashlib
 import logging
 import time
 
@@ -45,7 +48,14 @@ def quote_request(row: dict, fields: dict) -> dict:
             the data set's fields; only what is mapped is sent.
     """
     return {"request_id": row["prediction_id"], "bank": row["bank"], "score": row["score"],
+            "idempotency_key": idempotency_key(row["prediction_id"], row["bank"]),
             **{quote: row.get(name) for quote, name in fields.items()}}
+
+
+def idempotency_key(request_id: str, bank: str) -> str:
+    """The same for every call about one request to one bank (retries, a re-run after a
+    crash, the pipeline and the offers API alike), so the bank prices it once."""
+    return hashlib.sha256(f"credit_scoring:{bank}:{request_id}".encode()).hexdigest()[:32]
 
 
 def apply_quote(row: dict, answer: dict) -> dict:
