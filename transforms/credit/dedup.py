@@ -36,7 +36,7 @@ from transforms.common.dead_letters import DEAD_LETTERS, dead_letter
 from transforms.credit.rows import request_json
 
 DUPLICATE, CONFLICT = "duplicate", "conflict"
-DEFAULT_BUCKETS = 64
+DEFAULT_BUCKETS = 8
 DEFAULT_HORIZON_SECS = 24 * 3600
 ID_COLUMNS = ("request_id", "event_time")
 
