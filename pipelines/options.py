@@ -33,7 +33,8 @@ class CommonOptions(PipelineOptions):
                                  "is its own model")
         parser.add_argument("--max_batch_size", type=int, default=None,
                             help="largest batch handed to the model (default: 2048 credit "
-                                 "requests, 4 radar sweeps of ~21 MB each)")
+                                 "requests; 1 radar sweep of ~21 MB per engine call, a volume "
+                                 "per RunInference call)")
         parser.add_argument("--max_batch_duration_secs", type=int, default=0,
                             help="streaming: batch across bundles, none waiting longer than "
                                  "this (stateful batching; 0 = batch within a bundle)")

@@ -39,7 +39,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from models import registry as model_registry
 from models.provenance import code_version
 from models.radar_qc.engine import ENGINES, choose_engine
-from models.radar_qc.handler import DEFAULT_MAX_BATCH_SIZE, radar_model_handler
+from models.radar_qc.handler import DEFAULT_SWEEPS_PER_CALL, radar_model_handler
 from pipelines.options import (
     CommonOptions,
     check_sources,
@@ -99,7 +99,7 @@ def validate(options: PipelineOptions) -> tuple[CommonOptions, RadarQcOptions]:
     radar = options.view_as(RadarQcOptions)
     common.model_name = common.model_name or DEFAULT_MODEL
     if common.max_batch_size is None:
-        common.max_batch_size = DEFAULT_MAX_BATCH_SIZE
+        common.max_batch_size = DEFAULT_SWEEPS_PER_CALL
     check_sources(options, {"input": common.input}, {"chunk_dir": radar.chunk_dir})
     if common.max_batch_size < 1:
         raise ValueError(f"--max_batch_size must be at least 1, got {common.max_batch_size}")

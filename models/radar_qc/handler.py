@@ -21,8 +21,6 @@ from models.radar_qc.vocabulary import classify
 # same time per volume with 1 or 4 sweeps per call (4.0 s vs 4.3 s) but its working memory
 # grew from ~0.45 GB to ~1.9 GB with 4 (UNet feature maps of 1.3 M gates each).
 DEFAULT_SWEEPS_PER_CALL = 1
-# Kept for the option's name: the most sweeps handed to the model at once.
-DEFAULT_MAX_BATCH_SIZE = DEFAULT_SWEEPS_PER_CALL
 
 
 def classify_sweeps(probabilities: Callable[[np.ndarray], np.ndarray], moments: np.ndarray,

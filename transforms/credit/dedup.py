@@ -38,7 +38,6 @@ from transforms.credit.rows import request_json
 DUPLICATE, CONFLICT = "duplicate", "conflict"
 DEFAULT_BUCKETS = 8
 DEFAULT_HORIZON_SECS = 24 * 3600
-ID_COLUMNS = ("request_id", "event_time")
 
 
 def payload(row: dict, fields: tuple[str, ...]) -> tuple:
