@@ -112,13 +112,20 @@ def test_azimuth_regridding_is_nearest_and_circular():
     assert regrid_indices(np.array([180.0, 359.9]), 720)[0] == 1
 
 
-@pytest.mark.parametrize("content", [b"", b"\x00" * 100, b"AR2V0006." + bytes(range(256)) * 10,
-                                     b"hello, not a radar file\n" * 50])
-def test_bad_files_raise_a_clear_read_error(tmp_path, content):
+@pytest.mark.parametrize(("content", "described"), [
+    (b"", "empty file (0 bytes)"),
+    (b"\x00" * 100, "binary file of no known radar format, 100 bytes"),
+    (b"AR2V0006." + bytes(range(256)) * 10, "NEXRAD Level II archive (message 31), 2,569 bytes"),
+    (b"hello, not a radar file\n" * 50, "text file, 1,200 bytes"),
+    (b"\x89HDF\r\n\x1a\n" + bytes(500), "HDF5 file (ODIM_H5, GAMIC or NetCDF-4), 508 bytes"),
+])
+def test_bad_files_raise_a_read_error_that_says_what_the_file_is(tmp_path, content, described):
     path = tmp_path / "bad"
     path.write_bytes(content)
-    with pytest.raises(RadarReadError, match="not a decodable NEXRAD Level II volume|no sweeps"):
+    with pytest.raises(RadarReadError,
+                       match="not a decodable NEXRAD Level II volume|no complete sweep") as error:
         volume_sweeps(open_volume(str(path)))
+    assert f"{path}: {described}: " in str(error.value)
 
 
 def test_truncated_volume_is_rejected_with_the_reason(tmp_path):
@@ -128,5 +135,6 @@ def test_truncated_volume_is_rejected_with_the_reason(tmp_path):
     path.write_bytes(KLBB.read_bytes()[:200_000])  # the first 5% of the volume
     # xradar drops incomplete sweeps; with none complete the volume holds nothing to QC.
     with pytest.warns(UserWarning, match="incomplete"), \
-            pytest.raises(RadarReadError, match="holds no sweeps"):
+            pytest.raises(RadarReadError, match="NEXRAD Level II archive \\(message 31\\), "
+                          "200,000 bytes: decoded, but holds no complete sweep"):
         volume_sweeps(open_volume(str(path)))

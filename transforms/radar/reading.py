@@ -160,6 +160,46 @@ def _decompressed_copy(path: str, directory: str) -> str:
     return target
 
 
+# Leading bytes of the formats a radar landing area receives, in words.
+_SIGNATURES = (
+    (b"AR2V", "NEXRAD Level II archive (message 31)"),
+    (b"ARCHIVE2", "NEXRAD Level II archive (legacy, message 1)"),
+    (b"\x1f\x8b", "gzip-compressed file"),
+    (b"BZh", "bzip2-compressed file"),
+    (b"\x89HDF\r\n\x1a\n", "HDF5 file (ODIM_H5, GAMIC or NetCDF-4)"),
+    (b"CDF\x01", "NetCDF classic file"),
+    (b"CDF\x02", "NetCDF 64-bit offset file"),
+)
+
+
+def describe_file(path: str) -> str:
+    """What a file looks like from its first bytes and size, in words ("NEXRAD Level II
+    archive (message 31), 212,016 bytes"); used in decode errors."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return "unreadable file"
+    if not head:
+        return "empty file (0 bytes)"
+    kind = next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
+    if kind is None:
+        printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head) / len(head)
+        kind = "text file" if printable > 0.95 else "binary file of no known radar format"
+    return f"{kind}, {size:,} bytes"
+
+
+def decode_failure(error: Exception) -> str:
+    """A decoder's exception as a reason a radar person can act on."""
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, EOFError) or "unpack requires a buffer" in str(error):
+        return f"the file ends inside a record (truncated or cut short?) ({text})"
+    if isinstance(error, (KeyError, IndexError, ValueError)):
+        return f"a record does not have the layout Level II requires ({text})"
+    return text
+
+
 def open_volume(source: str | list[str]):
     """Decode an archive file (plain, .gz or .bz2) or an ordered chunk list with xradar, or
     read a CF/Radial 2 NetCDF volume (``.nc``: this pipeline's own output, synthetic volumes).
@@ -178,15 +218,18 @@ def open_volume(source: str | list[str]):
                 target = _decompressed_copy(target, tmp)
             except (OSError, EOFError) as error:
                 raise RadarReadError(f"{source}: cannot decompress: {error}") from error
+        what = (describe_file(target) if isinstance(target, str)
+                else f"{len(target)} real-time chunks")
         try:
             tree = xradar.io.open_nexradlevel2_datatree(target)
             tree.load()  # read everything now, while a decompressed copy still exists
         except Exception as error:  # noqa: BLE001 - xradar raises many kinds on bad input
             raise RadarReadError(f"{source if isinstance(source, str) else source[0]}: "
-                                 f"not a decodable NEXRAD Level II volume "
-                                 f"({type(error).__name__}: {error})") from error
+                                 f"{what}: not a decodable NEXRAD Level II volume: "
+                                 f"{decode_failure(error)}") from error
     if not list(tree.children):
-        raise RadarReadError(f"{source}: decoded, but holds no sweeps")
+        raise RadarReadError(f"{source}: {what}: decoded, but holds no complete sweep "
+                             f"(every sweep was cut short)")
     return tree
 
 
