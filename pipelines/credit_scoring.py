@@ -146,6 +146,8 @@ def validate(options: PipelineOptions) -> tuple[CommonOptions, CreditScoringOpti
                   {"input_dir": credit.input_dir, "input_topic": credit.input_topic})
     if credit.min_batch_size > common.max_batch_size:
         raise ValueError("--min_batch_size exceeds --max_batch_size")
+    if credit.dedup_buckets < 1 or credit.dedup_horizon_secs <= 0:
+        raise ValueError("--dedup_buckets must be at least 1 and --dedup_horizon_secs positive")
     return common, credit
 
 

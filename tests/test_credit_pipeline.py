@@ -219,6 +219,8 @@ def test_streaming_picks_up_files_landing_in_a_watched_directory(credit_registry
     (["--input", "a", "--input_dir", "b", "--streaming"], "give one source"),
     (["--sample_rate", "2"], r"--sample_rate must lie in \[0, 1\]"),
     (["--input", "a", "--run_mode", "streaming"], "--run_mode streaming needs --streaming"),
+    (["--input", "a", "--dedup_buckets", "0"], "--dedup_buckets must be at least 1"),
+    (["--input", "a", "--min_batch_size", "9000"], "--min_batch_size exceeds --max_batch_size"),
 ])
 def test_conflicting_options_are_rejected_with_the_flags_named(extra, message):
     with pytest.raises(ValueError, match=message):
