@@ -30,12 +30,12 @@ Outputs under ``--output``: ``responses/`` (one row per request that got through
 (every request that did not get through, with the stage and the reason).
 """
 
+import functools
 import logging
 import os
 import sys
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from models import registry as model_registry
@@ -52,6 +52,7 @@ from pipelines.options import (
 )
 from transforms.common.dead_letters import DEAD_LETTERS
 from transforms.common.file_sources import ReadLinesFromFiles, WatchDirectory
+from transforms.common.inference import RunInferenceIsolatingFailures
 from transforms.common.model_updates import FollowAlias
 from transforms.common.outputs import PrimaryDataset, write_run_outputs
 from transforms.common.parquet_sink import file_windows
@@ -255,11 +256,11 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
         model_updates = pipeline | "FollowAlias" >> FollowAlias(
             common.registry, model.name, common.model_version, model, credit.alias_poll_secs,
             outputs.window_secs, common.stop_after_secs)
-    predictions, failures = (
-        parsed.requests
-        | "ScoreCredit" >> RunInference(handler, model_metadata_pcoll=model_updates)
-        .with_exception_handling())
-    inference_failed = failures.failed_inferences | "InferenceDeadLetters" >> beam.FlatMap(
+    # A batch the model fails on is scored again a request at a time, so only the request
+    # that fails is dead-lettered.
+    predictions, failed = parsed.requests | "ScoreCredit" >> RunInferenceIsolatingFailures(
+        handler, functools.partial(credit_rows.chunks, size=1), model_updates)
+    inference_failed = failed | "InferenceDeadLetters" >> beam.FlatMap(
         credit_rows.inference_dead_letters, PIPELINE_NAME, common.run_id)
 
     schema = credit_rows.scored_schema(dataset.kinds)

@@ -145,6 +145,11 @@ def test_a_model_that_cannot_score_sends_requests_to_dead_letters(tmp_path, make
                              "--model_version", "latest"))
     dead = _table(tmp_path / "out", "dead_letters").to_pylist()
     assert [d["stage"] for d in dead] == ["inference"] * 5
+    # Each request was scored again alone before it was given up; the reason is in words.
+    for d in dead:
+        assert d["error_class"] == "ValueError", d
+        assert d["message"].startswith("the model could not score this request: ")
+        assert "Traceback" not in d["message"] and "\n" not in d["message"]
     assert not os.path.exists(tmp_path / "out" / "responses")
 
 

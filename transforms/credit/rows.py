@@ -17,6 +17,7 @@ from models.config import ConfigError
 from models.credit.dataset import NUMERIC
 from models.registry import identity_from_path
 from transforms.common.dead_letters import dead_letter
+from transforms.common.inference import failure_reason
 from transforms.common.parquet_sink import utc_date
 from transforms.common.predictions import COMMON_FIELDS, TIMESTAMP, predictions_schema
 from transforms.credit.requests import CreditRequest
@@ -259,6 +260,7 @@ def inference_dead_letters(failed, pipeline: str, run_id: str) -> list[dict]:
     """One dead letter per request of a batch the model could not score (elements are record
     batches of requests)."""
     batch, error = failed
+    error_class, message = failure_reason(error)
     letters = []
     for requests in batch:
         for row in requests.to_pylist():
@@ -266,7 +268,8 @@ def inference_dead_letters(failed, pipeline: str, run_id: str) -> list[dict]:
                                               row.pop("origin"))
             row.pop("received_at")
             letters.append(dead_letter(
-                pipeline=pipeline, stage="inference", error=error,
+                pipeline=pipeline, stage="inference", error=f"the model could not score "
+                f"this request: {message}", error_class=error_class,
                 raw=request_json((request_id, event_time), row), origin=origin,
                 run_id=run_id))
     return letters

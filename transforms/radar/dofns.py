@@ -10,6 +10,7 @@ import apache_beam as beam
 
 from models.radar_qc.vocabulary import class_counts
 from transforms.common.dead_letters import DEAD_LETTERS, dead_letter
+from transforms.common.inference import failure_reason
 from transforms.common.parquet_sink import utc_date
 from transforms.common.progress import Progress
 from transforms.radar import rows as radar_rows
@@ -118,9 +119,10 @@ class WriteQcVolumeFn(beam.DoFn):
 def inference_dead_letters(failure, context: dict) -> list[dict]:
     """One dead letter per volume of a RunInference call that failed."""
     batch, error = failure
+    error_class, message = failure_reason(error)
     return [radar_rows.volume_dead_letter(
         volume.first, "inference", f"{volume.first.volume_id}: sweeps not classified: "
-                                   f"{type(error).__name__}: {error}",
+                                   f"{error_class}: {message}",
         context, "InferenceFailed") for volume, _ in batch]
 
 
