@@ -122,15 +122,25 @@ def resolve(registry: str, name: str, version: str = LATEST, verify: bool = True
             f"available: {', '.join(versions)}"
         )
     folder = FileSystems.join(registry, name, version)
-    with FileSystems.open(FileSystems.join(folder, MANIFEST)) as f:
-        manifest = json.loads(f.read().decode("utf-8"))
-    path = FileSystems.join(folder, manifest["model_file"])
+    try:
+        with FileSystems.open(FileSystems.join(folder, MANIFEST)) as f:
+            manifest = json.loads(f.read().decode("utf-8"))
+        path = FileSystems.join(folder, manifest["model_file"])
+        expected = manifest["model_sha256"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise RegistryError(f"model {name} {version}: its manifest {MANIFEST} is unreadable "
+                            f"({type(error).__name__}: {error}); refusing to serve it") from error
     if verify:
-        actual = sha256_file(path)
-        if actual != manifest["model_sha256"]:
+        try:
+            actual = sha256_file(path)
+        except OSError as error:
+            raise RegistryError(f"model {name} {version}: its model file {path} cannot be read "
+                                f"({error.strerror or error}); refusing to serve it") from error
+        if actual != expected:
             raise RegistryError(
-                f"{path} has sha256 {actual}, its manifest says {manifest['model_sha256']}"
-            )
+                f"model {name} {version}: {path} has sha256 {actual[:12]}..., its manifest "
+                f"says {expected[:12]}...: the file is corrupt, truncated or replaced; "
+                f"refusing to serve it")
     return ModelRef(name=name, version=version, path=path, manifest=manifest)
 
 

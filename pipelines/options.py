@@ -10,9 +10,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from transforms.common.outputs import RunOutputs
+from transforms.common.outputs import RunOutputs, is_output_failure, output_failure
 from transforms.common.parquet_sink import DEFAULT_MAX_ROWS_PER_FILE
 
+LOGGER = logging.getLogger(__name__)
 RUN_MODES = ("batch", "streaming", "backfill")
 BACKFILLS = "backfills"
 
@@ -142,6 +143,29 @@ def run_outputs(options: PipelineOptions) -> RunOutputs:
                       max_rows_per_file=common.max_rows_per_file)
 
 
+class OutputUnavailable(OSError):
+    """The output folder cannot be written (read-only, missing rights, a full disk)."""
+
+
+def check_output_writable(output: str, run_id: str) -> None:
+    """Write and delete a small hidden file under the output root, so an output that cannot
+    be written stops the run at start, before any input is read.
+
+    Raises:
+        OutputUnavailable: naming the folder and the operating system's reason.
+    """
+    probe = FileSystems.join(output, f".write-check-{run_id}")
+    try:
+        if not FileSystems.exists(output):
+            FileSystems.mkdirs(output)
+        with FileSystems.create(probe) as f:
+            f.write(b"beamline write check\n")
+        FileSystems.delete([probe])
+    except Exception as error:  # noqa: BLE001 - every filesystem has its own error classes
+        raise OutputUnavailable(f"output folder {output} cannot be written: "
+                                f"{output_failure(error)}") from error
+
+
 def clear_backfill_output(common: CommonOptions) -> None:
     """A backfill owns ``<output>/backfills/<run id>/``: delete it before the run writes, so
     re-running the same backfill replaces its output instead of adding to it."""
@@ -252,10 +276,36 @@ def build_and_run(argv, test_pipeline, description: str, option_class, build):
     options = PipelineOptions(argv)
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build(pipeline, options)
-    clear_backfill_output(options.view_as(CommonOptions))
-    result = pipeline.run()
-    result.wait_until_finish()
+    common = options.view_as(CommonOptions)
+    check_output_writable(common.output, common.run_id)
+    clear_backfill_output(common)
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as error:
+        if not is_output_failure(error):
+            raise
+        removed = remove_run_files(common.output, common.run_id)
+        raise OutputUnavailable(
+            f"writing under {common.output} failed: {output_failure(error)}; run "
+            f"{common.run_id} stopped and the {removed} file(s) it had written were removed, so "
+            f"running it again after freeing space does not double any row") from error
     return result, options
+
+
+def remove_run_files(output: str, run_id: str) -> int:
+    """Delete the files a failed run wrote under ``output``, finished or not (their names
+    start with the run id, hidden ones with a dot before it); returns how many."""
+    try:
+        found = FileSystems.match([FileSystems.join(output, "**", f"{run_id}-*"),
+                                   FileSystems.join(output, "**", f".{run_id}-*")])
+        paths = [m.path for result in found for m in result.metadata_list]
+        if paths:
+            FileSystems.delete(paths)
+        return len(paths)
+    except Exception:  # noqa: BLE001 - the error being reported matters more
+        LOGGER.warning("could not remove the finished files of run %s under %s", run_id, output)
+        return 0
 
 
 def cli(main, argv=None) -> int:
@@ -273,6 +323,6 @@ def cli(main, argv=None) -> int:
     try:
         status = main(argv)
         return status if isinstance(status, int) else 0
-    except (ValueError, RegistryError) as error:
+    except (ValueError, RegistryError, OutputUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -19,11 +19,14 @@ class RunInferenceIsolatingFailures(beam.PTransform):
         handler: the model handler; it must accept the elements ``split`` makes (for the
             credit pipeline, record batches of one request).
         split: one element of a failed batch -> the elements scored alone in the second pass.
-        model_metadata_pcoll: RunInference's model-update side input, given to both passes.
+        model_metadata_pcoll: RunInference's model-update side input (the first pass only).
 
     Output: ``(predictions, failed)``: the PredictionResults of both passes, and
     ``(batch, error)`` pairs of RunInference for each element that failed on its own.
-    The second pass holds its own copy of the model (loaded by each worker when it starts).
+    The second pass holds its own copy of the model (loaded by each worker when it starts),
+    the version the run resolved at start: a second model-update side input hangs Beam's
+    DirectRunner in streaming. Each result's model id names the version that scored it, so a
+    request retried after an alias moved records the version it really got.
     """
 
     def __init__(self, handler, split: Callable[[object], Iterable[object]],
@@ -39,7 +42,7 @@ class RunInferenceIsolatingFailures(beam.PTransform):
         alone = failures.failed_inferences | "SplitFailedBatches" >> beam.FlatMap(
             split_failed_batch, self._split)
         second, failures_alone = (alone | "InferAlone" >> RunInference(
-            self._handler, model_metadata_pcoll=self._updates).with_exception_handling())
+            self._handler).with_exception_handling())
         predictions = (first, second) | "BothPasses" >> beam.Flatten()
         return predictions, failures_alone.failed_inferences
 

@@ -2,6 +2,9 @@
 the dead letters, all Hive-partitioned Parquet under one output root."""
 
 import dataclasses
+import errno
+import os
+import re
 
 import pyarrow as pa
 
@@ -64,3 +67,36 @@ def write_run_outputs(run: RunOutputs, primary: PrimaryDataset, primary_rows, pr
         "dead_letters_files": dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
             output, run.run_id, run.model_name, run.window_secs),
     }
+
+
+# What the operating system says when outputs cannot be written, as errno names and as the
+# text Beam's runners keep when they re-raise a worker's error as another class.
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
+_OUTPUT_TEXTS = tuple(f"[Errno {n}]" for n in _OUTPUT_ERRNOS)
+
+
+def is_output_failure(error: BaseException) -> bool:
+    """Whether a run failed because its outputs could not be written."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _OUTPUT_ERRNOS:
+            return True
+        if any(text in str(seen) for text in _OUTPUT_TEXTS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def output_failure(error: BaseException) -> str:
+    """The operating system's reason for a failed write, found in an exception chain that
+    Beam's filesystems and runners wrap (an errno, or its ``[Errno N]`` text), else the first
+    line of the message."""
+    seen = error
+    while seen is not None:
+        number = seen.errno if isinstance(seen, OSError) and seen.errno else None
+        found = re.search(r"\[Errno (\d+)\]", str(seen))
+        number = number or (int(found.group(1)) if found else None)
+        if number:
+            return f"{os.strerror(number)} ({errno.errorcode.get(number, number)})"
+        seen = seen.__cause__ or seen.__context__
+    return str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -150,10 +150,11 @@ def _replace(source: str, target: str) -> None:
 class _OpenFile:
     """One temporary Parquet file being written, a row group at a time."""
 
-    def __init__(self, directory: str, schema: pa.Schema):
+    def __init__(self, directory: str, schema: pa.Schema, prefix: str):
         _make_dirs(directory)
         self.directory = directory
-        self.path = FileSystems.join(directory, f".{uuid.uuid4().hex}.parquet.tmp")
+        # Named by the run, so a failed run's leftovers can be found and removed.
+        self.path = FileSystems.join(directory, f".{prefix}-{uuid.uuid4().hex}.parquet.tmp")
         self._schema = schema
         self._handle = FileSystems.create(self.path)
         self._writer = pq.ParquetWriter(self._handle, schema, compression="zstd")
@@ -191,14 +192,31 @@ class _OpenFile:
         self._writer.close()
         self._handle.close()
 
+    def discard(self) -> None:
+        """Give up the file (a write failed): close what can be closed, delete it."""
+        for closing in (self._writer.close, self._handle.close):
+            try:
+                closing()
+            except Exception:  # noqa: BLE001 - the file is being thrown away
+                pass
+        _delete_quietly(self.path)
+
+
+def _delete_quietly(path: str) -> None:
+    try:
+        FileSystems.delete([path])
+    except Exception:  # noqa: BLE001 - already gone, or the filesystem is failing
+        LOGGER.warning("could not delete the unfinished file %s", path)
+
 
 class _WriteBundleFilesFn(beam.DoFn):
     """Streams each bundle's rows into temporary files, one per (window, partition), rolled
     over every ``max_rows`` rows; emits (partition folder, temporary path) per file once the
     bundle is done."""
 
-    def __init__(self, base, partition_columns, file_schema, max_rows):
+    def __init__(self, base, partition_columns, file_schema, max_rows, prefix):
         self._base = base
+        self._prefix = prefix
         self._partition_columns = partition_columns
         self._file_schema = file_schema
         self._max_rows = max_rows
@@ -215,13 +233,30 @@ class _WriteBundleFilesFn(beam.DoFn):
         self._closed: list[tuple] = []
 
     def process(self, element, win=beam.DoFn.WindowParam):
+        try:
+            self._write(element, win)
+        except Exception:
+            self._discard_bundle()
+            raise
+
+    def _discard_bundle(self) -> None:
+        """A write failed (a full disk, a lost bucket): delete every temporary file of the
+        bundle, so no unfinished file is left behind, and let the error fail the bundle."""
+        for current in self._open.values():
+            current.discard()
+        for _, _, path in self._closed:
+            _delete_quietly(path)
+        self._open, self._closed = {}, []
+
+    def _write(self, element, win) -> None:
         for values, rows in split_by_partition(element, self._partition_columns):
             key = (win, values)
             while True:
                 current = self._open.get(key)
                 if current is None:
                     directory = partition_path(self._base, self._partition_columns, values)
-                    current = self._open[key] = _OpenFile(directory, self._file_schema)
+                    current = self._open[key] = _OpenFile(
+                        directory, self._file_schema, self._prefix)
                 room = self._max_rows - current.rows
                 if isinstance(rows, dict) or rows.num_rows <= room:
                     part, rest = rows, None
@@ -236,14 +271,19 @@ class _WriteBundleFilesFn(beam.DoFn):
                 rows = rest
 
     def _close(self, key) -> None:
-        current = self._open.pop(key)
+        current = self._open[key]
         current.close()
+        del self._open[key]  # after closing: a file that fails to close is discarded
         self._rows.inc(current.rows)
         self._closed.append((key[0], current.directory, current.path))
 
     def finish_bundle(self):
-        for key in list(self._open):
-            self._close(key)
+        try:
+            for key in list(self._open):
+                self._close(key)
+        except Exception:
+            self._discard_bundle()
+            raise
         for win, directory, path in self._closed:
             yield WindowedValue((directory, path), win.max_timestamp(), [win])
         self._closed = []
@@ -302,7 +342,8 @@ class WritePartitionedParquet(beam.PTransform):
         return (
             rows
             | "WriteTemporaryFiles" >> beam.ParDo(_WriteBundleFilesFn(
-                self._base, self._partition_columns, self._file_schema, self._max_rows))
+                self._base, self._partition_columns, self._file_schema, self._max_rows,
+                self._prefix))
             | "GroupPerPartition" >> beam.GroupByKey()
             | "FinishFiles" >> beam.ParDo(_FinishFilesFn(self._prefix))
         )

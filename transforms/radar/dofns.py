@@ -11,6 +11,7 @@ import apache_beam as beam
 from models.radar_qc.vocabulary import class_counts
 from transforms.common.dead_letters import DEAD_LETTERS, dead_letter
 from transforms.common.inference import failure_reason
+from transforms.common.outputs import is_output_failure
 from transforms.common.parquet_sink import utc_date
 from transforms.common.progress import Progress
 from transforms.radar import rows as radar_rows
@@ -78,6 +79,8 @@ class WriteQcVolumeFn(beam.DoFn):
             yield self._write(volume, {k.sweep_number: c
                                        for k, c in zip(volume.keys, result.inference)})
         except Exception as error:  # noqa: BLE001 - any write failure is this volume's alone
+            if is_output_failure(error):
+                raise  # a full disk or a read-only folder stops the run (see pipelines.options)
             LOGGER.exception("writing %s failed", volume.first.volume_id)
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, radar_rows.volume_dead_letter(
                 volume.first, "write", error, self._context))

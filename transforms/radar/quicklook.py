@@ -71,9 +71,13 @@ def write_bytes(path: str, data: bytes) -> str:
     if "://" not in path:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         temp = os.path.join(os.path.dirname(path), f".tmp-{os.path.basename(path)}")
-        with open(temp, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
+        try:
+            with open(temp, "wb") as handle:
+                handle.write(data)
+            os.replace(temp, path)
+        finally:
+            if os.path.exists(temp):
+                os.remove(temp)  # a write that failed leaves nothing behind
         return path
     with FileSystems.create(path) as sink:
         sink.write(data)
