@@ -12,7 +12,9 @@ answer again (``replayed`` in the stats), never a second quote (``quotes_created
 Faults can be injected to exercise the client: a fixed latency, a fraction of calls failing with
 500, 429 or a hang (a timeout for the client, after the bank priced the quotes), and a fraction
 of applicants the bank always rejects (``poison_fraction``, chosen by a hash of the request id,
-so it is reproducible).
+so it is reproducible). ``--chaos`` fails half the calls with every kind of fault a gateway
+produces: besides those three, slow answers, a 200 whose body is an HTML page, a JSON body
+sent as text/plain, and an answer cut short (each after the bank priced the quotes).
 In production the pipeline's ``--offer_url`` points at the real banks' gateway instead.
 
 Usage::
@@ -39,6 +41,8 @@ RATES_VERSION = "2026-11-27"
 BASE_APR = {"alpenbank": 4.9, "hansa_kredit": 6.2, "rheinland_direkt": 7.9}
 SCORE_BANDS = ((0.95, 0.0), (0.90, 1.0), (0.85, 2.0), (0.0, 3.5))
 FAULT_KINDS = ("500", "429", "timeout")
+CHAOS_KINDS = (*FAULT_KINDS, "slow", "not_json", "wrong_content_type", "cut_short")
+CHAOS_FAIL_RATE = 0.5
 
 
 @dataclasses.dataclass
@@ -48,7 +52,10 @@ class Faults:
     Attributes:
         latency_ms: added to every call.
         fail_rate: share of calls that fail with one of ``fail_kinds``.
-        fail_kinds: which failures: "500", "429" (with Retry-After), "timeout" (a hang).
+        fail_kinds: which failures: "500", "429" (with Retry-After), "timeout" (a hang),
+            "slow" (a correct answer after a random wait of up to ``hang_secs``), "not_json"
+            (200 with an HTML page), "wrong_content_type" (the JSON answer as text/plain),
+            "cut_short" (the connection closes half way through the answer).
         hang_secs: how long a "timeout" call hangs before answering 504.
         poison_fraction: share of applicants (by request id hash) always rejected with
             status "error".
@@ -139,6 +146,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.count("calls")
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000.0)
+        try:
+            items = json.loads(raw)["quotes"]
+            if not isinstance(items, list):
+                raise TypeError("quotes must be a list")
+        except (ValueError, KeyError, TypeError) as error:
+            self._send(400, {"error": f"bad request body: {error}"})
+            return
+        self.server.count_attempts(items)
         failure = self.server.draw_failure()
         if failure == "500":
             self.server.count("failed_500")
@@ -148,23 +163,37 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.count("failed_429")
             self._send(429, {"error": "injected rate limit"}, {"Retry-After": "1"})
             return
-        try:
-            items = json.loads(raw)["quotes"]
-            if not isinstance(items, list):
-                raise TypeError("quotes must be a list")
-        except (ValueError, KeyError, TypeError) as error:
-            self._send(400, {"error": f"bad request body: {error}"})
-            return
         answers = [self.server.quote_once(item) for item in items]
+        # From here on the bank has priced the quotes: a failure loses the answer, and a retry
+        # must not price them again, which the idempotency keys ensure.
+        body = {"rates_version": RATES_VERSION, "quotes": answers}
+        if failure is not None:
+            self.server.count(f"failed_{failure}")
         if failure == "timeout":
-            # The bank priced the quotes, then the answer was lost: a retry must not price
-            # them again, which the idempotency keys ensure.
-            self.server.count("failed_timeout")
             time.sleep(faults.hang_secs)
             self._send(504, {"error": "injected hang"})
-            return
-        self.server.count("quotes", len(answers))
-        self._send(200, {"rates_version": RATES_VERSION, "quotes": answers})
+        elif failure == "slow":
+            time.sleep(self.server.draw_wait())
+            self._send(200, body)
+        elif failure == "not_json":
+            self._send_raw(200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
+        elif failure == "wrong_content_type":
+            self._send_raw(200, json.dumps(body).encode(), "text/plain")
+        elif failure == "cut_short":
+            data = json.dumps(body).encode()
+            self._send_raw(200, data[:len(data) // 2], "application/json", len(data))
+            self.close_connection = True
+        else:
+            self.server.count("quotes", len(answers))
+            self._send(200, body)
+
+    def _send_raw(self, status: int, data: bytes, content_type: str,
+                  length: int | None = None):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(length if length is not None else len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
 
 class OfferServer(ThreadingHTTPServer):
@@ -177,12 +206,26 @@ class OfferServer(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._answers: dict[str, dict] = {}  # idempotency key -> first answer
+        self._attempts: dict[str, int] = {}  # idempotency key -> calls that carried it
 
     def draw_failure(self) -> str | None:
         with self._lock:
             if self._random.random() < self.faults.fail_rate:
                 return self._random.choice(self.faults.fail_kinds)
         return None
+
+    def count_attempts(self, items: list) -> None:
+        """Count the calls each quote arrived in (``max_calls_per_quote`` in the stats: how
+        many attempts a client made at most, whatever happened to them)."""
+        with self._lock:
+            for item in items:
+                key = item.get("idempotency_key") if isinstance(item, dict) else None
+                if key is not None:
+                    self._attempts[key] = self._attempts.get(key, 0) + 1
+
+    def draw_wait(self) -> float:
+        with self._lock:
+            return self._random.uniform(0.0, self.faults.hang_secs)
 
     def quote_once(self, item: dict) -> dict:
         """``quote``, remembered by the item's ``idempotency_key``: a key seen before gets its
@@ -205,7 +248,8 @@ class OfferServer(ThreadingHTTPServer):
 
     def stats(self) -> dict:
         with self._lock:
-            return dict(self._counts)
+            most = max(self._attempts.values(), default=0)
+            return {**self._counts, **({"max_calls_per_quote": most} if most else {})}
 
     @property
     def url(self) -> str:
@@ -242,7 +286,16 @@ def main(argv=None) -> None:
     parser.add_argument("--hang_secs", type=float, default=3.0)
     parser.add_argument("--poison_fraction", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chaos", action="store_true",
+                        help=f"fail half the calls with every fault kind "
+                             f"({', '.join(CHAOS_KINDS)})")
     args = parser.parse_args(argv)
+    if args.chaos:
+        args.fail_rate, args.fail_kinds = CHAOS_FAIL_RATE, ",".join(CHAOS_KINDS)
+    unknown = set(args.fail_kinds.split(",")) - set(CHAOS_KINDS) - {""}
+    if unknown:
+        parser.error(f"unknown --fail_kinds {', '.join(sorted(unknown))}; known: "
+                     f"{', '.join(CHAOS_KINDS)}")
     logging.basicConfig(level=logging.INFO)
     faults = Faults(latency_ms=args.latency_ms, fail_rate=args.fail_rate,
                     fail_kinds=tuple(k for k in args.fail_kinds.split(",") if k),

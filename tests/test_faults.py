@@ -7,11 +7,13 @@ manifest, a SavedModel export file changed after publishing, each refused naming
 """
 
 import contextlib
+import json
 import os
 import re
 import shutil
 import subprocess
 
+import pyarrow.compute as pc
 import pytest
 
 from models import registry as model_registry
@@ -130,3 +132,39 @@ def test_a_changed_savedmodel_file_is_refused_by_the_serving_function(credit_reg
     with pytest.raises(ServingError, match=f"credit_german v0001: export file {name} does "
                                            f"not match its manifest"):
         ServedVersion(ref)
+
+
+def test_a_chaotic_offer_api_ends_every_request_once_within_the_attempt_bound(
+        credit_registry, tmp_path, make_requests, offer_service):
+    """Half the calls fail in every way a gateway fails; each quote is tried at most
+    retries + 1 times, so a run takes at most (retries + 1) x timeout + backoff per call."""
+    import pyarrow.dataset as ds
+
+    from services.bank_offers import CHAOS_FAIL_RATE, CHAOS_KINDS
+
+    requests = make_requests(300, "chaos")
+    service = offer_service(fail_rate=CHAOS_FAIL_RATE, fail_kinds=CHAOS_KINDS, hang_secs=0.6,
+                            seed=5)
+    retries = 3
+    credit_scoring.run([
+        "--registry", credit_registry, "--input",
+        write_jsonl(tmp_path / "requests.jsonl", requests), "--output", str(tmp_path / "out"),
+        "--offer_url", service.url, "--offer_timeout_secs", "0.3", "--offer_retries",
+        str(retries), "--offer_batch_size", "10"])
+    responses = ds.dataset(tmp_path / "out" / "responses", partitioning="hive").to_table()
+    dead_folder = tmp_path / "out" / "dead_letters"
+    dead = (ds.dataset(dead_folder, partitioning="hive").to_table().to_pylist()
+            if dead_folder.exists() else [])
+    answered = responses.column("request_id").to_pylist()
+    failed = [json.loads(d["raw"])["request_id"] for d in dead]
+    assert sorted(answered + failed) == sorted(r["request_id"] for r in requests)
+    assert {d["stage"] for d in dead} <= {"offer"}
+    stats = service.stats()
+    assert len({k for k in CHAOS_KINDS if stats.get(f"failed_{k}")}) >= 5, stats
+    assert 1 < stats["max_calls_per_quote"] <= retries + 1
+    # Retries got answers through; a lost answer was replayed on retry, never priced twice:
+    # at most one quote per request that was asked for one.
+    offered = responses.filter(pc.equal(responses["offer_status"], "offered"))
+    assert offered.num_rows > 0 and stats.get("replayed", 0) > 0
+    assert stats["quotes_created"] <= offered.num_rows + len(failed)
+    assert len(set(offered.column("offer_id").to_pylist())) == offered.num_rows

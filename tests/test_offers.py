@@ -46,7 +46,8 @@ def test_caller_gets_one_offer_per_request(offer_service):
     assert [r["offer_status"] for r in answered] == [OFFERED] * 3
     assert [r["prediction_id"] for r in answered] == ["r-0", "r-1", "r-2"]
     assert all(r["offer_apr"] == 4.9 and r["offer_id"] for r in answered)
-    assert service.stats() == {"calls": 1, "quotes": 3, "quotes_created": 3}
+    assert service.stats() == {"calls": 1, "quotes": 3, "quotes_created": 3,
+                               "max_calls_per_quote": 1}
 
 
 def test_caller_maps_http_failures_to_beam_exceptions(offer_service):
@@ -60,6 +61,36 @@ def test_caller_maps_http_failures_to_beam_exceptions(offer_service):
     with OfferCaller(hanging.url, QUOTE_FIELDS, timeout_secs=0.2) as caller:
         with pytest.raises(UserCodeTimeoutException, match="within 0.2s"):
             caller(_rows(1))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("not_json", "offer API answered 200 with content type 'text/html', not application/json"),
+    ("wrong_content_type",
+     "offer API answered 200 with content type 'text/plain', not application/json"),
+    ("cut_short", "offer API answer broken off at .*: ChunkedEncodingError"),
+])
+def test_answers_that_are_not_the_apis_json_are_transient_failures(offer_service, kind,
+                                                                    message):
+    service = offer_service(fail_rate=1.0, fail_kinds=(kind,))
+    with OfferCaller(service.url, QUOTE_FIELDS) as caller:
+        with pytest.raises(ServiceUnavailable, match=message):
+            caller(_rows(2))
+    # The bank priced the quotes before the answer was spoiled; retries replay them.
+    assert service.stats()["quotes_created"] == 2
+
+
+def test_a_slow_answer_within_the_timeout_is_an_offer(offer_service):
+    service = offer_service(fail_rate=1.0, fail_kinds=("slow",), hang_secs=0.2)
+    with OfferCaller(service.url, QUOTE_FIELDS, timeout_secs=2.0) as caller:
+        assert [r["offer_status"] for r in caller(_rows(2))] == [OFFERED] * 2
+
+
+def test_the_stand_in_refuses_unknown_fault_kinds(capsys):
+    from services.bank_offers import main
+
+    with pytest.raises(SystemExit):
+        main(["--fail_kinds", "500,meteor"])
+    assert "unknown --fail_kinds meteor; known: 500, 429, timeout, slow" in capsys.readouterr().err
 
 
 def test_unreachable_service_is_a_transient_failure():

@@ -7,11 +7,12 @@ retry it forever. ``DeadLetteringRepeater`` keeps the exponential backoff but, w
 attempt fails, returns a failure outcome per request instead of raising, so the pipeline routes
 those requests to dead letters and moves on.
 
-Which failures are retried: timeouts, connection errors, HTTP 429 and 5xx (transient). A 4xx
-other than 429, or a malformed answer, is not retried. A per-applicant rejection inside a 200
-answer is the bank's final word and is not retried either. Every quote carries an idempotency
-key derived from the request id and bank, so a retried call (an answer lost after the bank
-priced it) gets the first quote back, not a second one.
+Which failures are retried: timeouts, connection errors, answers cut short, HTTP 429 and 5xx,
+and a 200 that is not a JSON answer (a proxy's error page, a wrong content type): all transient,
+and safe to retry because of the idempotency keys. A 4xx other than 429 is not retried. A
+per-applicant rejection inside a 200 answer is the bank's final word and is not retried either.
+Every quote carries an idempotency key derived from the request id and bank, so a retried call
+(an answer lost after the bank priced it) gets the first quote back, not a second one.
 """
 
 import hashlib
@@ -37,6 +38,11 @@ OFFERED, FAILED = "offered", "failed"
 
 class ServiceUnavailable(UserCodeExecutionException):
     """A transient failure of the service (5xx, connection refused or reset): retried."""
+
+
+class MalformedAnswer(ServiceUnavailable):
+    """A 200 that is not the API's JSON answer (an HTML error page of a gateway, another
+    content type, a body that does not parse): retried like any transient failure."""
 
 
 def quote_request(row: dict, fields: dict) -> dict:
@@ -133,6 +139,9 @@ class OfferCaller(Caller):
                 f"offer API did not answer within {timeout_secs:g}s") from error
         except requests.ConnectionError as error:
             raise ServiceUnavailable(f"offer API unreachable at {self._url}: {error}") from error
+        except requests.RequestException as error:  # an answer cut short, a broken encoding
+            raise ServiceUnavailable(f"offer API answer broken off at {self._url}: "
+                                     f"{type(error).__name__}") from error
         if response.status_code == 429:
             raise UserCodeQuotaException(f"offer API rate limit (429) at {self._url}")
         if response.status_code >= 500:
@@ -140,10 +149,15 @@ class OfferCaller(Caller):
         if response.status_code != 200:
             raise UserCodeExecutionException(
                 f"offer API answered {response.status_code}: {response.text[:200]}")
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        if content_type != "application/json":
+            raise MalformedAnswer(f"offer API answered 200 with content type "
+                                  f"{content_type or 'none'!r}, not application/json")
         try:
             answers = {a["request_id"]: a for a in response.json()["quotes"]}
         except (ValueError, KeyError, TypeError) as error:
-            raise UserCodeExecutionException(f"malformed offer API answer: {error}") from error
+            raise MalformedAnswer(f"offer API answered 200 with a body that is not its JSON "
+                                  f"answer ({type(error).__name__})") from error
         return [apply_quote(row, answers.get(row["prediction_id"],
                                              {"status": "missing",
                                               "reason": "no answer for this request"}))
