@@ -252,7 +252,23 @@ wait_for_radar_training() {
   fi
 }
 
+# The key of the national-id pseudonyms (config/datasets/credit_german.json reads it from
+# BEAMLINE_PII_KEY): given, or generated once into .secrets/ (ignored by git, readable by the
+# owner only). The same key must be used by every run whose pseudonyms are to be joined.
+pii_key() {
+  if [ -z "${BEAMLINE_PII_KEY:-}" ]; then
+    if [ ! -s .secrets/pii.key ]; then
+      (umask 077 && mkdir -p .secrets && "$VENV/bin/python" -c \
+        'import secrets; print(secrets.token_hex(32))' > .secrets/pii.key)
+      echo "== generated the pseudonymisation key .secrets/pii.key (keep it; back it up)"
+    fi
+    BEAMLINE_PII_KEY=$(cat .secrets/pii.key)
+    export BEAMLINE_PII_KEY
+  fi
+}
+
 demo() {
+  pii_key
   if [ ! -f "$DATA_DIR/credit/german.data" ]; then
     echo "missing $DATA_DIR/credit/german.data (set BEAMLINE_DATA to the shared data folder)" >&2
     exit 1
@@ -262,14 +278,29 @@ demo() {
   step "credit model training, demo inputs"
   train_credit_if_missing credit_german "$DATA_DIR/credit/german.data"
 
-  echo "== demo requests: 5000 replayed German credit applicants + a few bad lines (malformed,"
-  echo "   mistyped, not an object, nested 5,000 levels deep, one request delivered twice)"
+  echo "== demo requests: 5000 replayed German credit applicants, one in ten with the name,"
+  echo "   national id and phone the bank's front end sends, + a few bad lines (malformed,"
+  echo "   mistyped, with personal data, not an object, nested 5,000 levels deep, one request"
+  echo "   delivered twice)"
   "$VENV/bin/python" -m models.credit.replay --config credit_german \
     --data "$DATA_DIR/credit/german.data" --out "$OUT/demo_inputs/requests.jsonl" --count 5000 \
     --spacing_secs 300
+  "$VENV/bin/python" - "$OUT/demo_inputs/requests.jsonl" <<'PY'
+import json, sys
+path = sys.argv[1]
+requests = [json.loads(line) for line in open(path)]
+with open(path, "w") as f:
+    for i, request in enumerate(requests):
+        if i % 10 == 0:  # pass-through personal data (config/datasets/credit_german.json)
+            request.update(applicant_name=f"Demo Applicant {i}", national_id=f"DE-DEMO-{i:06d}",
+                           phone=f"+49 30 5550{i:04d}")
+        f.write(json.dumps(request) + "\n")
+PY
   cat > "$OUT/demo_inputs/bad_requests.jsonl" <<'JSONL'
 {"request_id": "bad-json", "event_time": 
 {"request_id": "bad-type", "event_time": "2026-11-01T00:00:00+00:00", "duration_months": "twelve"}
+{"request_id": "bad-pii", "event_time": "2026-11-01T00:00:00+00:00", "applicant_name": "Erika Mustermann", "national_id": "DE-123456789", "duration_months": "twelve"}
+{"request_id": "bad-json-pii", "applicant_name": "Max Mustermann", "national_id": "DE-987654321",
 ["not", "an", "object"]
 JSONL
   # A line nested 5,000 levels deep (once enough to fail a whole job) and a request delivered
@@ -380,10 +411,47 @@ for folder in folders:
     rows = ds.dataset(folder, partitioning="hive").count_rows()
     print(f"   {rows:>6} rows  {folder}")
 for folder in sorted(glob.glob(f"{out}/dead_letters/pipeline=*/model_name=*")):
-    dead = ds.dataset(folder, partitioning="hive").to_table(columns=["stage"]).group_by(
-        ["stage"]).aggregate([([], "count_all")])
-    stages = ", ".join(f"{r['stage']} {r['count_all']}" for r in dead.to_pylist())
+    dead = ds.dataset(folder, partitioning="hive").to_table(columns=["stage", "message"])
+    counts = dead.group_by(["stage"]).aggregate([([], "count_all")])
+    stages = ", ".join(f"{r['stage']} {r['count_all']}" for r in counts.to_pylist())
     print(f"   dead letters {folder.split('dead_letters/')[1]}: {stages}")
+    shown = set()
+    for row in dead.to_pylist():  # one reason per kind, e.g. the 5,000-level line
+        kind = (row["stage"], row["message"][:24])
+        if kind not in shown and len(shown) < 8:
+            shown.add(kind)
+            print(f"      {row['stage']:<10} {row['message'][:88]}")
+
+# Personal data: every name, national id and phone the demo's requests carried, looked for in
+# the decoded values of every credit output (not in bytes: Parquet pages are compressed).
+import json
+import pyarrow.parquet as pq
+secrets = set()
+for path in glob.glob(f"{out}/demo_inputs/*.jsonl"):
+    for line in open(path):
+        try:
+            request = json.loads(line)
+        except ValueError:
+            request = {}
+        if isinstance(request, dict):
+            secrets |= {str(request[k]) for k in ("applicant_name", "national_id", "phone")
+                        if k in request}
+# The bad lines' own (one of them is not JSON, so it is not read above).
+secrets |= {"Erika Mustermann", "DE-123456789", "Max Mustermann", "DE-987654321"}
+files = [f for f in glob.glob(f"{out}/**/*.parquet", recursive=True)
+         if "/model_name=credit_german" in f and "/evaluation/" not in f]
+leaks = 0
+for path in files:
+    table = pq.read_table(path)
+    for name, column in zip(table.column_names, table.columns):
+        values = [v for v in column.to_pylist() if isinstance(v, str)]
+        leaks += sum(v in secrets for v in values)
+        if name in ("raw", "message"):
+            leaks += sum(any(s in v for s in secrets) for v in values)
+print(f"   personal data: {len(secrets)} names, national ids and phones in the requests; "
+      f"{leaks} found in the decoded values of {len(files)} credit output files (names and "
+      f"phones dropped, national ids stored as keyed HMAC pseudonyms, a line that is not JSON "
+      f"kept as its length and keyed hash)")
 for path in sorted(__import__("glob").glob(f"{out}/quicklooks/*/*/*.png")):
     print(f"   quicklook: {path}")
 PY

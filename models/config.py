@@ -113,13 +113,17 @@ def check_slices(config: dict, path: str, fields: dict[str, str] | None = None) 
         if "name" not in dimension or "field" not in dimension:
             raise ConfigError(f"{path}: every slice needs a name and a field: {dimension}")
         name, field = dimension["name"], dimension["field"]
-        if ("groups" in dimension) == ("bands" in dimension):
-            raise ConfigError(f"{path}: slice {name!r} needs groups or bands (one of them)")
+        if sum(("groups" in dimension, "bands" in dimension,
+                bool(dimension.get("by_value")))) != 1:
+            raise ConfigError(f"{path}: slice {name!r} needs groups, bands or by_value (one "
+                              f"of them)")
         if fields is None:
             continue
         if field not in fields:
             raise ConfigError(f"{path}: slice {name!r} is on field {field!r}, which the data "
                               f"set does not have; its fields: {', '.join(fields)}")
+        if dimension.get("by_value"):
+            continue
         wanted = "categorical" if "groups" in dimension else "numeric"
         if fields[field] != wanted:
             raise ConfigError(f"{path}: slice {name!r} uses "

@@ -3,6 +3,8 @@
 A slice dimension names one input field and splits its values into groups, either by codes
 (``"groups": {"female": ["A92", "A95"]}``) or by numeric bands (``"bands": [{"name": "<25",
 "max": 25}]``, ``min`` inclusive, ``max`` exclusive). A value in no group falls in "other".
+``"by_value": true`` makes every value its own group: the way to slice a pseudonymised
+attribute, whose stored codes are keyed hashes nobody can list in a configuration.
 
 Each group is compared with the rest of the population (everyone outside it): approval-rate
 ratio and difference, true-positive-rate difference and false-positive-rate difference, where
@@ -27,6 +29,8 @@ def slice_value(dimension: dict, value) -> str:
     """The group of one value under one slice dimension."""
     if value is None:
         return MISSING
+    if dimension.get("by_value"):
+        return str(value)
     if "groups" in dimension:
         for group, codes in dimension["groups"].items():
             if str(value) in codes:
@@ -41,6 +45,8 @@ def slice_value(dimension: dict, value) -> str:
 
 def group_names(dimension: dict) -> list[str]:
     """Every group of a dimension in config order (so empty groups still show)."""
+    if dimension.get("by_value"):
+        return []
     if "groups" in dimension:
         return list(dimension["groups"])
     return [band["name"] for band in dimension["bands"]]

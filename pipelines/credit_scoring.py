@@ -63,9 +63,15 @@ from transforms.credit.dedup import (
     DeduplicateBatches,
     DeduplicateStream,
 )
-from transforms.credit.dofns import ASK, SplitForOffers, SplitOfferFailures
+from transforms.credit.dofns import (
+    ASK,
+    ParseRequestBatchFn,
+    SplitForOffers,
+    SplitOfferFailures,
+)
 from transforms.credit.offers import RequestOffers
-from transforms.credit.requests import DEFAULT_MAX_REQUEST_BYTES, ParseRequestBatchFn
+from transforms.credit.privacy import privacy_for
+from transforms.credit.requests import DEFAULT_MAX_REQUEST_BYTES
 from transforms.credit.rules import (
     archive_rules,
     check_rules_fit,
@@ -176,11 +182,11 @@ def deduplicate(scored, credit: CreditScoringOptions, common: CommonOptions, str
         return scored, []
     if not streaming:
         deduped = scored | "Deduplicate" >> DeduplicateBatches(
-            dataset.field_names, PIPELINE_NAME, common.run_id, credit.dedup_buckets)
+            tuple(dataset.stored_kinds), PIPELINE_NAME, common.run_id, credit.dedup_buckets)
         return deduped["requests"], [deduped[DEAD_LETTERS]]
     deduped = scored | "Deduplicate" >> DeduplicateStream(
-        dataset.field_names, PIPELINE_NAME, common.run_id, schema, file_windows(window_secs),
-        credit.dedup_horizon_secs)
+        tuple(dataset.stored_kinds), PIPELINE_NAME, common.run_id, schema,
+        file_windows(window_secs), credit.dedup_horizon_secs)
     return deduped["requests"], [deduped[DEAD_LETTERS]]
 
 
@@ -207,6 +213,7 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
         raise ValueError("no request source: give --input, --input_dir or --input_topic")
     model = model_registry.resolve(common.registry, common.model_name, common.model_version)
     dataset = dataset_from_manifest(model.manifest)
+    privacy_for(dataset)  # a configured key that cannot be read stops the run here
     rules = load_rules(credit.rules)
     check_rules_fit(rules, dataset.kinds, credit.rules)
     archive_rules(common.registry, model.name, credit.rules)
@@ -230,7 +237,8 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
             max_batch_duration_secs=(common.max_batch_duration_secs or None) if streaming
             else None)
         | "ParseRequests" >> beam.ParDo(ParseRequestBatchFn(
-            PIPELINE_NAME, common.run_id, credit.max_request_bytes, dataset.fields)).with_outputs(
+            PIPELINE_NAME, common.run_id, credit.max_request_bytes, dataset.fields,
+            privacy_for(dataset, load_key=False), dataset.privacy_key)).with_outputs(
             DEAD_LETTERS, main="requests"))
     if credit.model_endpoint:
         # The serving function resolves the version or alias itself, on every call.
@@ -263,7 +271,7 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
     inference_failed = failed | "InferenceDeadLetters" >> beam.FlatMap(
         credit_rows.inference_dead_letters, PIPELINE_NAME, common.run_id)
 
-    schema = credit_rows.scored_schema(dataset.kinds)
+    schema = credit_rows.scored_schema(dataset.stored_kinds)
     scored = predictions | "DecideAndChooseBank" >> beam.Map(
         lambda result: credit_rows.scored_batch(
             result.example, result.inference, result.model_id, context, rules, schema))
@@ -279,7 +287,8 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
     # Stamped once, so a response and its sampled prediction row agree on processed_at.
     outcomes = scored | "StampProcessed" >> beam.Map(credit_rows.stamp_processed_batch)
     split = outcomes | "SplitOfferOutcomes" >> beam.ParDo(
-        SplitOfferFailures(dataset.field_names)).with_outputs(DEAD_LETTERS, main="responses")
+        SplitOfferFailures(tuple(dataset.stored_kinds))).with_outputs(
+        DEAD_LETTERS, main="responses")
     responses = split.responses
     dead_letters = (parsed[DEAD_LETTERS], *dedup_dead, inference_failed, split[DEAD_LETTERS])
     dead_letters = dead_letters | "AllDeadLetters" >> beam.Flatten()
@@ -288,7 +297,7 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
         "predictions": outcomes,
         "dead_letters": dead_letters,
         **write_run_outputs(outputs, RESPONSES, responses, outcomes,
-                            credit_rows.prediction_schema(dataset.kinds), dead_letters),
+                            credit_rows.prediction_schema(dataset.stored_kinds), dead_letters),
     }
 
 

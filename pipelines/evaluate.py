@@ -173,7 +173,7 @@ def metric_config(config_path: str, dataset) -> dict:
     costs added (None for models without a data set)."""
     if dataset is None:
         return {**load_evaluation_config(config_path), "costs": None}
-    return {**load_evaluation_config(config_path, dataset.kinds), "costs": dataset.costs}
+    return {**load_evaluation_config(config_path, dataset.stored_kinds), "costs": dataset.costs}
 
 
 def snapshot_id(evaluate: EvaluateOptions, common: CommonOptions, dataset) -> str | None:

@@ -50,6 +50,7 @@ from transforms.common.predictions import PARTITION_COLUMNS, PREDICTIONS
 from transforms.common.sampling import keep_prediction
 from transforms.credit import rows as credit_rows
 from transforms.credit.offers import FAILED, OfferCaller
+from transforms.credit.privacy import privacy_for
 from transforms.credit.requests import RequestError, load_json, parse_request
 from transforms.credit.rules import (
     archive_rules,
@@ -142,6 +143,7 @@ class OffersService:
                  flush_rows: int = 1000):
         self.ref = model_registry.resolve(registry, model_name, version)
         self.dataset = dataset_from_manifest(self.ref.manifest)
+        self.privacy = privacy_for(self.dataset)  # reads the key: a missing one stops here
         rules_path = rules_path or default_rules_path(model_name)
         self.rules = load_rules(rules_path)
         check_rules_fit(self.rules, self.dataset.kinds, rules_path)
@@ -163,7 +165,7 @@ class OffersService:
 
             self._local = ServedVersion(self.ref)
         self.writer = SampleWriter(output, self.run_id, model_name,
-                                   credit_rows.prediction_schema(self.dataset.kinds),
+                                   credit_rows.prediction_schema(self.dataset.stored_kinds),
                                    flush_secs, flush_rows)
         self.idempotency_secs = idempotency_secs
         self._answers: dict[str, tuple[str, float, int, dict]] = {}
@@ -219,14 +221,18 @@ class OffersService:
         received = datetime.datetime.now(datetime.UTC)
         body = _with_event_time(text, received)
         try:
-            request = parse_request(body, "online", received, self.dataset.fields)
+            request = parse_request(body, "online", received, self.dataset.fields,
+                                    privacy=self.privacy if self.privacy.active else None)
         except RequestError as error:
+            raw, raw_hmac = self.privacy.redact_raw(text)
             self.writer.add(dead_letter=dead.dead_letter(
-                pipeline=PIPELINE, stage=error.stage, error=error, raw=text, origin="online",
-                run_id=self.run_id, failed_at=received))
+                pipeline=PIPELINE, stage=error.stage, error=error, raw=raw, origin="online",
+                run_id=self.run_id, failed_at=received,
+                raw_bytes=len(text.encode("utf-8", errors="replace")), raw_hmac=raw_hmac))
             return 400, {"error": str(error), "stage": error.stage}
         score, model_id = self.score(request.fields)
-        row = credit_rows.scored_row(credit_rows.request_key(request), request.fields, score,
+        row = credit_rows.scored_row(credit_rows.request_key(request),
+                                     {**request.fields, **request.pseudonyms}, score,
                                      model_id, self.context, self.rules)
         if credit_rows.needs_offer(row):
             remaining = deadline_ms / 1000.0 - (time.monotonic() - started)
@@ -234,7 +240,7 @@ class OffersService:
         row = credit_rows.stamp_processed(row)
         if row["offer_status"] == FAILED:
             self.writer.add(dead_letter=credit_rows.offer_dead_letter(
-                row, self.dataset.field_names))
+                row, tuple(self.dataset.stored_kinds)))
             status = 504 if row["offer_error_class"] == "UserCodeTimeoutException" else 502
             return status, {"error": row["offer_error"], **_answer_body(row)}
         if keep_prediction(row["prediction_id"], self.sample_rate):

@@ -5,11 +5,15 @@ import datetime
 import json
 import os
 import pathlib
+import secrets
 import socket
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The German data set pseudonymises national ids under a key from this variable: a fresh
+# random key per test session (no key is ever written down).
+os.environ.setdefault("BEAMLINE_PII_KEY", secrets.token_hex(32))
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA_DIR = pathlib.Path(os.environ.get("BEAMLINE_DATA", ROOT.parent / "shared" / "data"))

@@ -18,8 +18,8 @@ from pipelines import credit_scoring
 from tests.conftest import write_jsonl
 from transforms.common.sampling import keep_prediction
 from transforms.credit import rows as credit_rows
+from transforms.credit.dofns import ParseRequestBatchFn
 from transforms.credit.requests import (
-    ParseRequestBatchFn,
     RequestError,
     parse_request,
     parse_requests,

@@ -98,7 +98,7 @@ def test_invalid_utf8_is_a_parse_error():
 def test_parse_dofn_emits_one_batch_of_requests_and_tags_dead_letters(good):
     from apache_beam.pvalue import TaggedOutput
 
-    from transforms.credit.requests import ParseRequestBatchFn
+    from transforms.credit.dofns import ParseRequestBatchFn
 
     fn = ParseRequestBatchFn("credit_scoring", "run-1", 4096, FIELDS)
     second = dict(good, request_id="req-2", credit_amount=1234.5)

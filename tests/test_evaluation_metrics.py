@@ -215,7 +215,7 @@ def test_slice_definitions_bands_and_groups():
 def test_load_config_rejects_a_slice_without_groups(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text('{"version": "1", "slices": [{"name": "age", "field": "age_years"}]}')
-    with pytest.raises(ConfigError, match="needs groups or bands"):
+    with pytest.raises(ConfigError, match="needs groups, bands or by_value"):
         load_evaluation_config(str(path))
 
 

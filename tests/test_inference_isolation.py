@@ -22,7 +22,7 @@ from transforms.common.inference import (
     split_failed_batch,
 )
 from transforms.credit import rows as credit_rows
-from transforms.credit.requests import ParseRequestBatchFn
+from transforms.credit.dofns import ParseRequestBatchFn
 
 POISON = {"iso-0000007", "iso-0000031"}
 

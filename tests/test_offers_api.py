@@ -167,3 +167,28 @@ def test_sigterm_loses_nothing_answered_and_evaluation_reads_online_rows(
     outcome = evaluate.run(["--predictions", str(out), "--truth", str(truth), "--registry",
                             crx_registry, "--output", str(tmp_path / "eval"), "--no_snapshot"])
     assert outcome["summary"]["join"]["matched"] == 50
+
+
+def test_personal_data_is_dropped_or_pseudonymised_online(service_factory, german_records,
+                                                         tmp_path):
+    """The German data set declares applicant_name and phone (drop) and national_id
+    (pseudonymise): the interactive path stores them as the pipeline does."""
+    service, _ = service_factory()
+    good = json.loads(_request(german_records, 0, "on-pii"))
+    good.update(applicant_name="Greta Geheim", national_id="DE-ONLINE-1", phone="+49 555 01")
+    status, body = service.answer(json.dumps(good).encode(), 2000)
+    assert status == 200, body
+    assert "Greta" not in json.dumps(body) and "DE-ONLINE-1" not in json.dumps(body)
+    bad = dict(good, request_id="on-pii-bad", credit_amount=-1, national_id="DE-ONLINE-2")
+    assert service.answer(json.dumps(bad).encode(), 2000)[0] == 400
+    service.writer.flush()
+    rows = ds.dataset(str(tmp_path / "out" / "predictions"), partitioning="hive").to_table()
+    [row] = rows.to_pylist()
+    assert row["national_id"] == service.privacy.pseudonym("DE-ONLINE-1")
+    assert "applicant_name" not in row and "phone" not in row
+    [dead] = ds.dataset(str(tmp_path / "out" / "dead_letters"),
+                        partitioning="hive").to_table().to_pylist()
+    stored = json.dumps([row, dead], default=str)
+    for secret in ("Greta Geheim", "DE-ONLINE-1", "DE-ONLINE-2", "+49 555 01"):
+        assert secret not in stored
+    assert json.loads(dead["raw"])["national_id"] == service.privacy.pseudonym("DE-ONLINE-2")

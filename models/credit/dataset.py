@@ -30,8 +30,24 @@ The file (JSON)::
       "id_column": null, "event_time_column": null,
       "protected_attributes": ["personal_status_sex", "age_years"],
       "costs": {"bad_approved": 5, "good_declined": 1},   # optional
-      "decision_threshold": null                # optional; default from costs, else 0.5
+      "decision_threshold": null,               # optional; default from costs, else 0.5
+      "pass_through": [                         # optional: request fields that are not model
+        {"name": "national_id", "treatment": "pseudonymise"},   # inputs (personal data)
+        {"name": "applicant_name", "treatment": "drop"}
+      ],
+      "privacy": {"key": "env:BEAMLINE_PII_KEY", # or "file:/path"; needed to pseudonymise
+                  "unparsed_dead_letters": "hash"}   # or "keep" (the default)
     }
+
+Personal data: a request may carry fields that are not model inputs (names, national ids,
+phone numbers) when the data set declares them as ``pass_through`` with a treatment: ``drop``
+(never stored) or ``pseudonymise`` (stored as a keyed HMAC-SHA256, the same value giving the
+same pseudonym, so it can still be joined on or sliced by). The key comes from an environment
+variable or a file named by ``privacy.key``, never from the configuration, the repository or
+an output. A model input cannot be personal data to hide: the model, the training snapshots,
+drift and replay need inputs as they were, so declaring one is a configuration error.
+``unparsed_dead_letters: "hash"`` keeps only the length and a keyed hash of a dead-lettered
+line that is not a JSON object (its content cannot be redacted field by field).
 
 Missing values: a field with ``"missing": "impute"`` may be absent or null in a request and
 missing in the training file; the model imputes it inside (numbers: the training mean plus a
@@ -58,6 +74,8 @@ MISSING_CODE = ""
 DEFAULT_MAX_CODE_LENGTH = 16
 # Names a request already uses for itself; a field may not take them.
 REQUEST_COLUMNS = ("request_id", "event_time")
+DROP, PSEUDONYMISE = "drop", "pseudonymise"
+KEEP, HASH = "keep", "hash"
 
 
 class DataError(ValueError):
@@ -115,10 +133,24 @@ class Dataset:
     protected_attributes: tuple[str, ...] = ()
     costs: dict | None = None
     threshold: float | None = None
+    pass_through: tuple[tuple[str, str], ...] = ()
+    privacy_key: str | None = None
+    unparsed_dead_letters: str = KEEP
 
     @property
     def field_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields)
+
+    @property
+    def pseudonymised(self) -> tuple[str, ...]:
+        """Pass-through fields stored as pseudonyms (string columns after the inputs)."""
+        return tuple(name for name, treatment in self.pass_through if treatment == PSEUDONYMISE)
+
+    @property
+    def stored_kinds(self) -> dict[str, str]:
+        """``{column: kind}`` of every applicant column a sampled prediction keeps: the model
+        inputs, then the pseudonymised pass-through fields (codes; slices group by them)."""
+        return {**self.kinds, **{name: CATEGORICAL for name in self.pseudonymised}}
 
     @property
     def by_name(self) -> dict[str, Field]:
@@ -153,6 +185,9 @@ class Dataset:
             "protected_attributes": list(self.protected_attributes),
             "costs": self.costs, "decision_threshold": self.threshold,
             "effective_decision_threshold": self.decision_threshold,
+            "pass_through": [{"name": n, "treatment": t} for n, t in self.pass_through],
+            "privacy": {"key": self.privacy_key,
+                        "unparsed_dead_letters": self.unparsed_dead_letters},
         }
 
     @classmethod
@@ -192,6 +227,8 @@ def _field(spec, path: str) -> Field:
     high = _number(spec.get("max"), f"field {name!r} max", path)
     if low is not None and high is not None and low > high:
         raise ConfigError(f"{path}: field {name!r}: min {low:g} exceeds max {high:g}")
+    if spec.get("pii") or spec.get("treatment"):
+        raise ConfigError(_INPUT_IS_PII.format(path=path, name=name))
     length = spec.get("max_code_length", DEFAULT_MAX_CODE_LENGTH)
     if not isinstance(length, int) or length < 1:
         raise ConfigError(f"{path}: field {name!r}: max_code_length must be a positive integer")
@@ -199,6 +236,46 @@ def _field(spec, path: str) -> Field:
         raise ConfigError(f"{path}: field {name!r} is categorical; min/max fit numeric fields")
     return Field(name=name, kind=kind, description=str(spec.get("description", "")),
                  min_value=low, max_value=high, max_code_length=length, missing=missing)
+
+
+_INPUT_IS_PII = ("{path}: field {name!r} is a model input and cannot be dropped or "
+                 "pseudonymised: the model, training snapshots, drift and replay need inputs as "
+                 "they were. Personal data the model does not need belongs in \"pass_through\"; "
+                 "personal data it needs cannot be hidden from it")
+
+
+def _pass_through(content: dict, names: list[str], label: str, path: str):
+    """(pass-through (name, treatment) pairs, key source, unparsed dead-letter policy)."""
+    specs = content.get("pass_through") or []
+    if not isinstance(specs, list):
+        raise ConfigError(f"{path}: pass_through must be a list of {{name, treatment}}")
+    pairs = []
+    for spec in specs:
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or \
+                spec.get("treatment") not in (DROP, PSEUDONYMISE):
+            raise ConfigError(f"{path}: a pass-through field needs a name and a treatment, "
+                              f"drop or pseudonymise: {spec!r}")
+        name = spec["name"]
+        if name in names:
+            raise ConfigError(_INPUT_IS_PII.format(path=path, name=name))
+        if name in REQUEST_COLUMNS or name == label or name in dict(pairs):
+            raise ConfigError(f"{path}: pass-through field {name!r} names the request id, "
+                              f"event time, label or another pass-through field")
+        pairs.append((name, spec["treatment"]))
+    privacy = content.get("privacy") or {}
+    key = privacy.get("key")
+    if key is not None and (not isinstance(key, str) or not key.startswith(("env:", "file:"))
+                            or not key.partition(":")[2]):
+        raise ConfigError(f"{path}: privacy.key names where the key is, \"env:VARIABLE\" or "
+                          f"\"file:/path\", never the key itself")
+    unparsed = privacy.get("unparsed_dead_letters", KEEP)
+    if unparsed not in (KEEP, HASH):
+        raise ConfigError(f"{path}: privacy.unparsed_dead_letters must be keep or hash, got "
+                          f"{unparsed!r}")
+    if key is None and (unparsed == HASH or any(t == PSEUDONYMISE for _, t in pairs)):
+        raise ConfigError(f"{path}: pseudonymising fields or hashing dead letters needs "
+                          f"privacy.key (\"env:VARIABLE\" or \"file:/path\")")
+    return tuple(pairs), key, unparsed
 
 
 def _build(content: dict, version: str, path: str) -> Dataset:
@@ -224,11 +301,16 @@ def _build(content: dict, version: str, path: str) -> Dataset:
                           f"{{\"column\": \"label\", \"good\": \"1\"}}")
     if label["column"] in names:
         raise ConfigError(f"{path}: the label column {label['column']!r} is also an input field")
+    pass_through, key, unparsed = _pass_through(content, names, label["column"], path)
     protected = tuple(content.get("protected_attributes") or ())
-    unknown = sorted(set(protected) - set(names))
+    pseudonymised = {n for n, t in pass_through if t == PSEUDONYMISE}
+    unknown = sorted(set(protected) - set(names) - pseudonymised)
     if unknown:
+        dropped = sorted(set(unknown) & {n for n, _ in pass_through})
         raise ConfigError(f"{path}: protected attributes that are not fields: "
-                          f"{', '.join(unknown)}")
+                          f"{', '.join(unknown)}" + (
+                              f" ({', '.join(dropped)} dropped: pseudonymise a protected "
+                              f"attribute to slice by it)" if dropped else ""))
     costs = content.get("costs")
     if costs is not None:
         if not isinstance(costs, dict) or set(costs) != {"bad_approved", "good_declined"}:
@@ -253,7 +335,8 @@ def _build(content: dict, version: str, path: str) -> Dataset:
         bad_labels=tuple(str(v) for v in label.get("bad") or ()),
         file=file, data=content.get("data"), description=str(content.get("description", "")),
         id_column=content.get("id_column"), event_time_column=content.get("event_time_column"),
-        protected_attributes=protected, costs=costs, threshold=threshold)
+        protected_attributes=protected, costs=costs, threshold=threshold,
+        pass_through=pass_through, privacy_key=key, unparsed_dead_letters=unparsed)
 
 
 def load_dataset(path_or_name: str) -> Dataset:

@@ -30,6 +30,8 @@ SCHEMA = pa.schema([
     ("raw", pa.string()),
     ("raw_bytes", pa.int64()),
     ("raw_truncated", pa.bool_()),
+    # Keyed hash of a raw input kept only as a hash (personal data that cannot be redacted).
+    ("raw_hmac", pa.string()),
     ("origin", pa.string()),
     ("failed_at", pa.timestamp("us", tz="UTC")),
     ("run_id", pa.string()),
@@ -42,7 +44,8 @@ BY_STAGE = "dead_letters_by_stage"
 
 def dead_letter(*, pipeline: str, stage: str, error: BaseException | str, raw: str | None,
                 origin: str | None, run_id: str, error_class: str | None = None,
-                failed_at: datetime.datetime | None = None) -> dict:
+                failed_at: datetime.datetime | None = None, raw_bytes: int | None = None,
+                raw_hmac: str | None = None) -> dict:
     """Build one dead-letter record.
 
     Args:
@@ -54,6 +57,8 @@ def dead_letter(*, pipeline: str, stage: str, error: BaseException | str, raw: s
         run_id: the run that rejected it.
         error_class: overrides the class name taken from ``error``.
         failed_at: defaults to now (UTC).
+        raw_bytes: the original input's size when ``raw`` is not it (redacted, a reference).
+        raw_hmac: keyed hash of an input kept only as a hash.
     """
     failed_at = failed_at or datetime.datetime.now(datetime.UTC)
     if isinstance(error, BaseException):
@@ -62,9 +67,11 @@ def dead_letter(*, pipeline: str, stage: str, error: BaseException | str, raw: s
     else:
         error_class = error_class or "Rejected"
         message = str(error)
-    raw_bytes = len(raw.encode("utf-8", errors="replace")) if raw is not None else None
+    if raw_bytes is None and raw is not None:
+        raw_bytes = len(raw.encode("utf-8", errors="replace"))
     truncated = raw is not None and len(raw) > MAX_RAW_CHARS
-    raw_digest = hashlib.sha256((raw or "").encode("utf-8", errors="replace")).hexdigest()[:16]
+    raw_digest = raw_hmac[:16] if raw_hmac else hashlib.sha256(
+        (raw or "").encode("utf-8", errors="replace")).hexdigest()[:16]
     return {
         "dead_letter_id": f"{run_id}:{stage}:{origin or ''}:{raw_digest}",
         "pipeline": pipeline,
@@ -74,6 +81,7 @@ def dead_letter(*, pipeline: str, stage: str, error: BaseException | str, raw: s
         "raw": raw[:MAX_RAW_CHARS] if truncated else raw,
         "raw_bytes": raw_bytes,
         "raw_truncated": truncated,
+        "raw_hmac": raw_hmac,
         "origin": origin,
         "failed_at": failed_at,
         "run_id": run_id,

@@ -15,12 +15,10 @@ import json
 import math
 import re
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
 from models.credit.dataset import NUMERIC, Field
-from transforms.common.dead_letters import DEAD_LETTERS, dead_letter
 from transforms.common.predictions import TIMESTAMP
 
 ID_FIELDS = ("request_id", "event_time")
@@ -48,6 +46,7 @@ class CreditRequest:
         received_at: when the pipeline read it (UTC); latency is measured from here.
         fields: the applicant fields, numbers as float, codes as str, missing as None.
         origin: where it came from (file and line, topic).
+        pseudonyms: pseudonymised pass-through fields (dropped ones are not kept at all).
     """
 
     request_id: str
@@ -55,6 +54,7 @@ class CreditRequest:
     received_at: datetime.datetime
     fields: dict
     origin: str
+    pseudonyms: dict = dataclasses.field(default_factory=dict)
 
 
 def parse_event_time(value) -> datetime.datetime:
@@ -162,10 +162,11 @@ def decode_line(line: bytes) -> str:
         raise RequestError("parse", f"not UTF-8 text: {error}") from None
 
 
-def _key_sets(fields: tuple[Field, ...]) -> tuple[frozenset, frozenset]:
-    """(keys a request must have, keys it may have) for a data set's fields."""
+def _key_sets(fields: tuple[Field, ...], pass_through=()) -> tuple[frozenset, frozenset]:
+    """(keys a request must have, keys it may have) for a data set's fields and its
+    pass-through fields (optional in every request)."""
     required = frozenset(ID_FIELDS) | {f.name for f in fields if not f.may_be_missing}
-    return required, frozenset(ID_FIELDS) | {f.name for f in fields}
+    return required, frozenset(ID_FIELDS) | {f.name for f in fields} | set(pass_through)
 
 
 def parse_envelope(line: str, fields: tuple[Field, ...],
@@ -209,7 +210,7 @@ def parse_envelope(line: str, fields: tuple[Field, ...],
 
 def parse_request(line: str, origin: str, received_at: datetime.datetime,
                   fields: tuple[Field, ...],
-                  max_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> CreditRequest:
+                  max_bytes: int = DEFAULT_MAX_REQUEST_BYTES, privacy=None) -> CreditRequest:
     """One JSON line -> a validated CreditRequest.
 
     Args:
@@ -218,18 +219,26 @@ def parse_request(line: str, origin: str, received_at: datetime.datetime,
         received_at: when it was read.
         fields: the served data set's fields (``Dataset.fields``).
         max_bytes: longer lines are rejected.
+        privacy: the data set's ``transforms.credit.privacy.Privacy`` (with its key) when it
+            declares pass-through fields; None otherwise.
 
     Raises:
         RequestError: with stage "parse" (oversized, empty, not JSON, not an object) or
             "validate" (missing / unexpected fields, bad id, time or field values).
     """
-    body, request_id, event_time = parse_envelope(line, fields, max_bytes)
+    treatments = privacy.treatments if privacy else {}
+    body, request_id, event_time = parse_envelope(line, fields, max_bytes,
+                                                  _key_sets(fields, treatments))
+    if privacy:
+        privacy.check_values(body)
     return CreditRequest(
         request_id=request_id,
         event_time=event_time,
         received_at=received_at,
         fields={f.name: validate_field(f, body.get(f.name)) for f in fields},
         origin=origin,
+        pseudonyms={n: privacy.pseudonym(body.get(n)) for n in privacy.pseudonymised}
+        if privacy else {},
     )
 
 
@@ -268,7 +277,8 @@ def _column_looks_valid(field: Field, values: list) -> np.ndarray | None:
 
 
 def parse_requests(lines, received_at: datetime.datetime, fields: tuple[Field, ...],
-                   schema: pa.Schema, max_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+                   schema: pa.Schema, max_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                   privacy=None
                    ) -> tuple[pa.RecordBatch | None, list[tuple[str, object, RequestError]]]:
     """Many (origin, line) -> (record batch of the valid requests, [(origin, line, error)] of
     the others), with the same verdicts and messages as ``parse_request`` line by line, but
@@ -278,15 +288,19 @@ def parse_requests(lines, received_at: datetime.datetime, fields: tuple[Field, .
         lines: (origin, bytes or text) pairs.
         received_at: when they were read.
         fields: the served data set's fields.
-        schema: ``request_batch_schema(fields)``.
+        schema: ``request_batch_schema(fields, privacy.pseudonymised)``.
         max_bytes: longer lines are rejected.
+        privacy: as ``parse_request``.
     """
     failed, kept = [], []
-    key_sets = _key_sets(fields)
+    key_sets = _key_sets(fields, privacy.treatments if privacy else ())
     for origin, line in lines:
         try:
             text = decode_line(line) if isinstance(line, bytes) else line
-            kept.append((origin, line, *parse_envelope(text, fields, max_bytes, key_sets)))
+            parsed = parse_envelope(text, fields, max_bytes, key_sets)
+            if privacy:
+                privacy.check_values(parsed[0])
+            kept.append((origin, line, *parsed))
         except RequestError as error:
             failed.append((origin, line, error))
     columns, errors = {}, {}
@@ -316,15 +330,18 @@ def parse_requests(lines, received_at: datetime.datetime, fields: tuple[Field, .
         received,
         pick([k[0] for k in kept]),
         *(pick(columns[f.name]) for f in fields),
+        *(pick([privacy.pseudonym(body.get(name)) for body in bodies])
+          for name in (privacy.pseudonymised if privacy else ())),
     ]
     return pa.RecordBatch.from_arrays(
         [a if isinstance(a, pa.Array) else pa.array(a, type=f.type)
          for a, f in zip(arrays, schema)], schema=schema), failed
 
 
-def request_batch_schema(fields: tuple[Field, ...]) -> pa.Schema:
+def request_batch_schema(fields: tuple[Field, ...], pseudonymised=()) -> pa.Schema:
     """Columns of a batch of validated requests: ids, times, origin, then the data set's
-    fields (numbers as float64, codes as strings, missing as null)."""
+    fields (numbers as float64, codes as strings, missing as null), then its pseudonymised
+    pass-through fields (strings)."""
     return pa.schema([
         pa.field("request_id", pa.string(), nullable=False),
         pa.field("event_time", TIMESTAMP),
@@ -332,28 +349,5 @@ def request_batch_schema(fields: tuple[Field, ...]) -> pa.Schema:
         pa.field("origin", pa.string()),
         *(pa.field(f.name, pa.float64() if f.kind == NUMERIC else pa.string())
           for f in fields),
+        *(pa.field(name, pa.string()) for name in pseudonymised),
     ])
-
-
-class ParseRequestBatchFn(beam.DoFn):
-    """A list of (origin, line) -> one record batch of the valid requests; each invalid line
-    becomes a dead letter on the ``dead_letters`` output."""
-
-    def __init__(self, pipeline_name: str, run_id: str, max_bytes: int,
-                 fields: tuple[Field, ...]):
-        self._pipeline_name = pipeline_name
-        self._run_id = run_id
-        self._max_bytes = max_bytes
-        self._fields = tuple(fields)
-        self._schema = request_batch_schema(self._fields)
-
-    def process(self, lines):
-        now = datetime.datetime.now(datetime.UTC)
-        batch, failed = parse_requests(lines, now, self._fields, self._schema, self._max_bytes)
-        for origin, line, error in failed:
-            raw = line.decode("utf-8", "backslashreplace") if isinstance(line, bytes) else line
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
-                pipeline=self._pipeline_name, stage=error.stage, error=error, raw=raw,
-                origin=origin, run_id=self._run_id, failed_at=now))
-        if batch is not None:
-            yield batch

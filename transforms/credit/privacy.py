@@ -1,0 +1,138 @@
+"""Personal data in credit requests, handled as the data set configures it.
+
+Pass-through fields (not model inputs) are dropped or replaced by a keyed pseudonym before any
+output holds them: sampled predictions, responses and dead letters. The pseudonym is
+HMAC-SHA256 under a secret key read from an environment variable or a file, so the same value
+always gives the same pseudonym (joins and slices still work) and nobody without the key can
+test a guess. A dead letter's raw line is redacted field by field when it is a JSON object;
+one that is not keeps only its length and a keyed hash when the data set says so.
+"""
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import os
+
+from models.config import ConfigError
+from models.credit.dataset import DROP, HASH, PSEUDONYMISE, Dataset
+from transforms.credit.requests import ID_FIELDS, RequestError, load_json
+
+# Shorter keys make the pseudonyms guessable by brute force over the key.
+MIN_KEY_BYTES = 16
+PSEUDONYM_HEX = 32  # 128 bits of the HMAC: collisions are out of reach at any volume
+
+
+def read_key(source: str) -> bytes:
+    """The pseudonymisation key from ``env:VARIABLE`` or ``file:/path``.
+
+    Raises:
+        ConfigError: the variable or file is missing, or the key is shorter than 16 bytes;
+            the message never contains the key.
+    """
+    kind, _, name = source.partition(":")
+    if kind == "env":
+        value = os.environ.get(name)
+        if value is None:
+            raise ConfigError(f"the pseudonymisation key is read from the environment "
+                              f"variable {name}, which is not set")
+        key = value.encode("utf-8")
+    else:
+        try:
+            with open(name, "rb") as f:
+                key = f.read().strip()
+        except OSError as error:
+            raise ConfigError(f"the pseudonymisation key file {name} cannot be read: "
+                              f"{error.strerror or error}") from None
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"the pseudonymisation key from {source} is {len(key)} bytes; it "
+                          f"needs at least {MIN_KEY_BYTES} (e.g. `openssl rand -hex 32`)")
+    return key
+
+
+@dataclasses.dataclass(frozen=True)
+class Privacy:
+    """How one data set's requests are redacted; ``key`` is None when nothing needs it.
+
+    Attributes:
+        treatments: pass-through field -> "drop" or "pseudonymise".
+        declared: every key a valid request may have (ids, model inputs, pass-through).
+        hash_unparsed: keep only length + keyed hash of a dead letter that is not an object.
+        key: the HMAC key.
+    """
+
+    treatments: dict
+    declared: frozenset
+    hash_unparsed: bool = False
+    key: bytes | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def pseudonymised(self) -> tuple[str, ...]:
+        return tuple(n for n, t in self.treatments.items() if t == PSEUDONYMISE)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.treatments) or self.hash_unparsed
+
+    def pseudonym(self, value) -> str | None:
+        """Keyed pseudonym of one value (None stays None); text and numbers alike."""
+        if value is None:
+            return None
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        return hmac.new(self.key, text.encode("utf-8"), hashlib.sha256).hexdigest()[
+            :PSEUDONYM_HEX]
+
+    def check_values(self, body: dict) -> None:
+        """A pass-through value must be one value (text, number, true/false or null).
+
+        Raises:
+            RequestError: stage "validate", naming the field but never its value.
+        """
+        for name in self.treatments:
+            value = body.get(name)
+            if isinstance(value, (dict, list)):
+                kind = "object" if isinstance(value, dict) else "array"
+                raise RequestError("validate", f"{name} must be a single value (text or "
+                                               f"number), got a JSON {kind}")
+
+    def redact_body(self, body: dict) -> dict:
+        """A request object as it may be stored: pass-through fields dropped or pseudonymised;
+        with ``hash_unparsed``, the values of keys no request may have are pseudonymised too
+        (an unexpected field may be personal data nobody declared)."""
+        redacted = {}
+        for name, value in body.items():
+            treatment = self.treatments.get(name)
+            if treatment == DROP:
+                continue
+            if treatment == PSEUDONYMISE or (self.hash_unparsed and name not in self.declared):
+                redacted[name] = self.pseudonym(value)
+            else:
+                redacted[name] = value
+        return redacted
+
+    def redact_raw(self, text: str | None) -> tuple[str | None, str | None]:
+        """(raw text as a dead letter may keep it, keyed hash of the original or None)."""
+        if text is None or not self.active:
+            return text, None
+        try:
+            body = load_json(text)
+        except RequestError:
+            body = None
+        if isinstance(body, dict):
+            return json.dumps(self.redact_body(body)), None
+        if self.hash_unparsed:
+            return None, self.pseudonym(text)
+        return text, None
+
+
+def privacy_for(dataset: Dataset, load_key: bool = True) -> Privacy:
+    """The data set's redaction, with its key read now when one is configured.
+
+    Raises:
+        ConfigError: the key is configured but cannot be read or is too short.
+    """
+    key = read_key(dataset.privacy_key) if load_key and dataset.privacy_key else None
+    return Privacy(treatments=dict(dataset.pass_through),
+                   declared=frozenset(ID_FIELDS) | set(dataset.field_names)
+                   | {n for n, _ in dataset.pass_through},
+                   hash_unparsed=dataset.unparsed_dead_letters == HASH, key=key)
