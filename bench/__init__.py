@@ -1,5 +1,11 @@
 """Benchmarks (not tests): ratios measured side by side in one run."""
 
+import os
+import secrets
+
 from models.quiet import quiet_imports
 
 quiet_imports()  # before any Beam or TensorFlow import of this package
+# The German data set pseudonymises national ids under this key; benches use a throwaway one
+# (subprocesses they start inherit it).
+os.environ.setdefault("BEAMLINE_PII_KEY", secrets.token_hex(32))
