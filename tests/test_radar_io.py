@@ -123,7 +123,8 @@ def test_bad_files_raise_a_read_error_that_says_what_the_file_is(tmp_path, conte
     path = tmp_path / "bad"
     path.write_bytes(content)
     with pytest.raises(RadarReadError,
-                       match="not a decodable NEXRAD Level II volume|no complete sweep") as error:
+                       match="not a decodable NEXRAD Level II volume|no complete sweep|"
+                             "not a NEXRAD Level II archive") as error:
         volume_sweeps(open_volume(str(path)))
     assert f"{path}: {described}: " in str(error.value)
 

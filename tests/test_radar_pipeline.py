@@ -1,7 +1,9 @@
 """The radar QC pipeline end to end: batch on the real KLBB volume with bad files beside it,
 streaming from a watched directory fed the real KLOT chunks one by one."""
 
+import bz2
 import datetime
+import gzip
 import os
 import shutil
 import threading
@@ -24,15 +26,83 @@ def read(path):
     return pads.dataset(str(path), partitioning="hive").to_table()
 
 
+def klbb_index(out) -> dict:
+    [row] = [r for r in read(out / "qc_volumes").to_pylist() if r["radar"] == "KLBB"]
+    return row
+
+
+def first_klot_chunks(count: int) -> bytes:
+    """The first ``count`` real-time chunks of the real KLOT volume, concatenated: an archive
+    file cut short (what a transfer that died leaves)."""
+    names = sorted(os.listdir(KLOT_CHUNKS), key=lambda n: int(n.split("-")[2]))
+    return b"".join((KLOT_CHUNKS / n).read_bytes() for n in names[:count])
+
+
+def radar_corpus(klbb: bytes, klot_cut: bytes) -> dict[str, bytes]:
+    """Files a radar archive folder can hold, made from the real volumes or from nothing:
+    {name: content}. The two QC'd ones start with the radar's name; every other one is a
+    dead letter."""
+    noise = np.random.default_rng(0).bytes(50_000)
+    return {
+        "KLBB20160601_150025_V06": klbb,
+        "KLOT20260328_201457_V06_cut_short": klot_cut,       # 4 of its 12 cuts arrived whole
+        "cut_at_200kB": klbb[:200_000],                      # no sweep arrived whole
+        "header_only": klbb[:24],                            # the archive's volume header
+        "header_then_noise": klbb[:24] + noise,
+        "random.bin": noise,
+        "zeros.bin": bytes(100_000),
+        "empty": b"",
+        "notes.txt": b"not a radar volume\n",
+        "volume.json": b'{"radar": "KLBB", "sweeps": []}',
+        "picture.png": b"\x89PNG\r\n\x1a\n" + noise[:2000],
+        "odim_like.h5": b"\x89HDF\r\n\x1a\n" + bytes(500),
+        "noise.gz": gzip.compress(noise),
+        "not_gzip.gz": b"plain text named .gz\n",
+        "noise.bz2": bz2.compress(noise),
+        "gzip_cut_short.gz": gzip.compress(klbb[:400_000])[:100_000],
+        "no_sweeps.nc": b"CDF\x01" + bytes(200),
+        "middle_corrupted": klbb[:1_000_000] + noise + klbb[1_050_000:1_200_000],
+    }
+
+
+# What a radar person reads for each kind of bad file (the file kind from its first bytes and
+# size, then why it cannot be QC'd).
+NOT_LEVEL2 = "not a NEXRAD Level II archive (those start with AR2V or ARCHIVE2)"
+DEAD_REASONS = {
+    "cut_at_200kB": "NEXRAD Level II archive (message 31), 200,000 bytes: decoded, but holds "
+                    "no complete sweep",
+    "header_only": "24 bytes: not a decodable NEXRAD Level II volume: a record does not have "
+                   "the layout Level II requires",
+    "header_then_noise": "50,024 bytes: not a decodable NEXRAD Level II volume: a record",
+    "random.bin": f"binary file of no known radar format, 50,000 bytes: {NOT_LEVEL2}",
+    "zeros.bin": f"binary file of no known radar format, 100,000 bytes: {NOT_LEVEL2}",
+    "empty": f"empty file (0 bytes): {NOT_LEVEL2}",
+    "notes.txt": f"text file, 19 bytes: {NOT_LEVEL2}",
+    "volume.json": f"text file, 31 bytes: {NOT_LEVEL2}",
+    "picture.png": f"2,008 bytes: {NOT_LEVEL2}",
+    "odim_like.h5": f"HDF5 file (ODIM_H5, GAMIC or NetCDF-4), 508 bytes: {NOT_LEVEL2}",
+    "noise.gz": "gzip-compressed file, ",
+    "not_gzip.gz": "text file, 21 bytes: cannot decompress: not the compressed data its name "
+                   "says",
+    "noise.bz2": f"holding a binary file of no known radar format, 50,000 bytes: {NOT_LEVEL2}",
+    "gzip_cut_short.gz": "cannot decompress: the compressed stream ends early",
+    "no_sweeps.nc": "NetCDF, but holds no sweep_<n> groups",
+    "middle_corrupted": "1,200,000 bytes: not a decodable NEXRAD Level II volume: a compressed "
+                        "record inside the volume is corrupt",
+}
+
+
 @pytest.fixture(scope="module")
 def batch_run(klbb_path, radar_registry, tmp_path_factory):
-    """KLBB plus a truncated copy, random bytes and a text file, QC'd in one batch run."""
+    """The real KLBB volume, a KLOT volume cut short and 16 kinds of bad file, QC'd in one
+    batch run."""
+    if not KLOT_CHUNKS.exists():
+        pytest.skip(f"real data not found at {KLOT_CHUNKS}")
     inputs = tmp_path_factory.mktemp("volumes")
-    shutil.copy(klbb_path, inputs / "KLBB20160601_150025_V06")
     with open(klbb_path, "rb") as f:
-        (inputs / "KLBB20160601_150025_V06_truncated").write_bytes(f.read(200_000))
-    (inputs / "random.bin").write_bytes(np.random.default_rng(0).bytes(50_000))
-    (inputs / "notes.txt").write_text("not a radar volume\n")
+        corpus = radar_corpus(f.read(), first_klot_chunks(27))
+    for name, content in corpus.items():
+        (inputs / name).write_bytes(content)
     out = tmp_path_factory.mktemp("out")
     radar_qc.run(["--input", str(inputs / "*"), "--output", str(out), "--registry",
                   radar_registry, "--sample_rate", "1.0", "--run_id", "radar-test"])
@@ -44,14 +114,30 @@ def test_every_input_file_ends_in_exactly_one_output(batch_run):
     volumes = read(out / "qc_volumes").to_pylist()
     dead = read(out / "dead_letters").to_pylist()
     origins = sorted([v["source"] for v in volumes] + [d["origin"] for d in dead])
+    assert len(origins) == len(set(origins)) >= 18
     assert origins == sorted(str(p) for p in inputs.iterdir())
-    assert [v["volume_id"] for v in volumes] == ["KLBB-20160601T150025Z"]
-    assert len(dead) == 3
+    assert sorted(os.path.basename(v["source"]) for v in volumes) == [
+        "KLBB20160601_150025_V06", "KLOT20260328_201457_V06_cut_short"]
+    reasons = {os.path.basename(d["origin"]): d["message"] for d in dead}
+    for name, reason in DEAD_REASONS.items():
+        assert reason in reasons[name], (name, reasons[name])
     for record in dead:
         assert record["stage"] == "decode" and record["error_class"] == "RadarReadError"
         assert record["origin"] in record["message"]
+        assert "Traceback" not in record["message"]
         assert record["raw"] is None  # bytes of a bad file are referenced, not copied
         assert record["pipeline"] == "radar_qc" and record["run_id"] == "radar-test"
+
+
+def test_a_volume_cut_short_keeps_its_whole_sweeps_and_is_flagged(batch_run):
+    _, out = batch_run
+    rows = {os.path.basename(v["source"]): v for v in read(out / "qc_volumes").to_pylist()}
+    whole = rows["KLBB20160601_150025_V06"]
+    assert (whole["sweeps_total"], whole["sweeps_expected"], whole["complete"]) == (11, 11, True)
+    cut = rows["KLOT20260328_201457_V06_cut_short"]
+    assert (cut["sweeps_total"], cut["sweeps_expected"], cut["complete"]) == (4, 12, False)
+    assert 0 < cut["sweeps_classified"] <= 4
+    assert os.path.exists(cut["netcdf"]) and os.path.exists(cut["quicklook"])
 
 
 def test_qcd_volume_is_cf_radial_netcdf_with_masked_moments(batch_run):
@@ -59,7 +145,7 @@ def test_qcd_volume_is_cf_radial_netcdf_with_masked_moments(batch_run):
     import xradar
 
     _, out = batch_run
-    index = read(out / "qc_volumes").to_pylist()[0]
+    index = klbb_index(out)
     assert set(VOLUME_SCHEMA.names) <= set(read(out / "qc_volumes").schema.names)
     assert index["sweeps_total"] == 11 and index["sweeps_classified"] == 9
     tree = xradar.io.open_cfradial2_datatree(index["netcdf"])
@@ -85,7 +171,7 @@ def test_qcd_volume_is_cf_radial_netcdf_with_masked_moments(batch_run):
 
 def test_quicklook_is_a_png(batch_run):
     _, out = batch_run
-    index = read(out / "qc_volumes").to_pylist()[0]
+    index = klbb_index(out)
     with open(index["quicklook"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(index["quicklook"]) > 20_000
@@ -95,7 +181,8 @@ def test_sampled_sweeps_carry_versions_counts_and_the_packed_mask(batch_run, rad
     _, out = batch_run
     table = read(out / "predictions")
     assert set(PREDICTION_SCHEMA.names) <= set(table.schema.names)
-    rows = sorted(table.to_pylist(), key=lambda r: r["sweep_number"])
+    rows = sorted((r for r in table.to_pylist() if r["radar"] == "KLBB"),
+                  key=lambda r: r["sweep_number"])
     assert [r["sweep_number"] for r in rows] == [0, 2, 4, 5, 6, 7, 8, 9, 10]
     for row in rows:
         assert row["prediction_id"] == f"KLBB-20160601T150025Z-s{row['sweep_number']:02d}"

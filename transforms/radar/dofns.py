@@ -17,7 +17,13 @@ from transforms.common.progress import Progress
 from transforms.radar import rows as radar_rows
 from transforms.radar.quicklook import quicklook_png, write_bytes
 from transforms.radar.reading import RadarReadError, open_volume, parse_chunk_name
-from transforms.radar.volumes import apply_qc, decode_volume, write_cfradial
+from transforms.radar.volumes import (
+    apply_qc,
+    decode_volume,
+    expected_sweeps,
+    sweep_count,
+    write_cfradial,
+)
 
 LOGGER = logging.getLogger(__name__)
 PIPELINE_NAME = "radar_qc"
@@ -96,7 +102,12 @@ class WriteQcVolumeFn(beam.DoFn):
         lowest = min(classes_by_sweep, key=lambda n: (
             float(tree[f"sweep_{n}"].ds["sweep_fixed_angle"].values), n))
         raw_lowest = tree[f"sweep_{lowest}"].to_dataset(inherit=False).copy(deep=True)
-        sweeps_in_volume = len(tree.children)
+        sweeps_in_volume, expected = sweep_count(tree), expected_sweeps(tree)
+        if expected is not None and sweeps_in_volume < expected:
+            beam.metrics.Metrics.counter(PIPELINE_NAME, "volumes_incomplete").inc()
+            LOGGER.warning("%s: %d of the %d sweeps of its coverage pattern arrived whole; "
+                           "those are QC'd and its index row says complete=false",
+                           key.volume_id, sweeps_in_volume, expected)
         qc = apply_qc(tree, classes_by_sweep, {
             "qc_model_name": name, "qc_model_version": version, "qc_model_sha256": sha256,
             "qc_run_id": self._context["run_id"]}, in_place=True)
@@ -116,7 +127,7 @@ class WriteQcVolumeFn(beam.DoFn):
                          if echo else 0.0)
         beam.metrics.Metrics.counter(PIPELINE_NAME, "volumes_written").inc()
         return radar_rows.volume_row(key, paths, sweeps_in_volume, removed_share,
-                                     self._model, self._context)
+                                     self._model, self._context, sweeps_expected=expected)
 
 
 def inference_dead_letters(failure, context: dict) -> list[dict]:

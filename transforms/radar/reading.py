@@ -195,9 +195,30 @@ def decode_failure(error: Exception) -> str:
     text = f"{type(error).__name__}: {error}"
     if isinstance(error, EOFError) or "unpack requires a buffer" in str(error):
         return f"the file ends inside a record (truncated or cut short?) ({text})"
-    if isinstance(error, (KeyError, IndexError, ValueError)):
+    if isinstance(error, OSError) and "data stream" in str(error):
+        return f"a compressed record inside the volume is corrupt (bzip2: {error})"
+    if isinstance(error, (KeyError, IndexError, ValueError, TypeError)):
         return f"a record does not have the layout Level II requires ({text})"
     return text
+
+
+def decompress_failure(error: Exception) -> str:
+    """Why a .gz / .bz2 file did not decompress, in words."""
+    if isinstance(error, EOFError):
+        return "the compressed stream ends early (file cut short?)"
+    return f"not the compressed data its name says ({error})"
+
+
+_LEVEL2_MAGIC = (b"AR2V", b"ARCHIVE2")
+
+
+def is_level2(path: str) -> bool:
+    """Whether a file starts like a NEXRAD Level II archive (volume header AR2V / ARCHIVE2)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(8).startswith(_LEVEL2_MAGIC)
+    except OSError:
+        return False
 
 
 def open_volume(source: str | list[str]):
@@ -213,13 +234,21 @@ def open_volume(source: str | list[str]):
         target = _local_copies(source, tmp)
         if isinstance(source, str) and source.endswith(".nc"):
             return _open_cfradial2(target, source)
+        packed = ""
         if isinstance(source, str) and source.endswith((".gz", ".bz2")):
+            packed = f"{describe_file(target)}, holding a "
             try:
                 target = _decompressed_copy(target, tmp)
             except (OSError, EOFError) as error:
-                raise RadarReadError(f"{source}: cannot decompress: {error}") from error
-        what = (describe_file(target) if isinstance(target, str)
-                else f"{len(target)} real-time chunks")
+                raise RadarReadError(f"{source}: {describe_file(target)}: cannot decompress: "
+                                     f"{decompress_failure(error)}") from error
+        what = packed + (describe_file(target) if isinstance(target, str)
+                         else f"{len(target)} real-time chunks")
+        first = target if isinstance(target, str) else target[0]
+        if isinstance(first, str) and not is_level2(first):
+            raise RadarReadError(f"{source if isinstance(source, str) else source[0]}: {what}: "
+                                 f"not a NEXRAD Level II archive (those start with AR2V or "
+                                 f"ARCHIVE2); no reader for this format is configured")
         try:
             tree = xradar.io.open_nexradlevel2_datatree(target)
             tree.load()  # read everything now, while a decompressed copy still exists

@@ -46,6 +46,10 @@ VOLUME_SCHEMA = pa.schema([
     pa.field("quicklook", pa.string()),
     pa.field("sweeps_total", pa.int32()),
     pa.field("sweeps_classified", pa.int32()),
+    # The volume coverage pattern's number of cuts (NEXRAD message 5; null when the format
+    # does not say), and whether every one of them arrived whole.
+    pa.field("sweeps_expected", pa.int32()),
+    pa.field("complete", pa.bool_()),
     pa.field("fraction_removed", pa.float64()),
     *(_COMMON[name] for name in ("processed_at", "model_name", "model_version", "model_sha256",
                                  "code_version", "run_mode", "run_id", "latency_ms", "dt")),
@@ -109,8 +113,10 @@ def _nan_mean(values: np.ndarray) -> float | None:
 
 def volume_row(key: SweepKey, paths: dict, sweeps_total: int, fraction_removed: float,
                model: tuple[str, str, str], context: dict,
-               now: datetime.datetime | None = None) -> dict:
-    """The index row of one QC'd volume."""
+               now: datetime.datetime | None = None,
+               sweeps_expected: int | None = None) -> dict:
+    """The index row of one QC'd volume; ``complete`` is False when fewer sweeps were found
+    than its coverage pattern has (a volume cut short), None when that count is unknown."""
     now = now or datetime.datetime.now(datetime.UTC)
     name, version, sha256 = model
     return {
@@ -122,6 +128,8 @@ def volume_row(key: SweepKey, paths: dict, sweeps_total: int, fraction_removed: 
         "quicklook": paths["quicklook"],
         "sweeps_total": sweeps_total,
         "sweeps_classified": key.qc_sweeps,
+        "sweeps_expected": sweeps_expected,
+        "complete": None if sweeps_expected is None else sweeps_total >= sweeps_expected,
         "fraction_removed": fraction_removed,
         "processed_at": now,
         "model_name": name,

@@ -102,6 +102,20 @@ class DecodedVolume:
         return self.keys[0]
 
 
+def expected_sweeps(tree) -> int | None:
+    """How many sweeps the volume's coverage pattern has (NEXRAD message 5's elevation cuts,
+    as xradar reports it); None when the format does not say or the radar shortened the
+    pattern on purpose (SAILS / MRLE ``vcp_truncated``)."""
+    cuts = tree.attrs.get("number_elevation_cuts")
+    if not isinstance(cuts, (int, np.integer)) or cuts <= 0 or tree.attrs.get("vcp_truncated"):
+        return None
+    return int(cuts)
+
+
+def sweep_count(tree) -> int:
+    return sum(1 for name in tree.children if name.startswith("sweep_"))
+
+
 def decode_volume(tree, source: tuple[str, ...]) -> tuple[DecodedVolume, np.ndarray]:
     """A decoded volume -> (its DecodedVolume, float32 moments of its dual-pol sweeps stacked
     as ``(sweeps, N_AZIMUTH, N_RANGE, 4)``).
