@@ -57,6 +57,22 @@ class CreditRequest:
     pseudonyms: dict = dataclasses.field(default_factory=dict)
 
 
+def shown(value) -> str:
+    """A value as an error message quotes it: its repr, cut after 40 characters (a message
+    stays readable whatever a client sent; the dead letter keeps the raw line)."""
+    text = repr(value)
+    if len(text) <= 40:
+        return text
+    size = len(value) if isinstance(value, (str, list, dict)) else len(text)
+    return f"{text[:32]}... ({size:,} {'characters' if isinstance(value, str) else 'long'})"
+
+
+def _listed(names) -> str:
+    names = sorted(names)
+    return ", ".join(shown(n)[1:-1] if len(n) > 40 else n for n in names[:10]) + (
+        f" and {len(names) - 10} more" if len(names) > 10 else "")
+
+
 def parse_event_time(value) -> datetime.datetime:
     """ISO-8601 timestamp with a zone -> aware UTC datetime.
 
@@ -69,9 +85,9 @@ def parse_event_time(value) -> datetime.datetime:
     try:
         parsed = datetime.datetime.fromisoformat(value)
     except ValueError:
-        raise RequestError("validate", f"event_time {value!r} is not ISO-8601") from None
+        raise RequestError("validate", f"event_time {shown(value)} is not ISO-8601") from None
     if parsed.tzinfo is None:
-        raise RequestError("validate", f"event_time {value!r} has no time zone")
+        raise RequestError("validate", f"event_time {shown(value)} has no time zone")
     return parsed.astimezone(datetime.UTC)
 
 
@@ -90,24 +106,24 @@ def validate_field(field: Field, value):
     if field.kind == NUMERIC:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RequestError("validate", f"{name} must be a number, got "
-                                           f"{type(value).__name__} {value!r}")
+                                           f"{type(value).__name__} {shown(value)}")
         try:
             number = float(value)
         except OverflowError:  # an integer beyond any float
             raise RequestError("validate", f"{name} is out of range (an integer of "
                                            f"{len(str(value))} digits)") from None
         if not math.isfinite(number):
-            raise RequestError("validate", f"{name} must be finite, got {value!r}")
+            raise RequestError("validate", f"{name} must be finite, got {shown(value)}")
         low, high = field.min_value, field.max_value
         if (low is not None and number < low) or (high is not None and number > high):
-            raise RequestError("validate", f"{name}={value!r} is out of range "
+            raise RequestError("validate", f"{name}={shown(value)} is out of range "
                                            f"[{_bound(low, '-inf')}, {_bound(high, 'inf')}]")
         return number
     if not isinstance(value, str):
         raise RequestError("validate", f"{name} must be a category code string, got "
-                                       f"{type(value).__name__} {value!r}")
+                                       f"{type(value).__name__} {shown(value)}")
     if not value.strip() or len(value) > field.max_code_length:
-        raise RequestError("validate", f"{name}={value!r} is not a category code "
+        raise RequestError("validate", f"{name}={shown(value)} is not a category code "
                                        f"(1..{field.max_code_length} characters)")
     return value
 
@@ -197,14 +213,16 @@ def parse_envelope(line: str, fields: tuple[Field, ...],
             f.name for f in fields if f.name not in body and not f.may_be_missing]
         raise RequestError("validate", f"missing fields: {', '.join(missing)}")
     if not keys <= allowed:
-        raise RequestError("validate", f"unexpected fields: {', '.join(sorted(keys - allowed))}")
+        raise RequestError("validate", f"unexpected fields: {_listed(keys - allowed)}")
     request_id = body["request_id"]
     if not isinstance(request_id, str) or not request_id.strip() or \
             len(request_id) > MAX_REQUEST_ID_LENGTH:
         raise RequestError("validate", f"request_id must be a non-empty string of at most "
-                                       f"{MAX_REQUEST_ID_LENGTH} characters, got {request_id!r}")
+                                       f"{MAX_REQUEST_ID_LENGTH} characters, got "
+                                       f"{shown(request_id)}")
     if _CONTROL.search(request_id):
-        raise RequestError("validate", f"request_id {request_id!r} contains control characters")
+        raise RequestError("validate", f"request_id {shown(request_id)} contains control "
+                                       f"characters")
     return body, request_id, parse_event_time(body["event_time"])
 
 
