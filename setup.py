@@ -30,12 +30,14 @@ setup(
         "onnxruntime",
         "onnx",
         "tf2onnx",
+        # The evaluation query rendered per data set (transforms.evaluation.query).
+        "jinja2",
     ],
     extras_require={
         # Beam's DaskRunner needs these (apache-beam[dask]); runners.dask_runner uses them.
         "dask": ["dask>=2024.4.2", "distributed>=2024.4.2"],
         "test": ["pytest", "pytest-timeout", "ruff", "selenium", "dask>=2024.4.2",
-                 "distributed>=2024.4.2"],
+                 "distributed>=2024.4.2", "duckdb>=1.1", "sqlglot>=25"],
         "gcp": ["apache-beam[gcp]==2.77.0"],
     },
 )
