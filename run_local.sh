@@ -152,6 +152,7 @@ evaluation_demo() {
   SHIFTED_REPORT=$REPORT SHIFTED_DECISION=$DECISION
   echo "== evaluate -> decide -> report: unshifted"
   decide credit_scoring "$eval_out/unshifted" "$eval_out/unshifted/truth.jsonl"
+  sql_evaluation "$eval_out/shifted"
   UNSHIFTED_REPORT=$REPORT UNSHIFTED_DECISION=$DECISION
   loop_demo "$eval_out/shifted"
 }
@@ -250,6 +251,43 @@ wait_for_radar_training() {
     fi
     grep -A3 "^published" "$OUT/radar_training.log" | sed 's/^/   /'
   fi
+}
+
+# The evaluation as a warehouse user runs it: sql/credit_german_evaluation.sql on DuckDB over
+# the shifted run's Parquet folders and truth file (the same figures as pipelines.evaluate).
+sql_evaluation() {
+  echo "== the same evaluation in SQL (DuckDB over the Parquet folders): AUC and approval rate"
+  echo "   per week, and the largest approval-rate gap, from sql/credit_german_evaluation.sql"
+  "$VENV/bin/python" - "$1" <<'PY'
+import sys
+import duckdb
+run = sys.argv[1]
+db = duckdb.connect()
+db.execute("SET TimeZone = 'UTC'")
+db.execute(f"""CREATE VIEW predictions AS SELECT * FROM read_parquet(
+    '{run}/predictions/pipeline=credit_scoring/model_name=credit_german/**/*.parquet',
+    hive_partitioning = true, union_by_name = true)""")
+db.execute(f"""CREATE VIEW truth AS SELECT prediction_id, TRY_CAST(label AS DOUBLE) AS label,
+    TRY_CAST(label_time AS TIMESTAMPTZ) AS label_time FROM read_json_auto('{run}/truth.jsonl',
+    format = 'newline_delimited', ignore_errors = true)""")
+db.execute("CREATE TABLE figures AS " + open("sql/credit_german_evaluation.sql").read())
+print(db.sql("""SELECT model_version, window_start AS week,
+    MAX(CASE WHEN metric = 'labelled' THEN count END) AS labelled,
+    ROUND(MAX(CASE WHEN metric = 'auc' THEN value END), 3) AS auc,
+    ROUND(MAX(CASE WHEN metric = 'approval_rate' THEN value END), 3) AS approval_rate
+  FROM figures WHERE "window" = 'week' AND slice = 'all'
+  GROUP BY ALL ORDER BY ALL"""))
+gap = db.execute("""SELECT g.slice, g.slice_value, g.model_version, g.window_start,
+    ROUND(g.value, 3), g.count
+  FROM figures AS g JOIN figures AS t ON t.metric = 'labelled' AND t.slice = 'all'
+    AND t.model_version = g.model_version AND t."window" = g."window"
+    AND t.window_start = g.window_start
+  WHERE g.metric = 'approval_rate_diff' AND g."window" = 'week' AND g.count >= 30
+    AND t.count - g.count >= 30
+  ORDER BY ABS(g.value) DESC LIMIT 1""").fetchone()
+print(f"   largest weekly approval-rate gap (group and rest of 30+ rows): {gap[0]}={gap[1]} "
+      f"{gap[4]:+} against the rest ({gap[2]}, week of {gap[3]}, {gap[5]} rows)")
+PY
 }
 
 # The key of the national-id pseudonyms (config/datasets/credit_german.json reads it from
