@@ -41,6 +41,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from models import registry as model_registry
 from models.credit.dataset import dataset_from_manifest
 from models.credit.handler import RemoteCreditHandler, credit_batch_handler
+from models.credit.shadow import choose_shadow
 from models.provenance import code_version
 from pipelines.options import (
     CommonOptions,
@@ -78,6 +79,7 @@ from transforms.credit.rules import (
     default_rules_path,
     load_rules,
 )
+from transforms.credit.shadow import ShadowScores
 
 LOGGER = logging.getLogger(__name__)
 PIPELINE_NAME = "credit_scoring"
@@ -130,6 +132,10 @@ class CreditScoringOptions(PipelineOptions):
         parser.add_argument("--model_endpoint_retries", type=int, default=3,
                             help="retries of a call the serving function failed (5xx, 429, "
                                  "no answer), with backoff")
+        parser.add_argument("--shadow_version", default=None,
+                            help="a version or alias scored beside the one in service, its "
+                                 "answers written to the sampled predictions only (default: "
+                                 "the registry's shadow alias when set; none = no shadow)")
         parser.add_argument("--alias_poll_secs", type=float, default=60.0,
                             help="streaming with an alias as --model_version: how often the "
                                  "alias is read, so a promotion or rollback reaches the running "
@@ -225,6 +231,8 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
     outputs = run_outputs(options)
     LOGGER.info("serving %s %s (%s, data set %s), rules %s", model.name, model.version,
                 model.path, dataset.version, rules.version)
+    shadow, shadow_why = choose_shadow(common.registry, model, credit.shadow_version)
+    LOGGER.info("%s", shadow_why)
 
     if streaming:
         requests = requests | "WindowRequests" >> file_windows(outputs.window_secs)
@@ -266,13 +274,13 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
             outputs.window_secs, common.stop_after_secs)
     # A batch the model fails on is scored again a request at a time, so only the request
     # that fails is dead-lettered.
-    predictions, failed = parsed.requests | "ScoreCredit" >> RunInferenceIsolatingFailures(
+    scores, failed = parsed.requests | "ScoreCredit" >> RunInferenceIsolatingFailures(
         handler, functools.partial(credit_rows.chunks, size=1), model_updates)
     inference_failed = failed | "InferenceDeadLetters" >> beam.FlatMap(
         credit_rows.inference_dead_letters, PIPELINE_NAME, common.run_id)
 
     schema = credit_rows.scored_schema(dataset.stored_kinds)
-    scored = predictions | "DecideAndChooseBank" >> beam.Map(
+    scored = scores | "DecideAndChooseBank" >> beam.Map(
         lambda result: credit_rows.scored_batch(
             result.example, result.inference, result.model_id, context, rules, schema))
     scored, dedup_dead = deduplicate(scored, credit, common, streaming, dataset, schema,
@@ -286,6 +294,13 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
         scored = (settled, answered) | "AllOutcomes" >> beam.Flatten()
     # Stamped once, so a response and its sampled prediction row agree on processed_at.
     outcomes = scored | "StampProcessed" >> beam.Map(credit_rows.stamp_processed_batch)
+    predictions = outcomes
+    if shadow is not None:
+        # Only the sampled rows carry the shadow's answer: responses and offers come from
+        # ``outcomes``, which the shadow never touches.
+        predictions = outcomes | "Shadow" >> ShadowScores(
+            credit_batch_handler(shadow.path, dataset.kinds), (shadow.version, shadow.sha256),
+            rules)
     split = outcomes | "SplitOfferOutcomes" >> beam.ParDo(
         SplitOfferFailures(tuple(dataset.stored_kinds))).with_outputs(
         DEAD_LETTERS, main="responses")
@@ -294,9 +309,9 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
     dead_letters = dead_letters | "AllDeadLetters" >> beam.Flatten()
     return {
         "responses": responses,
-        "predictions": outcomes,
+        "predictions": predictions,
         "dead_letters": dead_letters,
-        **write_run_outputs(outputs, RESPONSES, responses, outcomes,
+        **write_run_outputs(outputs, RESPONSES, responses, predictions,
                             credit_rows.prediction_schema(dataset.stored_kinds), dead_letters),
     }
 

@@ -204,8 +204,12 @@ def build(pipeline, options: PipelineOptions) -> dict:
     dataset = newest_dataset(cap, manifests)
     config = metric_config(evaluate.config, dataset)
     snapshot = evaluate.snapshot_id = snapshot_id(evaluate, common, dataset)
-    statistics = ({v: drift_statistics(m) for v, m in manifests.items()} if cap.tabular
-                  else {})
+    # Drift of a shadow version is measured against its own training statistics.
+    others = sorted(set(model_registry.list_versions(common.registry, model_name))
+                    - set(found_versions)) if cap.tabular else []
+    statistics = ({v: drift_statistics(m) for v, m in {
+        **manifests, **model_manifests(common.registry, model_name, others)}.items()}
+        if cap.tabular else {})
     window = evaluate.window or config.get("window", "week")
     run = {"run_id": common.run_id, "evaluated_at": datetime.datetime.now(datetime.UTC)}
     LOGGER.info("evaluating %d prediction files of %s %s (versions %s)", len(files), name,
@@ -232,6 +236,7 @@ def build(pipeline, options: PipelineOptions) -> dict:
               | "JoinCountRows" >> beam.Map(
                   lambda kv: evaluation.join_count_row(*kv, name, model_name, run)))
     group_metrics = (joined.rows
+                     | "ServedAndShadow" >> beam.FlatMap(evaluation.shadow_views)
                      | "KeyByVersionAndWindow" >> beam.FlatMap(
                          lambda r: [(k, r) for k in evaluation.group_keys(r, window)])
                      | "GroupForMetrics" >> beam.GroupByKey()

@@ -196,7 +196,8 @@ def test_windows_are_iso_weeks_and_days():
     assert window_start(sunday, "week") == "2026-09-07"
     assert window_start(sunday, "day") == "2026-09-13"
     keys = group_keys(_prediction(event_time=sunday), "week")
-    assert keys == [("credit", "v0001", "all", "all"), ("credit", "v0001", "week", "2026-09-07")]
+    assert keys == [("credit", "v0001", "served", "all", "all"),
+                    ("credit", "v0001", "served", "week", "2026-09-07")]
 
 
 # --- slices ----------------------------------------------------------------------------------

@@ -47,6 +47,16 @@ _OUTPUT_FIELDS = (
 )
 
 
+# A shadow version's answer for the same request: only ever in the sampled prediction row,
+# never in a response, an offer call or a decision (null when no shadow is set or it failed).
+SHADOW_FIELDS = (
+    pa.field("shadow_model_version", pa.string()),
+    pa.field("shadow_model_sha256", pa.string()),
+    pa.field("shadow_score", pa.float64()),
+    pa.field("shadow_decision", pa.string()),
+)
+
+
 def prediction_schema(kinds: dict[str, str]) -> pa.Schema:
     """Sampled predictions: common columns, every raw input as the model saw it (the served
     data set's fields, ``{name: kind}``), every output.
@@ -54,7 +64,7 @@ def prediction_schema(kinds: dict[str, str]) -> pa.Schema:
     Raises:
         ConfigError: a data set field takes the name of a column the row already has.
     """
-    taken = {f.name for f in COMMON_FIELDS} | {f.name for f in _OUTPUT_FIELDS} | {
+    taken = {f.name for f in (*COMMON_FIELDS, *_OUTPUT_FIELDS, *SHADOW_FIELDS)} | {
         "request_id", "received_at"}
     clashing = sorted(set(kinds) & taken)
     if clashing:
@@ -62,7 +72,7 @@ def prediction_schema(kinds: dict[str, str]) -> pa.Schema:
                           f"columns; rename them in the data set configuration")
     raw = (pa.field(name, pa.float64() if kind == NUMERIC else pa.string())
            for name, kind in kinds.items())
-    return predictions_schema(*raw, *_OUTPUT_FIELDS)
+    return predictions_schema(*raw, *_OUTPUT_FIELDS, *SHADOW_FIELDS)
 
 
 def scored_schema(kinds: dict[str, str]) -> pa.Schema:
@@ -185,6 +195,28 @@ def scored_batch(requests: pa.RecordBatch, scores: np.ndarray, model_id: str, co
         else:
             arrays.append(pa.nulls(n, field.type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def with_shadow(batch: pa.RecordBatch, scores: np.ndarray, shadow: tuple[str, str],
+                rules: OfferRules) -> pa.RecordBatch:
+    """The batch with the shadow version's score and the decision the rules would take on it
+    (the row's own decision, bank and offer stay the champion's).
+
+    Args:
+        batch: scored rows (``scored_schema``).
+        scores: the shadow version's probability of a good risk, one per row.
+        shadow: (version, sha256) of the shadow version.
+        rules: the offer rules in force.
+    """
+    n = batch.num_rows
+    scores = np.asarray(scores, dtype=np.float32).astype(np.float64)
+    version, sha256 = shadow
+    return with_columns(batch, {
+        "shadow_model_version": pa.array([version] * n, pa.string()),
+        "shadow_model_sha256": pa.array([sha256] * n, pa.string()),
+        "shadow_score": pa.array(scores),
+        "shadow_decision": pa.array(decide_many(scores, rules), pa.string()),
+    })
 
 
 def with_columns(batch: pa.RecordBatch, values: dict) -> pa.RecordBatch:

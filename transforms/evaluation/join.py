@@ -17,6 +17,9 @@ import pyarrow as pa
 
 ALL = "all"
 WINDOWS = ("week", "day", "all")
+# Whose answers a metric row scores: the version that served the requests, or a shadow version
+# that scored the same requests beside it (its answers only in the sampled rows).
+SERVED, SHADOW = "served", "shadow"
 METRICS = "metrics"
 
 METRIC_SCHEMA = pa.schema([
@@ -25,6 +28,7 @@ METRIC_SCHEMA = pa.schema([
     pa.field("pipeline", pa.string()),
     pa.field("model_name", pa.string()),
     pa.field("model_version", pa.string()),
+    pa.field("role", pa.string()),            # "served" or "shadow" (same rows, its answers)
     pa.field("window", pa.string()),          # "all", "week" or "day"
     pa.field("window_start", pa.string()),    # YYYY-MM-DD, "all" for the whole period
     pa.field("slice", pa.string()),           # slice dimension, "all" for everyone
@@ -137,10 +141,33 @@ def window_start(event_time: datetime.datetime, window: str) -> str:
     return day.isoformat()
 
 
+def shadow_views(row: dict) -> list[dict]:
+    """A joined row as its served version answered it, and, when a shadow version scored the
+    same request, as the shadow answered it (its version, score and decision; role "shadow"),
+    so both are evaluated on the same rows with the same metrics, slices and drift."""
+    served = dict(row, role=SERVED)
+    if row.get("shadow_model_version") is None or row.get("shadow_score") is None:
+        return [served]
+    shadow = dict(row, role=SHADOW, model_version=row["shadow_model_version"],
+                  model_sha256=row.get("shadow_model_sha256"), score=row["shadow_score"],
+                  decision=row["shadow_decision"])
+    return [served, shadow]
+
+
+def served_rows(rows: list[dict]) -> list[dict]:
+    """Metric rows of the versions that served (what retraining decisions judge)."""
+    return [r for r in rows if r.get("role") in (None, SERVED)]
+
+
+def version_label(row: dict) -> str:
+    """A metric row's version as the report shows it: ``v0002 (shadow)`` for a shadow's."""
+    return row["model_version"] + (" (shadow)" if row.get("role") == SHADOW else "")
+
+
 def group_keys(row: dict, window: str) -> list[tuple]:
-    """The (model_name, model_version, window, window_start) groups a row counts in: the whole
-    period always, and its day or week unless ``window`` is "all"."""
-    base = (row["model_name"], row["model_version"])
+    """The (model_name, model_version, role, window, window_start) groups a row counts in: the
+    whole period always, and its day or week unless ``window`` is "all"."""
+    base = (row["model_name"], row["model_version"], row.get("role", SERVED))
     keys = [(*base, ALL, ALL)]
     if window != ALL:
         keys.append((*base, window, window_start(row["event_time"], window)))
@@ -158,10 +185,10 @@ def metric(name: str, value, count: int, slice_name: str = ALL, group: str = ALL
 
 def keyed(rows: list[dict], key: tuple, pipeline: str, run: dict) -> list[dict]:
     """Add the group and run columns to metric rows."""
-    model_name, model_version, window, start = key
+    model_name, model_version, role, window, start = key
     return [{"evaluation_run_id": run["run_id"], "evaluated_at": run["evaluated_at"],
              "pipeline": pipeline, "model_name": model_name, "model_version": model_version,
-             "window": window, "window_start": start, **row} for row in rows]
+             "role": role, "window": window, "window_start": start, **row} for row in rows]
 
 
 JOIN_COUNTS = ("matched", "predictions_unmatched", "truth_unmatched", "truth_duplicates",
@@ -171,7 +198,7 @@ JOIN_COUNTS = ("matched", "predictions_unmatched", "truth_unmatched", "truth_dup
 def join_count_row(name: str, count: int, pipeline: str, model_name: str, run: dict) -> dict:
     """One of the join's counts as a metric row (slice "join"); zero counts have no row."""
     figure = metric(name, count, count, "join", ALL)
-    return keyed([figure], (model_name, ALL, ALL, ALL), pipeline, run)[0]
+    return keyed([figure], (model_name, ALL, SERVED, ALL, ALL), pipeline, run)[0]
 
 
 class JoinFn(beam.DoFn):

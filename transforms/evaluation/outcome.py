@@ -14,7 +14,14 @@ from apache_beam.io.filesystems import FileSystems
 from models import registry as model_registry
 from models.credit.snapshots import write_manifest
 from models.radar_qc.vocabulary import unpack_mask
-from transforms.evaluation.join import ALL, JOIN_COUNTS, METRICS, TruthError, truth_record
+from transforms.evaluation.join import (
+    ALL,
+    JOIN_COUNTS,
+    METRICS,
+    TruthError,
+    served_rows,
+    truth_record,
+)
 from transforms.evaluation.reading import (
     prediction_files,
     read_prediction_file,
@@ -164,7 +171,7 @@ def finish(run: EvaluationRun, now: datetime.datetime) -> dict:
     folder = f"pipeline={run.pipeline}/model_name={run.model_name}"
     if run.retraining_rules is not None:
         decisions_dir = FileSystems.join(output, EVALUATION, "decisions", folder)
-        version = max(r["model_version"] for r in rows if r["model_version"] != ALL)
+        version = max(r["model_version"] for r in served_rows(rows) if r["model_version"] != ALL)
         manifest = model_registry.resolve(run.registry, run.model_name, version,
                                           verify=False).manifest
         decision = decide(rows, run.retraining_rules, manifest.get("holdout_metrics", {}), now,

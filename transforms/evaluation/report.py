@@ -17,7 +17,12 @@ matplotlib.use("Agg")  # headless: no display on workers or CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from transforms.evaluation.join import ALL  # noqa: E402
+from transforms.evaluation.join import (  # noqa: E402
+    ALL,
+    SHADOW,
+    served_rows,
+    version_label,
+)
 from transforms.evaluation.retraining import evidence_sentence  # noqa: E402
 
 SLICE_COLUMNS = ("size", "approval_rate", "approval_rate_ratio", "approval_rate_diff", "tpr",
@@ -36,7 +41,7 @@ def latest_history(history: list[dict]) -> list[dict]:
     """Per (version, window, slice, metric, detail) the figure of the newest evaluation run."""
     newest: dict[tuple, dict] = {}
     for r in history:
-        key = (r["model_version"], r["window"], r["window_start"], r["slice"],
+        key = (version_label(r), r["window"], r["window_start"], r["slice"],
                r["slice_value"], r["metric"], r["detail"])
         if key not in newest or r["evaluated_at"] > newest[key]["evaluated_at"]:
             newest[key] = r
@@ -51,9 +56,9 @@ def plot_history(history: list[dict], metrics: tuple[str, ...], path: str) -> bo
         return False
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
     for ax, name in zip(axes[0], metrics):
-        for version in sorted({r["model_version"] for r in rows}):
+        for version in sorted({version_label(r) for r in rows}):
             points = sorted((r["window_start"], r["value"]) for r in rows
-                            if r["metric"] == name and r["model_version"] == version)
+                            if r["metric"] == name and version_label(r) == version)
             if points:
                 ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
                         label=version)
@@ -191,7 +196,7 @@ def overall_table(rows: list[dict]) -> str:
     cells: dict[tuple, dict] = {}
     for r in rows:
         if r["slice"] == ALL and r["detail"] is None:
-            cells.setdefault((r["model_version"], r["window"], r["window_start"]), {})[
+            cells.setdefault((version_label(r), r["window"], r["window_start"]), {})[
                 r["metric"]] = r["value"]
     if not cells:
         return ""
@@ -268,7 +273,7 @@ def write_report(directory: str, summary: dict, rows: list[dict], history: list[
     if plot_history(history, history_metrics,
                     os.path.join(directory, "history.png")):
         images.append(("Metrics per window and model version", "history.png"))
-    current = [r for r in rows if r["model_version"] != ALL]
+    current = [r for r in served_rows(rows) if r["model_version"] != ALL]
     versions = sorted({r["model_version"] for r in current})
     if versions:
         newest = versions[-1]
@@ -284,7 +289,9 @@ def write_report(directory: str, summary: dict, rows: list[dict], history: list[
             images.append(("Drift, whole period", "drift_all.png"))
         if plot_calibration(whole, os.path.join(directory, "calibration.png")):
             images.append(("Calibration, whole period", "calibration.png"))
-        sections.append("<h2>Overall</h2>" + overall_table(current))
+        # Shadow versions (same requests, their answers) side by side with the served one.
+        sections.append("<h2>Overall</h2>" + overall_table(
+            [r for r in rows if r["model_version"] != ALL]))
         sections.append(f"<h2>Slices (model {html.escape(newest)}, whole period)</h2>"
                         + slice_table(whole, "slices-all")
                         + ("<p>Gaps are against everyone outside the group. Grey rows are too "
@@ -294,6 +301,11 @@ def write_report(directory: str, summary: dict, rows: list[dict], history: list[
         if latest:
             sections.append(f"<h2>Slices (latest window {html.escape(starts[-1])})</h2>"
                             + slice_table(latest, "slices-latest"))
+        for shadow in sorted({r["model_version"] for r in rows if r.get("role") == SHADOW}):
+            mine = [r for r in rows if r.get("role") == SHADOW and r["model_version"] == shadow
+                    and r["window"] == ALL]
+            sections.append(f"<h2>Slices of shadow {html.escape(shadow)} on the same requests "
+                            f"(whole period)</h2>" + slice_table(mine, f"slices-shadow-{shadow}"))
         if any(r["slice"] == "drift" for r in own):
             sections.append(f"<h2>Drift (latest window {html.escape(starts[-1] if starts else ALL)}"
                             f")</h2>" + drift_table(latest or whole, "drift-latest")

@@ -22,7 +22,7 @@ itself carries are not fixed by retraining on more of the same data.
 import datetime
 import math
 
-from transforms.evaluation.join import ALL
+from transforms.evaluation.join import ALL, served_rows
 
 RETRAIN_EXIT_STATUS = 3
 # event -> (metric row counting what the window saw, key of the decision record keeping it)
@@ -247,6 +247,7 @@ def decide(rows: list[dict], rules: dict, holdout: dict, now: datetime.datetime,
         previous: the previous decision record of this pipeline, if any.
         registry: substituted into the retrain command.
     """
+    rows = served_rows(rows)  # a shadow's figures are evidence for a person, not a trigger
     version = current_model_version(rows)
     start, judged = window_rows(rows, version, rules.get("window", "latest"))
     labels = _overall(judged, "labelled") or 0
