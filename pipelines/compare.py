@@ -5,11 +5,18 @@ both versions score every row through RunInference, and the scores (three number
 gathered for the decision, which is the same pure function as ``models.credit.compare`` (AUC
 and the bootstrap need every score of the window at once).
 
+With ``--shadow_evidence OUT --shadow_truth GLOB`` the evidence is live traffic instead: the
+sampled rows of credit scoring runs under ``OUT`` where the challenger was the shadow of the
+champion (``shadow_model_version``), joined with their late labels; nothing is scored again,
+both versions' answers are already in the rows.
+
 Usage::
 
     python -m pipelines.compare --registry registry --model_name credit_german \\
         --challenger v0002 [--champion production] [--snapshots ID,ID] [--promote] \\
         [--runner DataflowRunner ...]
+    python -m pipelines.compare --registry registry --challenger v0002 \\
+        --shadow_evidence out --shadow_truth 'truth/*.jsonl'
 
 Exit status: 0 accepted, 4 refused, 2 on errors (as ``models.credit.compare``).
 """
@@ -28,6 +35,15 @@ from models.credit.snapshots import read_file_rows, snapshot_files
 from models.promotion import promote
 from models.registry import PRODUCTION, is_alias
 from pipelines.options import CommonOptions, build_and_run, cli, resolve_common
+from transforms.common.dead_letters import DEAD_LETTERS
+from transforms.evaluation.join import resolve_join
+from transforms.evaluation.reading import (
+    ParseTruthFn,
+    prediction_files,
+    read_prediction_file,
+    read_truth_file,
+    truth_files,
+)
 
 
 class CompareOptions(PipelineOptions):
@@ -45,6 +61,12 @@ class CompareOptions(PipelineOptions):
                             help="promotion rules (default config/promotion/<model>.json)")
         parser.add_argument("--promote", action="store_true", default=False,
                             help="move the champion's alias to an accepted challenger")
+        parser.add_argument("--shadow_evidence", default=None,
+                            help="output root of credit scoring runs where the challenger was "
+                                 "the shadow: judge on those live rows (needs --shadow_truth)")
+        parser.add_argument("--shadow_truth", default=None,
+                            help="with --shadow_evidence: glob of the late labels (as "
+                                 "pipelines.evaluate --truth reads them)")
 
 
 def validate(options: PipelineOptions) -> tuple[CommonOptions, CompareOptions]:
@@ -53,7 +75,51 @@ def validate(options: PipelineOptions) -> tuple[CommonOptions, CompareOptions]:
     common.model_name = common.model_name or "credit_german"
     if not compare_options.challenger:
         raise ValueError("give --challenger, the version to compare with the champion")
+    if bool(compare_options.shadow_evidence) != bool(compare_options.shadow_truth):
+        raise ValueError("--shadow_evidence and --shadow_truth go together")
     return common, compare_options
+
+
+def shadow_pair(row: dict, champion: str, challenger: str) -> list[tuple[str, dict]]:
+    """(prediction id, row) for a sampled row the champion served and the challenger scored
+    as the shadow; nothing for any other row."""
+    if row.get("model_version") != champion or row.get("shadow_model_version") != challenger \
+            or row.get("shadow_score") is None:
+        return []
+    return [(row["prediction_id"], row)]
+
+
+def live_rows(pipeline, common: CommonOptions, args, comparison):
+    """(prediction id, joined row) of the live requests both versions answered, labelled."""
+    files = prediction_files(args.shadow_evidence, "credit_scoring", common.model_name,
+                             [comparison.champion.version])
+    if not files:
+        raise ValueError(f"no sampled predictions of {comparison.champion.version} under "
+                         f"{args.shadow_evidence}/predictions/")
+    predictions = (pipeline
+                   | "PredictionFiles" >> beam.Create(files)
+                   | "ReadPredictions" >> beam.FlatMap(read_prediction_file)
+                   | "ShadowRows" >> beam.FlatMap(shadow_pair, comparison.champion.version,
+                                                  comparison.challenger.version))
+    truth = (pipeline
+             | "TruthFiles" >> beam.Create(truth_files(args.shadow_truth))
+             | "ReadTruth" >> beam.FlatMap(read_truth_file)
+             | "ParseTruth" >> beam.ParDo(ParseTruthFn("compare", common.run_id))
+             .with_outputs(DEAD_LETTERS, main="rows"))
+    return ({"predictions": predictions,
+             "truth": truth.rows | "KeyTruth" >> beam.Map(lambda r: (r["prediction_id"], r))}
+            | "JoinLabels" >> beam.CoGroupByKey()
+            | "Resolve" >> beam.MapTuple(lambda pid, grouped: (pid, resolve_join(
+                pid, list(grouped["predictions"]), list(grouped["truth"]))[0]))
+            | "Labelled" >> beam.Filter(lambda kv: kv[1] is not None
+                                        and kv[1].get("label") is not None))
+
+
+def decide_live(items, comparison, evidence: str) -> dict:
+    """The decision on live rows: both versions' scores are already in each row."""
+    rows = [row for _, row in sorted(items, key=lambda kv: kv[0])]
+    return compare.decide(comparison, rows, [r["score"] for r in rows],
+                          [r["shadow_score"] for r in rows], live=evidence)
 
 
 def build(pipeline, options: PipelineOptions) -> dict:
@@ -61,7 +127,18 @@ def build(pipeline, options: PipelineOptions) -> dict:
     common, args = validate(options)
     comparison = compare.prepare(
         common.registry, common.model_name, args.challenger, args.champion,
-        tuple(s for s in (args.snapshots or "").split(",") if s), args.promotion_rules)
+        tuple(s for s in (args.snapshots or "").split(",") if s), args.promotion_rules,
+        live=bool(args.shadow_evidence))
+    if args.shadow_evidence:
+        evidence = (f"live requests {comparison.challenger.version} scored as the shadow of "
+                    f"{comparison.champion.version} (sampled rows under "
+                    f"{args.shadow_evidence}, labels {args.shadow_truth})")
+        decision = (live_rows(pipeline, common, args, comparison)
+                    | "GatherLive" >> beam.combiners.ToList()
+                    | "DecideLive" >> beam.Map(decide_live, comparison, evidence)
+                    | "WriteLiveRecord" >> beam.Map(lambda record: (compare.write_record(
+                        common.registry, record), record)))
+        return {"decision": decision}
     dataset = comparison.dataset
     start = compare.window_start(comparison.challenger.manifest)
     rows = (pipeline
@@ -108,7 +185,7 @@ def run(argv=None, test_pipeline=None) -> int:
         0 accepted, 4 refused.
     """
     _, options = build_and_run(argv, test_pipeline, __doc__.split("\n")[0], CompareOptions,
-                               build)
+                               build, writes_output=False)
     common, args = options.view_as(CommonOptions), options.view_as(CompareOptions)
     path, record = _newest_record(common.registry, common.model_name, args.challenger)
     print(compare.describe(record) + f"\n  decision record: {path}")

@@ -263,7 +263,8 @@ def counts_summary(result, seconds: float) -> list[str]:
     return lines
 
 
-def build_and_run(argv, test_pipeline, description: str, option_class, build):
+def build_and_run(argv, test_pipeline, description: str, option_class, build,
+                  writes_output: bool = True):
     """What every pipeline's ``run`` does: help, parse, build, run to the end.
 
     A backfill's own output folder is cleared after the graph is built (options checked) and
@@ -277,7 +278,8 @@ def build_and_run(argv, test_pipeline, description: str, option_class, build):
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build(pipeline, options)
     common = options.view_as(CommonOptions)
-    check_output_writable(common.output, common.run_id)
+    if writes_output:  # (the comparison job writes to the registry only)
+        check_output_writable(common.output, common.run_id)
     clear_backfill_output(common)
     try:
         result = pipeline.run()

@@ -43,6 +43,7 @@ from starlette.routing import Route
 
 from models import registry as model_registry
 from models.credit.dataset import dataset_from_manifest
+from models.credit.shadow import choose_shadow
 from models.provenance import code_version
 from transforms.common import dead_letters as dead
 from transforms.common.parquet_sink import partition_path, write_table_atomically
@@ -55,6 +56,7 @@ from transforms.credit.requests import RequestError, load_json, parse_request
 from transforms.credit.rules import (
     archive_rules,
     check_rules_fit,
+    decide,
     default_rules_path,
     load_rules,
 )
@@ -140,7 +142,7 @@ class OffersService:
                  output: str, sample_rate: float = 0.1, model_endpoint: str | None = None,
                  endpoint_token: str | None = None, rules_path: str | None = None,
                  idempotency_secs: float = 3600.0, flush_secs: float = 5.0,
-                 flush_rows: int = 1000):
+                 flush_rows: int = 1000, shadow_version: str | None = None):
         self.ref = model_registry.resolve(registry, model_name, version)
         self.dataset = dataset_from_manifest(self.ref.manifest)
         self.privacy = privacy_for(self.dataset)  # reads the key: a missing one stops here
@@ -164,12 +166,43 @@ class OffersService:
             from services.model_server import ServedVersion
 
             self._local = ServedVersion(self.ref)
+        self._shadow, self.shadow_note = self._load_shadow(registry, shadow_version)
+        self.shadow_failures = 0
+        LOGGER.info("%s", self.shadow_note)
         self.writer = SampleWriter(output, self.run_id, model_name,
                                    credit_rows.prediction_schema(self.dataset.stored_kinds),
                                    flush_secs, flush_rows)
         self.idempotency_secs = idempotency_secs
         self._answers: dict[str, tuple[str, float, int, dict]] = {}
         self._lock = threading.Lock()
+
+    def _load_shadow(self, registry: str, requested: str | None):
+        """(the shadow's loaded export or None, a sentence saying which and why)."""
+        from services.model_server import ServedVersion
+
+        shadow, note = choose_shadow(registry, self.ref, requested)
+        if shadow is None:
+            return None, note
+        try:
+            return ServedVersion(shadow), note
+        except Exception as error:  # noqa: BLE001 - a broken shadow never stops serving
+            return None, f"shadow {shadow.version} left out: {type(error).__name__}: {error}"
+
+    def shadow_columns(self, fields: dict) -> dict:
+        """The shadow's answer for a sampled row (empty when none is set or it fails: the
+        row's shadow columns stay null, the champion's answer is already given)."""
+        if self._shadow is None:
+            return {}
+        try:
+            score = float(self._shadow.predict([fields])[0])
+        except Exception as error:  # noqa: BLE001 - counted and logged, nothing else
+            self.shadow_failures += 1
+            LOGGER.warning("the shadow could not score a request (%s: %s)",
+                           type(error).__name__, error)
+            return {}
+        ref = self._shadow.ref
+        return {"shadow_model_version": ref.version, "shadow_model_sha256": ref.sha256,
+                "shadow_score": score, "shadow_decision": decide(score, self.rules)}
 
     def score(self, fields: dict) -> tuple[float, str]:
         """(score, model id) from the serving function or the local export."""
@@ -244,7 +277,7 @@ class OffersService:
             status = 504 if row["offer_error_class"] == "UserCodeTimeoutException" else 502
             return status, {"error": row["offer_error"], **_answer_body(row)}
         if keep_prediction(row["prediction_id"], self.sample_rate):
-            self.writer.add(row=row)
+            self.writer.add(row={**row, **self.shadow_columns(request.fields)})
         return 200, _answer_body(row)
 
     def _offer(self, row: dict, remaining_secs: float) -> dict:
@@ -338,6 +371,10 @@ def main(argv=None) -> int:
     parser.add_argument("--model_endpoint", default=None,
                         help="serving function URL (default: score in this process)")
     parser.add_argument("--offer_url", required=True, help="base URL of the banks' offer API")
+    parser.add_argument("--shadow_version", default=None,
+                        help="version or alias scored beside the served one for the sampled "
+                             "rows only (default: the registry's shadow alias; none = no "
+                             "shadow)")
     parser.add_argument("--output", default="out", help="where sampled rows and dead letters go")
     parser.add_argument("--sample_rate", type=float, default=0.1)
     parser.add_argument("--deadline_ms", type=float, default=2000.0,
@@ -351,7 +388,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     config = {k: getattr(args, k) for k in (
         "registry", "model_name", "offer_url", "output", "sample_rate", "model_endpoint",
-        "idempotency_secs", "flush_secs", "flush_rows", "deadline_ms")}
+        "idempotency_secs", "flush_secs", "flush_rows", "deadline_ms", "shadow_version")}
     config["version"] = args.model_version
     os.environ[CONFIG_ENV] = json.dumps(config)
     try:

@@ -18,6 +18,7 @@ from models import registry as model_registry
 from models.credit.handler import CreditInference
 from models.credit.model import predict_scores
 from models.credit.shadow import choose_shadow
+from models.metrics import roc_auc
 from models.promotion import promote
 from pipelines import credit_scoring
 from tests.conftest import german_dataset, write_jsonl
@@ -144,7 +145,6 @@ def test_a_shadow_that_fails_to_score_passes_the_rows_on_unchanged(shadow_regist
 
 def test_evaluation_scores_the_shadow_beside_the_champion_on_the_same_rows(
         runs, shadow_registry, german_records, tmp_path):
-    from models.metrics import roc_auc
     from pipelines import evaluate
 
     _, labels = german_records
@@ -177,3 +177,58 @@ def test_evaluation_scores_the_shadow_beside_the_champion_on_the_same_rows(
                    and r["slice"] == "drift" for r in rows), role
     report = open(outcome["report"], encoding="utf-8").read()
     assert "v0002 (shadow)" in report and "v0001" in report
+
+
+def test_the_offers_api_writes_the_shadow_beside_its_own_answer(shadow_registry, german_records,
+                                                                offer_service, tmp_path):
+    from models.credit.replay import client_value
+    from services.offers_api import OffersService
+
+    records, _ = german_records
+    answers = {}
+    for name, shadow in (("with", None), ("without", "none")):
+        service = OffersService(shadow_registry, "credit_german", "production",
+                                offer_service().url, str(tmp_path / name), sample_rate=1.0,
+                                shadow_version=shadow)
+        body = {"request_id": "online-sh-1", "event_time": "2026-11-20T10:00:00+00:00",
+                **{k: client_value(v) for k, v in records[3].items()}}
+        answers[name] = service.answer(json.dumps(body).encode(), 2000)
+        service.writer.close()
+    # The answer is the champion's either way; only the sampled row differs.
+    strip = {"processed_at", "latency_ms", "offer_id"}
+    assert answers["with"][0] == answers["without"][0] == 200
+    assert {k: v for k, v in answers["with"][1].items() if k not in strip} == \
+        {k: v for k, v in answers["without"][1].items() if k not in strip}
+    [with_shadow] = ds.dataset(tmp_path / "with" / "predictions",
+                               partitioning="hive").to_table().to_pylist()
+    [without] = ds.dataset(tmp_path / "without" / "predictions",
+                           partitioning="hive").to_table().to_pylist()
+    assert with_shadow["shadow_model_version"] == "v0002" and with_shadow["shadow_score"] > 0
+    assert without["shadow_model_version"] is None and without["shadow_score"] is None
+
+
+def test_the_comparison_can_judge_on_the_shadows_live_rows(runs, shadow_registry,
+                                                           german_records, tmp_path):
+    from models.credit import compare
+    from pipelines import compare as compare_job
+
+    _, labels = german_records
+    truth = tmp_path / "truth.jsonl"
+    write_jsonl(truth, [{"prediction_id": r["request_id"], "label": int(labels[i]),
+                         "label_time": "2026-12-01T00:00:00+00:00"}
+                        for i, r in enumerate(runs["requests"])])
+    status = compare_job.run(["--registry", shadow_registry, "--model_name", "credit_german",
+                              "--challenger", "v0002", "--shadow_evidence",
+                              str(runs["alias_out"]), "--shadow_truth", str(truth)])
+    _, record = compare_job._newest_record(shadow_registry, "credit_german", "v0002")
+    assert status in (0, compare.REFUSED_EXIT_STATUS)
+    assert record["window"]["rows"] == 150
+    assert record["window"]["evidence"].startswith("live requests v0002 scored as the shadow "
+                                                   "of v0001")
+    rows = runs["alias"]["predictions"]
+    by_id = {r["request_id"]: int(labels[i]) for i, r in enumerate(runs["requests"])}
+    truth_labels = [by_id[r["prediction_id"]] for r in rows]
+    assert record["figures"]["challenger"]["auc"] == pytest.approx(
+        roc_auc(truth_labels, [r["shadow_score"] for r in rows]), abs=1e-12)
+    assert record["figures"]["champion"]["auc"] == pytest.approx(
+        roc_auc(truth_labels, [r["score"] for r in rows]), abs=1e-12)

@@ -158,8 +158,11 @@ class Comparison:
 
 def prepare(registry: str, model_name: str, challenger: str, champion: str = PRODUCTION,
             snapshot_ids=(), rules_path: str | None = None,
-            evaluation_path: str | None = None) -> Comparison:
+            evaluation_path: str | None = None, live: bool = False) -> Comparison:
     """Resolve and check everything a comparison needs, before anything is scored.
+
+    ``live``: the evidence is the live requests the challenger scored as the shadow (their
+    sampled rows and late labels), which it never trained on: no held-out window is needed.
 
     Raises:
         CompareError: the challenger is the champion, has another schema, or has no hold-out
@@ -175,7 +178,8 @@ def prepare(registry: str, model_name: str, challenger: str, champion: str = PRO
     if dataset_from_manifest(champ.manifest).kinds != dataset.kinds:
         raise CompareError(f"{champ.version} and {chall.version} were trained on different "
                            f"schemas; compare them by evaluation, not on one window")
-    window_start(chall.manifest)
+    if not live:
+        window_start(chall.manifest)
     try:
         evaluation = load_evaluation_config(
             evaluation_path or default_path("evaluation", model_name), dataset.kinds)
@@ -188,10 +192,13 @@ def prepare(registry: str, model_name: str, challenger: str, champion: str = PRO
                           registry, model_name)))
 
 
-def decide(comparison: Comparison, rows: list[dict], champion_scores, challenger_scores
-           ) -> dict:
+def decide(comparison: Comparison, rows: list[dict], champion_scores, challenger_scores,
+           live: str | None = None) -> dict:
     """The promotion decision record from the window's rows and both versions' scores on them
-    (same order). Pure apart from the challenger's smoke checks."""
+    (same order). Pure apart from the challenger's smoke checks.
+
+    ``live`` names the evidence when the rows are live requests the challenger scored as the
+    shadow (instead of the held-out window of the training snapshots)."""
     from models.promotion import smoke_problems
 
     c, dataset, content = comparison, comparison.dataset, comparison.rules
@@ -207,9 +214,10 @@ def decide(comparison: Comparison, rows: list[dict], champion_scores, challenger
         if not passed:
             reasons.append(f"{name}: {evidence}")
 
-    until = chall.manifest["training_window"]["until"]
+    until = None if live else chall.manifest["training_window"]["until"]
+    where = live or f"in the window from {until}"
     enough = len(rows) >= content.get("min_labels", 0) and 0 < labels.sum() < len(labels)
-    check("min_labels", enough, f"{len(rows)} labelled rows in the window from {until} "
+    check("min_labels", enough, f"{len(rows)} labelled rows {where} "
                                 f"(need {content.get('min_labels', 0)}, both outcomes)")
     record = {
         "decided_at": datetime.datetime.now(datetime.UTC).isoformat(),
@@ -217,7 +225,8 @@ def decide(comparison: Comparison, rows: list[dict], champion_scores, challenger
         "champion": {"alias": c.champion_alias, "version": champ.version,
                      "sha256": champ.sha256},
         "challenger": {"version": chall.version, "sha256": chall.sha256},
-        "window": {"from": until, "rows": len(rows), "snapshots": list(c.snapshot_ids)},
+        "window": ({"evidence": live, "rows": len(rows)} if live else
+                   {"from": until, "rows": len(rows), "snapshots": list(c.snapshot_ids)}),
     }
     if enough:
         a, b = (figures(labels, scores[v], dataset) for v in (champ.version, chall.version))
@@ -297,7 +306,8 @@ def describe(record: dict) -> str:
     champ, chall = record["champion"], record["challenger"]
     lines = [f"{record['model_name']}: challenger {chall['version']} vs champion "
              f"{champ['version']} ({champ['alias']}) on {record['window']['rows']} labelled "
-             f"rows from {record['window']['from']}"]
+             + (f"{record['window']['evidence']}" if "evidence" in record["window"] else
+                f"rows from {record['window']['from']}")]
     if "figures" in record:
         f = record["figures"]
         lines.append(f"  {'':15}{'champion':>10}{'challenger':>12}{'difference':>12}  interval")
