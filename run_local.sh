@@ -177,6 +177,7 @@ print(decision.get("snapshot") or "-", decision.get("window_start") or "-")' "$l
     --until "$until" | tee "$OUT/demo_inputs/retrain.log"
   challenger=$(sed -n 's/^published credit_german \(v[0-9]*\) .*/\1/p' \
     "$OUT/demo_inputs/retrain.log")
+  shadow_demo "$shifted" "$challenger" "$until"
   echo "== challenger $challenger against the champion (production) on the held-out week"
   "$VENV/bin/python" -m models.credit.compare --registry "$REGISTRY" --model credit_german \
     --challenger "$challenger" --promote || status=$?
@@ -200,6 +201,49 @@ print(decision.get("snapshot") or "-", decision.get("window_start") or "-")' "$l
   echo "== rollback in one command: production back to the version it replaced"
   "$VENV/bin/python" -m models.promotion rollback --registry "$REGISTRY" --model credit_german
   LOOP_RESULT="$LOOP_RESULT, then rolled back"
+}
+
+# shadow_demo SHIFTED CHALLENGER UNTIL: the challenger as production's shadow on the requests
+# of the held-out week (which it never trained on): both score every request, the shadow's
+# answers go to the sampled rows only, the evaluation shows both on the same rows, and the
+# comparison is judged once more on those live rows.
+shadow_demo() {
+  local shifted=$1 challenger=$2 until=$3 live="$OUT/shadow_demo"
+  rm -rf "$live" && mkdir -p "$live"
+  echo "== $challenger becomes the shadow of production before any decision; the held-out"
+  echo "   week's requests are scored by both (responses and offers: production's alone)"
+  "$VENV/bin/python" -m models.promotion promote --registry "$REGISTRY" --model credit_german \
+    --version "$challenger" --alias shadow --reason "candidate scored beside production"
+  "$VENV/bin/python" - "$shifted/requests.jsonl" "$until" "$live/requests.jsonl" <<'PY'
+import json, sys
+source, until, target = sys.argv[1:]
+with open(source) as f, open(target, "w") as out:
+    for line in f:
+        if json.loads(line)["event_time"][:10] >= until[:10]:
+            out.write(line)
+PY
+  "$VENV/bin/python" -m pipelines.credit_scoring --input "$live/requests.jsonl" \
+    --registry "$REGISTRY" --output "$live" --sample_rate 0.5 --run_id shadow-demo
+  "$VENV/bin/python" -m pipelines.evaluate --pipeline credit_scoring --predictions "$live" \
+    --truth "$shifted/truth.jsonl" --registry "$REGISTRY" --output "$live" \
+    --run_id shadow-demo-eval --window all | grep -E "joined|report:" || true
+  "$VENV/bin/python" - "$live" <<'PY'
+import sys
+import pyarrow.dataset as ds
+rows = ds.dataset(f"{sys.argv[1]}/evaluation/metrics", partitioning="hive").to_table().to_pylist()
+cells = {(r["model_version"], r["role"], r["metric"]): r for r in rows
+         if r["window"] == "all" and r["slice"] == "all" and r["detail"] is None}
+print("   side by side on the same labelled rows (whole week):")
+print(f"   {'version':<8}{'role':<8}{'rows':>6}{'auc':>8}{'log_loss':>10}{'approval':>10}")
+for (version, role) in sorted({(v, r) for v, r, _ in cells}):
+    get = lambda m: cells.get((version, role, m), {}).get("value")
+    print(f"   {version:<8}{role:<8}{cells[(version, role, 'labelled')]['count']:>6}"
+          f"{get('auc'):>8.3f}{get('log_loss'):>10.3f}{get('approval_rate'):>10.3f}")
+PY
+  echo "== challenger $challenger against production judged on the shadow's live rows"
+  "$VENV/bin/python" -m pipelines.compare --registry "$REGISTRY" --model_name credit_german \
+    --challenger "$challenger" --shadow_evidence "$live" \
+    --shadow_truth "$shifted/truth.jsonl" | grep -v "^  decision record" || true
 }
 
 # train_credit_if_missing MODEL DATA: train config/datasets/MODEL.json on DATA unless the

@@ -135,7 +135,8 @@ class CreditScoringOptions(PipelineOptions):
         parser.add_argument("--shadow_version", default=None,
                             help="a version or alias scored beside the one in service, its "
                                  "answers written to the sampled predictions only (default: "
-                                 "the registry's shadow alias when set; none = no shadow)")
+                                 "the registry's shadow alias when set, none in a backfill; "
+                                 "none = no shadow)")
         parser.add_argument("--alias_poll_secs", type=float, default=60.0,
                             help="streaming with an alias as --model_version: how often the "
                                  "alias is read, so a promotion or rollback reaches the running "
@@ -231,7 +232,9 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
     outputs = run_outputs(options)
     LOGGER.info("serving %s %s (%s, data set %s), rules %s", model.name, model.version,
                 model.path, dataset.version, rules.version)
-    shadow, shadow_why = choose_shadow(common.registry, model, credit.shadow_version)
+    # A backfill replays decisions with a pinned version: no shadow unless one is asked for.
+    requested = credit.shadow_version or ("none" if common.run_mode == "backfill" else None)
+    shadow, shadow_why = choose_shadow(common.registry, model, requested)
     LOGGER.info("%s", shadow_why)
 
     if streaming:
