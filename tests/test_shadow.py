@@ -232,3 +232,35 @@ def test_the_comparison_can_judge_on_the_shadows_live_rows(runs, shadow_registry
         roc_auc(truth_labels, [r["shadow_score"] for r in rows]), abs=1e-12)
     assert record["figures"]["champion"]["auc"] == pytest.approx(
         roc_auc(truth_labels, [r["score"] for r in rows]), abs=1e-12)
+
+
+def test_a_streaming_run_writes_the_shadow_beside_the_champion(shadow_registry, make_requests,
+                                                               tmp_path):
+    import datetime
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms.window import TimestampedValue
+
+    from tests.conftest import rows_of
+
+    requests = make_requests(10, "shs")
+    t0 = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC).timestamp()
+    stream = (TestStream()
+              .add_elements([TimestampedValue((f"ts:{r['request_id']}", json.dumps(r)), t0 + 1)
+                             for r in requests])
+              .advance_watermark_to(t0 + 15)
+              .advance_watermark_to_infinity())
+    options = PipelineOptions(["--registry", shadow_registry, "--output", str(tmp_path),
+                               "--streaming", "--window_secs", "10", "--sample_rate", "1.0",
+                               "--model_version", "v0001", "--shadow_version", "shadow"])
+    with TestPipeline(options=options) as p:
+        outputs = credit_scoring.build(p, options, requests=p | stream)
+        assert_that(outputs["predictions"] | beam.FlatMap(rows_of) | beam.Map(
+            lambda r: (r["prediction_id"], r["model_version"], r["shadow_model_version"],
+                       r["shadow_score"] is not None)),
+            equal_to([(r["request_id"], "v0001", "v0002", True) for r in requests]))
+        # (The responses' batches never pass the shadow; their files hold no shadow column.)
+        assert_that(outputs["responses"] | "ResponseRows" >> beam.FlatMap(rows_of)
+                    | beam.Map(lambda r: r.get("shadow_score")), equal_to([None] * 10),
+                    label="NoShadowInResponses")
