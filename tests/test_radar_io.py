@@ -124,7 +124,7 @@ def test_bad_files_raise_a_read_error_that_says_what_the_file_is(tmp_path, conte
     path.write_bytes(content)
     with pytest.raises(RadarReadError,
                        match="not a decodable NEXRAD Level II volume|no complete sweep|"
-                             "not a NEXRAD Level II archive") as error:
+                             "not a radar format read here") as error:
         volume_sweeps(open_volume(str(path)))
     assert f"{path}: {described}: " in str(error.value)
 
@@ -137,5 +137,6 @@ def test_truncated_volume_is_rejected_with_the_reason(tmp_path):
     # xradar drops incomplete sweeps; with none complete the volume holds nothing to QC.
     with pytest.warns(UserWarning, match="incomplete"), \
             pytest.raises(RadarReadError, match="NEXRAD Level II archive \\(message 31\\), "
-                          "200,000 bytes: decoded, but holds no complete sweep"):
+                          "200,000 bytes: decoded as NEXRAD Level II, but holds no "
+                          "complete sweep"):
         volume_sweeps(open_volume(str(path)))

@@ -67,10 +67,11 @@ def radar_corpus(klbb: bytes, klot_cut: bytes) -> dict[str, bytes]:
 
 # What a radar person reads for each kind of bad file (the file kind from its first bytes and
 # size, then why it cannot be QC'd).
-NOT_LEVEL2 = "not a NEXRAD Level II archive (those start with AR2V or ARCHIVE2)"
+NOT_LEVEL2 = ("not a radar format read here (those are NEXRAD Level II, ODIM_H5, GAMIC "
+              "HDF5")
 DEAD_REASONS = {
-    "cut_at_200kB": "NEXRAD Level II archive (message 31), 200,000 bytes: decoded, but holds "
-                    "no complete sweep",
+    "cut_at_200kB": "NEXRAD Level II archive (message 31), 200,000 bytes: decoded as NEXRAD "
+                    "Level II, but holds no complete sweep",
     "header_only": "24 bytes: not a decodable NEXRAD Level II volume: a record does not have "
                    "the layout Level II requires",
     "header_then_noise": "50,024 bytes: not a decodable NEXRAD Level II volume: a record",
@@ -86,7 +87,7 @@ DEAD_REASONS = {
                    "says",
     "noise.bz2": f"holding a binary file of no known radar format, 50,000 bytes: {NOT_LEVEL2}",
     "gzip_cut_short.gz": "cannot decompress: the compressed stream ends early",
-    "no_sweeps.nc": "NetCDF, but holds no sweep_<n> groups",
+    "no_sweeps.nc": f"NetCDF classic file, 204 bytes: {NOT_LEVEL2}",
     "middle_corrupted": "1,200,000 bytes: not a decodable NEXRAD Level II volume: a compressed "
                         "record inside the volume is corrupt",
 }

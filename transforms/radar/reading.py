@@ -37,6 +37,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from models.radar_qc.vocabulary import CHANNELS
+from transforms.radar import formats
 
 N_AZIMUTH = 720
 N_RANGE = 1840
@@ -49,6 +50,10 @@ class RadarReadError(Exception):
 
 class MissingMomentsError(RadarReadError):
     """A volume without any sweep carrying the dual-polarisation moments QC needs."""
+
+
+class NotPpiError(RadarReadError):
+    """A volume with an RHI (or other non-PPI) sweep: QC works on PPI sweeps."""
 
 
 class IncompleteChunksError(RadarReadError):
@@ -209,31 +214,18 @@ def decompress_failure(error: Exception) -> str:
     return f"not the compressed data its name says ({error})"
 
 
-_LEVEL2_MAGIC = (b"AR2V", b"ARCHIVE2")
-
-
-def is_level2(path: str) -> bool:
-    """Whether a file starts like a NEXRAD Level II archive (volume header AR2V / ARCHIVE2)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(8).startswith(_LEVEL2_MAGIC)
-    except OSError:
-        return False
-
-
 def open_volume(source: str | list[str]):
-    """Decode an archive file (plain, .gz or .bz2) or an ordered chunk list with xradar, or
-    read a CF/Radial 2 NetCDF volume (``.nc``: this pipeline's own output, synthetic volumes).
+    """Decode a volume with xradar: an archive file (plain, .gz or .bz2) of any format
+    ``transforms.radar.formats`` detects from its content, or an ordered list of NEXRAD
+    real-time chunks. The tree's root attribute ``source_format`` names the format.
 
     Raises:
-        RadarReadError: xradar cannot decode it (truncated, corrupt, not NEXRAD Level II).
+        RadarReadError: the file is no format read here, or its reader cannot decode it
+            (truncated, corrupt), said in words.
     """
-    import xradar
-
     with tempfile.TemporaryDirectory() as tmp:
         target = _local_copies(source, tmp)
-        if isinstance(source, str) and source.endswith(".nc"):
-            return _open_cfradial2(target, source)
+        name = source if isinstance(source, str) else source[0]
         packed = ""
         if isinstance(source, str) and source.endswith((".gz", ".bz2")):
             packed = f"{describe_file(target)}, holding a "
@@ -244,25 +236,54 @@ def open_volume(source: str | list[str]):
                                      f"{decompress_failure(error)}") from error
         what = packed + (describe_file(target) if isinstance(target, str)
                          else f"{len(target)} real-time chunks")
-        first = target if isinstance(target, str) else target[0]
-        if isinstance(first, str) and not is_level2(first):
-            raise RadarReadError(f"{source if isinstance(source, str) else source[0]}: {what}: "
-                                 f"not a NEXRAD Level II archive (those start with AR2V or "
-                                 f"ARCHIVE2); no reader for this format is configured")
-        try:
-            tree = xradar.io.open_nexradlevel2_datatree(target)
-            tree.load()  # read everything now, while a decompressed copy still exists
-        except Exception as error:  # noqa: BLE001 - xradar raises many kinds on bad input
-            raise RadarReadError(f"{source if isinstance(source, str) else source[0]}: "
-                                 f"{what}: not a decodable NEXRAD Level II volume: "
-                                 f"{decode_failure(error)}") from error
-    if not list(tree.children):
-        raise RadarReadError(f"{source}: {what}: decoded, but holds no complete sweep "
-                             f"(every sweep was cut short)")
+        fmt = formats.detect_format(target if isinstance(target, str) else target[0])
+        if fmt is None or (not isinstance(target, str) and fmt != formats.NEXRAD):
+            raise RadarReadError(f"{name}: {what}: not a radar format read here (those are "
+                                 f"{', '.join(formats.READERS)}, detected from content)")
+        tree = _decode(target, fmt, name, what)
+    sweeps = [n for n in tree.children if n.startswith("sweep_")]
+    if not sweeps:
+        raise RadarReadError(f"{name}: {what}: decoded as {fmt}, but holds no complete sweep "
+                             f"(every sweep was cut short, or the file has none)")
+    tree.attrs["source_format"] = fmt
     return tree
 
 
+def _decode(target, fmt: str, name: str, what: str):
+    """The format's xradar reader, everything read now (a decompressed copy is temporary)."""
+    import xradar
+
+    if fmt == formats.CFRADIAL2:
+        return _open_cfradial2(target, name)
+    try:
+        tree = getattr(xradar.io, formats.READERS[fmt])(target)
+        tree.load()
+    except Exception as error:  # noqa: BLE001 - every reader raises many kinds on bad input
+        raise RadarReadError(f"{name}: {what}: not a decodable {fmt} volume: "
+                             f"{decode_failure(error)}") from error
+    if fmt != formats.NEXRAD:
+        _standard_layout(tree)
+    if fmt == formats.ODIM and tree.attrs.get("instrument_name") in (None, "None", ""):
+        tree.attrs["instrument_name"] = formats.odim_station(target) or "unknown"
+    return tree
+
+
+def _standard_layout(tree) -> None:
+    """Sweeps as xradar's NEXRAD reader gives them (the layout the model and the writer
+    take): only ``sweep_<n>`` groups, rays along azimuth, moments under the model's names."""
+    sweeps = [n for n in tree.children if n.startswith("sweep_")]
+    for other in set(tree.children) - set(sweeps):
+        del tree[other]  # radar_parameters, georeferencing_correction, ...
+    for sweep in sweeps:
+        ds = formats.standard_moments(tree[sweep].to_dataset(inherit=False))
+        if "time" in ds.dims and "azimuth" in ds.coords:
+            ds = ds.swap_dims({"time": "azimuth"})
+        tree[sweep].dataset = ds
+
+
 def _open_cfradial2(path: str, name: str | None = None):
+    """A CF/Radial 2 NetCDF volume (this pipeline's own output, synthetic volumes) read with
+    xarray, in the decoded layout."""
     import xarray as xr
 
     try:
@@ -272,16 +293,9 @@ def _open_cfradial2(path: str, name: str | None = None):
     except Exception as error:  # noqa: BLE001 - netCDF/HDF5 raise many kinds on bad input
         raise RadarReadError(f"{name or path}: not a readable CF/Radial 2 NetCDF volume "
                              f"({type(error).__name__}: {error})") from error
-    sweeps = [name for name in tree.children if name.startswith("sweep_")]
-    if not sweeps:
+    if not any(n.startswith("sweep_") for n in tree.children):
         raise RadarReadError(f"{name or path}: NetCDF, but holds no sweep_<n> groups")
-    for name in set(tree.children) - set(sweeps):
-        del tree[name]  # radar_parameters, georeferencing_correction, ...
-    for name in sweeps:
-        # CF/Radial 2 stores rays along time; xradar's decoded layout (and ours) along azimuth.
-        ds = tree[name].to_dataset(inherit=False)
-        if "time" in ds.dims and "azimuth" in ds.coords:
-            tree[name].dataset = ds.swap_dims({"time": "azimuth"})
+    _standard_layout(tree)
     return tree
 
 
@@ -338,16 +352,25 @@ def volume_sweeps(tree) -> tuple[list[Sweep], list[int]]:
     sweeps skipped for lacking dual-pol moments (the Doppler passes of split cuts).
 
     Raises:
-        MissingMomentsError: no sweep of the volume carries every channel in CHANNELS.
+        MissingMomentsError: no sweep of the volume carries every channel in CHANNELS; the
+            message names the format, the sweeps and the moments found.
+        NotPpiError: a sweep is an RHI scan.
     """
     root = tree["/"].ds
+    fmt = str(tree.attrs.get("source_format") or "radar")
     radar = str(root.attrs.get("instrument_name", "unknown"))
     start = str(root["time_coverage_start"].values) if "time_coverage_start" in root else None
     volume_time = (datetime.datetime.fromisoformat(start.replace("Z", "+00:00"))
                    if start else None)
     sweeps, skipped = [], []
-    for number, name in enumerate(sorted(tree.children, key=lambda n: int(n.split("_")[-1]))):
+    names = sorted((n for n in tree.children if n.startswith("sweep_")),
+                   key=lambda n: int(n.split("_")[-1]))
+    for number, name in enumerate(names):
         dataset = tree[name].ds
+        mode = str(dataset["sweep_mode"].values) if "sweep_mode" in dataset else ""
+        if "rhi" in mode.lower():
+            raise NotPpiError(f"{fmt} volume: sweep {number} is an RHI scan (sweep_mode "
+                              f"{mode!r}); QC runs on PPI sweeps, where the model was trained")
         try:
             data, ranges = sweep_array(dataset)
         except MissingMomentsError:
@@ -359,6 +382,17 @@ def volume_sweeps(tree) -> tuple[list[Sweep], list[int]]:
             ranges=ranges, data=data,
             source_shape=(dataset.sizes["azimuth"], dataset.sizes["range"])))
     if not sweeps:
-        raise MissingMomentsError(
-            f"{radar} volume has no sweep with all of {', '.join(CHANNELS)}")
+        raise MissingMomentsError(missing_moments(tree, names, fmt))
     return sweeps, skipped
+
+
+def missing_moments(tree, names: list[str], fmt: str) -> str:
+    """Why no sweep can be QC'd, as a radar person reads it: the format, the sweeps, the
+    moments found and what is missing."""
+    found = sorted({v for n in names for v, var in tree[n].ds.data_vars.items()
+                    if var.dims[-1:] == ("range",)})
+    lacking = [c for c in CHANNELS if not any(c in tree[n].ds.data_vars for n in names)]
+    reason = ("no reflectivity (DBZH or a name it is known by)" if CHANNELS[0] in lacking
+              else f"no {'/'.join(lacking)}, and no single-polarization model configured")
+    return (f"{fmt} volume, {len(names)} sweep{'s' if len(names) != 1 else ''}, moments "
+            f"{', '.join(found) or 'none'}: {reason}")

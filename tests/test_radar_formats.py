@@ -1,0 +1,139 @@
+"""Radar formats other than NEXRAD Level II: detected from content, read with xradar's reader,
+QC'd end to end; what cannot be QC'd is refused in words naming the format, the sweeps and
+the moments. Test files are written from the real KLBB volume by xradar's own writers."""
+
+import os
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+import xarray as xr
+
+from pipelines import radar_qc
+from transforms.radar import formats
+from transforms.radar.reading import (
+    MissingMomentsError,
+    NotPpiError,
+    RadarReadError,
+    open_volume,
+    volume_sweeps,
+)
+from transforms.radar.volumes import write_cfradial
+
+
+@pytest.fixture(scope="module")
+def klbb_two_sweeps(klbb_path):
+    """The lowest split cut of KLBB (its surveillance and Doppler passes) as a volume."""
+    tree = open_volume(klbb_path)
+    return xr.DataTree.from_dict({
+        "/": tree.to_dataset(inherit=False),
+        **{f"/sweep_{i}": tree[f"sweep_{i}"].to_dataset(inherit=False) for i in (0, 1)}})
+
+
+def _with_moments(tree, keep):
+    """The volume with only the ``keep`` moments in each sweep."""
+    nodes = {"/": tree.to_dataset(inherit=False)}
+    for name in tree.children:
+        ds = tree[name].to_dataset(inherit=False)
+        drop = [v for v, var in ds.data_vars.items() if var.dims[-1:] == ("range",)
+                and v not in keep]
+        nodes[f"/{name}"] = ds.drop_vars(drop)
+    return xr.DataTree.from_dict(nodes)
+
+
+@pytest.fixture(scope="module")
+def format_files(klbb_two_sweeps, tmp_path_factory):
+    import xradar
+
+    folder = tmp_path_factory.mktemp("formats")
+    files = {"odim": str(folder / "lbb_volume.h5"), "cf2": str(folder / "lbb_volume.nc"),
+             "single_pol": str(folder / "single_pol.h5"), "velocity_only": str(folder / "v.h5")}
+    xradar.io.to_odim(klbb_two_sweeps, files["odim"], source="NOD:uslbb")
+    write_cfradial(klbb_two_sweeps, files["cf2"])
+    xradar.io.to_odim(_with_moments(klbb_two_sweeps, {"DBZH", "VRADH", "WRADH"}),
+                      files["single_pol"], source="NOD:uslbb")
+    xradar.io.to_odim(_with_moments(klbb_two_sweeps, {"VRADH"}), files["velocity_only"],
+                      source="NOD:uslbb")
+    return files
+
+
+def test_formats_are_detected_from_content_not_names(format_files, klbb_path, tmp_path):
+    assert formats.detect_format(klbb_path) == formats.NEXRAD
+    assert formats.detect_format(format_files["odim"]) == formats.ODIM
+    assert formats.detect_format(format_files["cf2"]) == formats.CFRADIAL2
+    renamed = tmp_path / "volume.nc"  # an ODIM file named like NetCDF is still ODIM
+    renamed.write_bytes(open(format_files["odim"], "rb").read())
+    assert formats.detect_format(str(renamed)) == formats.ODIM
+    (tmp_path / "rainbow.vol").write_bytes(b'<volume version="5.2" datetime="2026-11-01">')
+    assert formats.detect_format(str(tmp_path / "rainbow.vol")) == formats.RAINBOW
+    (tmp_path / "noise").write_bytes(np.random.default_rng(1).bytes(1000))
+    assert formats.detect_format(str(tmp_path / "noise")) is None
+
+
+def test_an_odim_volume_reads_like_the_nexrad_one(format_files, klbb_two_sweeps):
+    tree = open_volume(format_files["odim"])
+    assert tree.attrs["source_format"] == formats.ODIM
+    sweeps, skipped = volume_sweeps(tree)
+    native, _ = volume_sweeps(klbb_two_sweeps)
+    assert [s.radar for s in sweeps] == ["USLBB"] and skipped == [1]
+    assert sweeps[0].volume_time == native[0].volume_time
+    # ODIM packs moments in 8 or 16 bits: the same echo, to its quantisation.
+    same = np.isfinite(sweeps[0].data) & np.isfinite(native[0].data)
+    assert same.mean() > 0.95 * np.isfinite(native[0].data).mean()
+    assert np.nanmax(np.abs(sweeps[0].data[same] - native[0].data[same])) < 0.5
+
+
+@pytest.mark.parametrize("name, error, message", [
+    ("single_pol", MissingMomentsError,
+     "ODIM_H5 volume, 2 sweeps, moments DBZH, VRADH, WRADH: no ZDR/RHOHV/PHIDP, and no "
+     "single-polarization model configured"),
+    ("velocity_only", MissingMomentsError,
+     "ODIM_H5 volume, 2 sweeps, moments VRADH: no reflectivity (DBZH or a name it is known "
+     "by)"),
+])
+def test_volumes_that_cannot_be_qcd_are_refused_in_words(format_files, name, error, message):
+    with pytest.raises(error) as refused:
+        volume_sweeps(open_volume(format_files[name]))
+    assert str(refused.value) == message
+
+
+def test_an_rhi_scan_is_refused(klbb_two_sweeps):
+    # (xradar's writers refuse to write a PPI's coordinates as an RHI, so the decoded tree
+    # is changed in memory, as a reader of an RHI file hands it over.)
+    nodes = {"/": klbb_two_sweeps.to_dataset(inherit=False).assign_attrs(
+        source_format=formats.CFRADIAL1)}
+    for name in klbb_two_sweeps.children:
+        ds = klbb_two_sweeps[name].to_dataset(inherit=False)
+        nodes[f"/{name}"] = ds.assign(sweep_mode=xr.DataArray("rhi"))
+    with pytest.raises(NotPpiError, match="CF/Radial 1 volume: sweep 0 is an RHI scan "
+                                          "\\(sweep_mode 'rhi'\\); QC runs on PPI sweeps"):
+        volume_sweeps(xr.DataTree.from_dict(nodes))
+
+
+def test_a_format_not_read_here_is_named(tmp_path):
+    path = tmp_path / "volume.bin"
+    path.write_bytes(b"\x00\x01" * 500)
+    with pytest.raises(RadarReadError, match="binary file of no known radar format, 1,000 "
+                                             "bytes: not a radar format read here \\(those are "
+                                             "NEXRAD Level II, ODIM_H5, GAMIC HDF5"):
+        open_volume(str(path))
+
+
+@pytest.mark.slow
+def test_odim_and_cfradial_volumes_are_qcd_end_to_end(format_files, radar_registry, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for key in ("odim", "cf2", "single_pol"):
+        os.link(format_files[key], inputs / os.path.basename(format_files[key]))
+    out = tmp_path / "out"
+    radar_qc.run(["--input", str(inputs / "*"), "--output", str(out), "--registry",
+                  radar_registry, "--sample_rate", "1.0"])
+    volumes = pads.dataset(str(out / "qc_volumes"), partitioning="hive").to_table().to_pylist()
+    dead = pads.dataset(str(out / "dead_letters"), partitioning="hive").to_table().to_pylist()
+    assert sorted((v["radar"], v["sweeps_classified"]) for v in volumes) == [
+        ("KLBB", 1), ("USLBB", 1)]
+    assert [(os.path.basename(d["origin"]), d["stage"]) for d in dead] == [
+        ("single_pol.h5", "decode")]
+    assert "no single-polarization model configured" in dead[0]["message"]
+    for volume in volumes:
+        assert os.path.exists(volume["netcdf"]) and os.path.exists(volume["quicklook"])

@@ -1,0 +1,124 @@
+"""Which radar format a file is, from its content (never its name), and xradar's reader for it.
+
+Detection reads the first bytes and, for HDF5 and NetCDF, the root attributes and groups:
+ODIM_H5 says ``Conventions = ODIM_H5/...``; GAMIC HDF5 has ``scan0`` groups; CF/Radial 2
+has ``sweep_<n>`` groups, CF/Radial 1 ``sweep_start_ray_index`` variables; IRIS/Sigmet raw
+files start with a product header (structure id 27); Rainbow with ``<volume``; Universal
+Format records carry ``UF`` in their first bytes.
+"""
+
+NEXRAD = "NEXRAD Level II"
+ODIM = "ODIM_H5"
+GAMIC = "GAMIC HDF5"
+CFRADIAL1 = "CF/Radial 1"
+CFRADIAL2 = "CF/Radial 2"
+IRIS = "IRIS/Sigmet"
+RAINBOW = "Rainbow"
+UF = "Universal Format"
+
+# xradar's reader of each format (names in xradar.io).
+READERS = {
+    NEXRAD: "open_nexradlevel2_datatree",
+    ODIM: "open_odim_datatree",
+    GAMIC: "open_gamic_datatree",
+    CFRADIAL1: "open_cfradial1_datatree",
+    CFRADIAL2: "open_cfradial2_datatree",
+    IRIS: "open_iris_datatree",
+    RAINBOW: "open_rainbow_datatree",
+    UF: "open_uf_datatree",
+}
+# Moment names other writers use (Py-ART's CF/Radial, Sigmet, Rainbow), mapped to the ODIM /
+# xradar names the model's channels use. The first name present wins.
+MOMENT_ALIASES = {
+    "DBZH": ("DBZH", "reflectivity", "corrected_reflectivity", "DBZ", "dBZ", "TH", "DBTH"),
+    "ZDR": ("ZDR", "differential_reflectivity", "corrected_differential_reflectivity"),
+    "RHOHV": ("RHOHV", "cross_correlation_ratio", "RhoHV", "RHO"),
+    "PHIDP": ("PHIDP", "differential_phase", "corrected_differential_phase", "PhiDP"),
+    "VRADH": ("VRADH", "velocity", "corrected_velocity", "VEL", "V"),
+    "WRADH": ("WRADH", "spectrum_width", "WIDTH", "W"),
+}
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+NETCDF3_MAGIC = (b"CDF\x01", b"CDF\x02")
+
+
+def detect_format(path: str) -> str | None:
+    """The radar format of a local file, or None when it is none xradar reads here."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    if head.startswith((b"AR2V", b"ARCHIVE2")):
+        return NEXRAD
+    if head.startswith(HDF5_MAGIC):
+        return _hdf5_format(path)
+    if head.startswith(NETCDF3_MAGIC):
+        return _netcdf3_format(path)
+    if head.lstrip().startswith(b"<volume"):
+        return RAINBOW
+    if head[:2] == b"\x1b\x00" and len(head) >= 12:
+        return IRIS
+    if b"UF" in (head[0:2], head[4:6], head[8:10]):
+        return UF
+    return None
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _hdf5_format(path: str) -> str | None:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            conventions = _text(f.attrs.get("Conventions", ""))
+            if conventions.upper().startswith("ODIM_H5"):
+                return ODIM
+            if "scan0" in f:
+                return GAMIC
+            if "cf/radial" in conventions.lower() or "sweep_0" in f:
+                return CFRADIAL2 if "sweep_0" in f else CFRADIAL1
+    except OSError:
+        return None
+    return None
+
+
+def _netcdf3_format(path: str) -> str | None:
+    import netCDF4
+
+    try:
+        with netCDF4.Dataset(path) as ds:
+            if "sweep_start_ray_index" in ds.variables:
+                return CFRADIAL1
+    except OSError:
+        return None
+    return None
+
+
+def standard_moments(dataset):
+    """A sweep with its moments under the model's names (``MOMENT_ALIASES``); other
+    variables as they were."""
+    renames = {}
+    for standard, names in MOMENT_ALIASES.items():
+        if standard in dataset.data_vars:
+            continue
+        found = next((n for n in names if n in dataset.data_vars), None)
+        if found is not None:
+            renames[found] = standard
+    return dataset.rename(renames) if renames else dataset
+
+
+def odim_station(path: str) -> str | None:
+    """The radar's name from an ODIM_H5 file's ``what/source`` (its NOD, else RAD, WMO or PLC
+    identifier), which xradar's reader does not carry over."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            source = _text(f["what"].attrs.get("source", ""))
+    except (OSError, KeyError):
+        return None
+    parts = dict(p.split(":", 1) for p in source.split(",") if ":" in p)
+    name = next((parts[k] for k in ("NOD", "RAD", "WMO", "PLC") if parts.get(k)), None)
+    return name.upper() if name else None
