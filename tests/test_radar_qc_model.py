@@ -137,6 +137,32 @@ def test_onnx_and_keras_give_identical_masks_on_the_real_volume(radar_model_ref,
     np.testing.assert_array_equal(by_onnx, by_keras)
 
 
+def test_the_seam_at_north_is_continuous(radar_model_ref, klbb_path):
+    """Rotating a sweep rotates its classes: with the circular padding no ray is classified
+    differently for lying next to north (without it, rays there see a zero-padded edge)."""
+    import keras
+
+    from models.radar_qc.handler import classify_sweeps, keras_probabilities
+    from transforms.radar.reading import open_volume
+    from transforms.radar.volumes import decode_volume
+
+    _, moments = decode_volume(open_volume(klbb_path), (klbb_path,))
+    lowest = moments[:1]
+    engine = keras_probabilities(keras.models.load_model(radar_model_ref.path))
+    turn = 352  # 176 degrees; a multiple of 16 keeps the UNet's pooling grid aligned
+    rotated = np.roll(lowest, turn, axis=1)
+
+    def seam_disagreement(seam_rays):
+        straight = classify_sweeps(engine, lowest, seam_rays=seam_rays)
+        turned = classify_sweeps(engine, rotated, seam_rays=seam_rays)
+        changed = np.roll(straight, turn, axis=1) != turned
+        echo = ~np.isnan(rotated[..., 0])
+        return changed[echo].mean()
+
+    with_seam, without = seam_disagreement(64), seam_disagreement(0)
+    assert with_seam <= 0.001 and with_seam < without
+
+
 def test_a_tampered_onnx_export_is_refused_naming_the_version(radar_model_ref, tmp_path):
     import shutil
 

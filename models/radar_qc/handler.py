@@ -23,19 +23,38 @@ from models.radar_qc.vocabulary import classify
 DEFAULT_SWEEPS_PER_CALL = 1
 
 
+# Rays from the other side of north added at each azimuth edge before the UNet runs, so the
+# 0/360 degree seam is seen as the continuous ring it is (no artefact along north). A multiple
+# of 16 keeps the UNet's pooling grid; 64 rays (32 degrees) cover most of its receptive field.
+SEAM_RAYS = 64
+
+
+def wrap_azimuth(moments: np.ndarray, rays: int = SEAM_RAYS) -> np.ndarray:
+    """``(sweeps, azimuth, range, C)`` padded circularly along azimuth by ``rays`` each side."""
+    return np.concatenate([moments[:, -rays:], moments, moments[:, :rays]], axis=1)
+
+
 def classify_sweeps(probabilities: Callable[[np.ndarray], np.ndarray], moments: np.ndarray,
-                    sweeps_per_call: int = DEFAULT_SWEEPS_PER_CALL) -> np.ndarray:
-    """Classes ``(sweeps, azimuth, range)`` of a stack of sweeps, a few sweeps per model call.
+                    sweeps_per_call: int = DEFAULT_SWEEPS_PER_CALL,
+                    seam_rays: int = SEAM_RAYS) -> np.ndarray:
+    """Classes ``(sweeps, azimuth, range)`` of a stack of sweeps, a few sweeps per model call,
+    each sweep padded circularly along azimuth (``seam_rays``, 0 = none) and cropped back.
 
     Args:
         probabilities: the engine: float32 moments -> class probabilities.
         moments: ``(sweeps, azimuth, range, 4)``.
         sweeps_per_call: most sweeps per engine call.
+        seam_rays: rays added across north at each edge.
     """
     out = np.empty(moments.shape[:-1], dtype=np.uint8)
     for start in range(0, len(moments), sweeps_per_call):
         part = moments[start:start + sweeps_per_call]
-        out[start:start + sweeps_per_call] = classify(np.asarray(probabilities(part)), part)
+        if seam_rays:
+            scores = np.asarray(probabilities(wrap_azimuth(part, seam_rays)))
+            scores = scores[:, seam_rays:-seam_rays]
+        else:
+            scores = np.asarray(probabilities(part))
+        out[start:start + sweeps_per_call] = classify(scores, part)
     return out
 
 

@@ -1,4 +1,5 @@
-"""Quicklook PNG of a QC'd volume: raw vs QC'd reflectivity of the lowest sweep, side by side.
+"""Quicklook PNG of a QC'd volume: raw and QC'd reflectivity of the lowest sweep and the class
+map the model gave it (weather, biological, clutter/noise), side by side.
 
 Polar gates are drawn on a Cartesian image by nearest gate (a lookup, not a mesh of 1.3 M
 quadrilaterals), which keeps a quicklook well under a second.
@@ -10,11 +11,16 @@ import os
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
+from models.radar_qc.vocabulary import BIO, CLUTTER, MET
 from transforms.radar.reading import N_AZIMUTH, regrid_indices
+from transforms.radar.volumes import QC_CLASS
 
 MAX_RANGE_KM = 230.0
 PIXELS = 460
 DBZ_LIMITS = (-10.0, 70.0)
+# Class map colours: weather green, biological amber, clutter / noise magenta; no echo blank.
+CLASS_COLOURS = {MET: ("weather", "#2e9e44"), BIO: ("biological", "#f0a30a"),
+                 CLUTTER: ("clutter / noise", "#c2185b")}
 
 
 def cartesian(values: np.ndarray, azimuths: np.ndarray, ranges_m: np.ndarray,
@@ -34,19 +40,22 @@ def cartesian(values: np.ndarray, azimuths: np.ndarray, ranges_m: np.ndarray,
 
 
 def quicklook_png(raw, qc, title: str) -> bytes:
-    """PNG bytes: two panels (raw, QC'd) of DBZH with a shared colour scale.
+    """PNG bytes: three panels, raw and QC'd DBZH with a shared colour scale, and the class
+    map of the sweep (``QC_CLASS``).
 
     Args:
         raw: the lowest sweep as decoded (xarray Dataset with DBZH, azimuth, range).
-        qc: the same sweep after QC.
+        qc: the same sweep after QC (with its QC_CLASS variable).
         title: radar id and volume time.
     """
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib import colors
     from matplotlib import pyplot as plt
+    from matplotlib.patches import Patch
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 5.4), dpi=80, constrained_layout=True)
+    figure, axes = plt.subplots(1, 3, figsize=(16, 5.4), dpi=80, constrained_layout=True)
     extent = (-MAX_RANGE_KM, MAX_RANGE_KM, -MAX_RANGE_KM, MAX_RANGE_KM)
     for axis, dataset, label in ((axes[0], raw, "raw"), (axes[1], qc, "QC'd")):
         dbz = np.asarray(dataset["DBZH"].values, dtype=np.float32)
@@ -58,7 +67,19 @@ def quicklook_png(raw, qc, title: str) -> bytes:
         axis.set_xlabel("east (km)")
         axis.set_ylabel("north (km)")
         axis.set_aspect("equal")
-    figure.colorbar(mesh, ax=axes, label="reflectivity (dBZ)", shrink=0.85)
+    figure.colorbar(mesh, ax=axes[:2], label="reflectivity (dBZ)", shrink=0.85)
+    classes = np.asarray(qc[QC_CLASS].values).astype(np.float32)
+    classes[~np.isin(classes, list(CLASS_COLOURS))] = np.nan  # no echo stays blank
+    image = cartesian(classes, qc["azimuth"].values, qc["range"].values)
+    palette = colors.ListedColormap([CLASS_COLOURS[c][1] for c in sorted(CLASS_COLOURS)])
+    axes[2].imshow(image, extent=extent, origin="upper", cmap=palette, vmin=-0.5,
+                   vmax=len(CLASS_COLOURS) - 0.5, interpolation="nearest")
+    axes[2].set_title(f"classes, elevation {float(qc['sweep_fixed_angle']):.1f}°")
+    axes[2].set_xlabel("east (km)")
+    axes[2].set_aspect("equal")
+    axes[2].legend(handles=[Patch(color=colour, label=name)
+                            for name, colour in CLASS_COLOURS.values()],
+                   loc="lower left", fontsize=8, framealpha=0.8)
     figure.suptitle(title)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
