@@ -41,13 +41,25 @@ def _with_moments(tree, keep):
     return xr.DataTree.from_dict(nodes)
 
 
+def coarse(tree):
+    """The volume on another geometry: every second ray (360 rays of 1 degree) and every
+    fourth gate (1 km gates), as a radar with coarser sampling records it."""
+    nodes = {"/": tree.to_dataset(inherit=False)}
+    for name in tree.children:
+        nodes[f"/{name}"] = tree[name].to_dataset(inherit=False).isel(
+            azimuth=slice(0, None, 2), range=slice(0, None, 4))
+    return xr.DataTree.from_dict(nodes)
+
+
 @pytest.fixture(scope="module")
 def format_files(klbb_two_sweeps, tmp_path_factory):
     import xradar
 
     folder = tmp_path_factory.mktemp("formats")
     files = {"odim": str(folder / "lbb_volume.h5"), "cf2": str(folder / "lbb_volume.nc"),
-             "single_pol": str(folder / "single_pol.h5"), "velocity_only": str(folder / "v.h5")}
+             "single_pol": str(folder / "single_pol.h5"), "velocity_only": str(folder / "v.h5"),
+             "coarse": str(folder / "lbb_1km_360rays.h5")}
+    xradar.io.to_odim(coarse(klbb_two_sweeps), files["coarse"], source="NOD:uslbc")
     xradar.io.to_odim(klbb_two_sweeps, files["odim"], source="NOD:uslbb")
     write_cfradial(klbb_two_sweeps, files["cf2"])
     xradar.io.to_odim(_with_moments(klbb_two_sweeps, {"DBZH", "VRADH", "WRADH"}),
@@ -81,6 +93,18 @@ def test_an_odim_volume_reads_like_the_nexrad_one(format_files, klbb_two_sweeps)
     same = np.isfinite(sweeps[0].data) & np.isfinite(native[0].data)
     assert same.mean() > 0.95 * np.isfinite(native[0].data).mean()
     assert np.nanmax(np.abs(sweeps[0].data[same] - native[0].data[same])) < 0.5
+
+
+def test_a_coarser_geometry_is_sampled_onto_the_grid(format_files, klbb_two_sweeps):
+    [sweep], _ = volume_sweeps(open_volume(format_files["coarse"]))
+    [fine], _ = volume_sweeps(klbb_two_sweeps)
+    assert sweep.source_shape == (360, 458) and sweep.data.shape == fine.data.shape
+    assert sweep.ranges[0] == 2125.0 and sweep.ranges[1] == 2375.0
+    # Grid cells that hold one of the coarse gates equal the fine sweep there (ODIM packing
+    # aside): every second ray, every fourth gate.
+    both = np.isfinite(sweep.data[::2, ::4]) & np.isfinite(fine.data[::2, ::4])
+    assert both.sum() > 10_000
+    assert np.abs(sweep.data[::2, ::4][both] - fine.data[::2, ::4][both]).max() < 0.5
 
 
 @pytest.mark.parametrize("name, error, message", [
@@ -123,7 +147,7 @@ def test_a_format_not_read_here_is_named(tmp_path):
 def test_odim_and_cfradial_volumes_are_qcd_end_to_end(format_files, radar_registry, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
-    for key in ("odim", "cf2", "single_pol"):
+    for key in ("odim", "cf2", "single_pol", "coarse"):
         os.link(format_files[key], inputs / os.path.basename(format_files[key]))
     out = tmp_path / "out"
     radar_qc.run(["--input", str(inputs / "*"), "--output", str(out), "--registry",
@@ -131,9 +155,18 @@ def test_odim_and_cfradial_volumes_are_qcd_end_to_end(format_files, radar_regist
     volumes = pads.dataset(str(out / "qc_volumes"), partitioning="hive").to_table().to_pylist()
     dead = pads.dataset(str(out / "dead_letters"), partitioning="hive").to_table().to_pylist()
     assert sorted((v["radar"], v["sweeps_classified"]) for v in volumes) == [
-        ("KLBB", 1), ("USLBB", 1)]
+        ("KLBB", 1), ("USLBB", 1), ("USLBC", 1)]
     assert [(os.path.basename(d["origin"]), d["stage"]) for d in dead] == [
         ("single_pol.h5", "decode")]
     assert "no single-polarization model configured" in dead[0]["message"]
     for volume in volumes:
         assert os.path.exists(volume["netcdf"]) and os.path.exists(volume["quicklook"])
+    # The coarse volume's classes come back on its own 360 rays and 1 km gates, and mask
+    # its own moments there.
+    lowest = xr.open_datatree(next(v["netcdf"] for v in volumes if v["radar"] == "USLBC"))[
+        "sweep_0"].ds
+    classes = lowest["QC_CLASS"].values
+    assert classes.shape == lowest["DBZH"].shape == (360, 458)
+    gone = (classes == 1) | (classes == 2)
+    assert gone.any() and np.isnan(lowest["DBZH"].values[gone]).all()
+    assert np.isfinite(lowest["DBZH"].values[classes == 0]).all()

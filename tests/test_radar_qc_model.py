@@ -195,8 +195,25 @@ def test_masks_pack_and_unpack_exactly():
 def test_grid_classes_map_back_to_native_rays_and_gates():
     grid = np.zeros((720, 1840), dtype=np.uint8)
     grid[10] = BIO  # the cell centred on 5.25 degrees
-    native = native_classes(grid, np.array([5.1, 5.4, 181.0, 359.9]), n_gates=1900)
+    ranges = 2125.0 + 250.0 * np.arange(1900)
+    native = native_classes(grid, np.array([5.1, 5.4, 181.0, 359.9]), ranges)
     assert native.shape == (4, 1900)
     assert (native[0, :1840] == BIO).all() and (native[1, :1840] == BIO).all()
     assert (native[2:, :1840] == MET).all()
     assert (native[:, 1840:] == NO_ECHO).all()  # beyond the grid: not classified
+
+
+def test_gates_of_any_spacing_go_to_the_grid_and_back():
+    from transforms.radar.reading import grid_gates, range_indices
+
+    # 1 km gates from 1 km: each covers four 250 m grid gates; the grid reaches 460.75 km.
+    coarse = 1000.0 + 1000.0 * np.arange(300)
+    grid, nearest = range_indices(coarse)
+    assert grid[0] == 1000.0 and grid[1] == 1250.0
+    assert list(nearest[:9]) == [0, 0, 0, 1, 1, 1, 1, 2, 2]  # a tie goes to the gate below
+    assert (nearest[grid > coarse[-1] + 500.0] == -1).all() and nearest[1196] == 299
+    assert list(grid_gates(coarse)[:3]) == [0, 4, 8]
+    # NEXRAD's own 250 m gates map one to one, both ways.
+    fine = 2125.0 + 250.0 * np.arange(1832)
+    assert (range_indices(fine)[1][:1832] == np.arange(1832)).all()
+    assert (grid_gates(fine) == np.arange(1832)).all()

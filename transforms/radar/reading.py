@@ -41,6 +41,7 @@ from transforms.radar import formats
 
 N_AZIMUTH = 720
 N_RANGE = 1840
+GRID_GATE_M = 250.0  # the model's gate spacing (NEXRAD super-resolution)
 _CHUNK_RE = re.compile(r"^(\d{8})-(\d{6})-(\d{3})-([SIE])$")
 
 
@@ -324,8 +325,34 @@ def no_measurement(variable) -> np.ndarray:
     return np.isnan(values) | (np.rint((values - offset) / scale) <= 1)
 
 
+def range_indices(native_ranges: np.ndarray, n_range: int = N_RANGE
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(grid gate centres, index of the nearest native gate for each; -1 beyond the sweep).
+
+    The grid has ``GRID_GATE_M`` gates from the sweep's first gate; native gates of any
+    spacing (NEXRAD's 250 m gives the identity) are sampled nearest.
+    """
+    native = np.asarray(native_ranges, dtype=np.float64)
+    grid = native[0] + GRID_GATE_M * np.arange(n_range)
+    after = np.clip(np.searchsorted(native, grid), 1, len(native) - 1)
+    nearest = np.where(np.abs(native[after] - grid) < np.abs(grid - native[after - 1]),
+                       after, after - 1) if len(native) > 1 else np.zeros(n_range, dtype=int)
+    half = (native[-1] - native[-2]) / 2 if len(native) > 1 else GRID_GATE_M / 2
+    nearest[grid > native[-1] + half] = -1
+    return grid, nearest
+
+
+def grid_gates(native_ranges: np.ndarray, n_range: int = N_RANGE) -> np.ndarray:
+    """For each native gate, its grid gate (-1 beyond the grid): how classes go back."""
+    native = np.asarray(native_ranges, dtype=np.float64)
+    gates = np.rint((native - native[0]) / GRID_GATE_M).astype(int)
+    gates[gates >= n_range] = -1
+    return gates
+
+
 def sweep_array(dataset, n_azimuth: int = N_AZIMUTH, n_range: int = N_RANGE):
-    """One decoded sweep -> (float32 (n_azimuth, n_range, C), ranges (n_range,)).
+    """One decoded sweep -> (float32 (n_azimuth, n_range, C), ranges (n_range,)), rays and
+    gates of any spacing sampled nearest onto the model's grid.
 
     Gates without a measurement (below threshold, range folded) are NaN.
 
@@ -336,14 +363,15 @@ def sweep_array(dataset, n_azimuth: int = N_AZIMUTH, n_range: int = N_RANGE):
     if missing:
         raise MissingMomentsError(f"sweep lacks {', '.join(missing)}")
     rows = regrid_indices(dataset["azimuth"].values, n_azimuth)
-    gates = min(dataset.sizes["range"], n_range)
+    grid, gates = range_indices(dataset["range"].values, n_range)
+    inside = gates >= 0
     data = np.full((n_azimuth, n_range, len(CHANNELS)), np.nan, dtype=np.float32)
     for channel, name in enumerate(CHANNELS):
         values = np.asarray(dataset[name].values, dtype=np.float32)
         values[no_measurement(dataset[name])] = np.nan
-        data[:, :gates, channel] = values[rows, :gates]
+        data[:, inside, channel] = values[rows][:, gates[inside]]
     ranges = np.full(n_range, np.nan, dtype=np.float32)
-    ranges[:gates] = dataset["range"].values[:gates]
+    ranges[inside] = grid[inside]
     return data, ranges
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from models.radar_qc.vocabulary import BIO, CLASS_NAMES, CLUTTER, MET, NO_ECHO, removed
-from transforms.radar.reading import N_AZIMUTH, N_RANGE, volume_sweeps
+from transforms.radar.reading import N_AZIMUTH, grid_gates, volume_sweeps
 
 SAME_ANGLE_DEG = 0.25
 QC_CLASS = "QC_CLASS"
@@ -128,16 +128,17 @@ def decode_volume(tree, source: tuple[str, ...]) -> tuple[DecodedVolume, np.ndar
             np.stack([moments for _, moments in keyed]))
 
 
-def native_classes(grid_classes: np.ndarray, azimuths: np.ndarray, n_gates: int) -> np.ndarray:
-    """Classes on a sweep's own rays and gates from the model grid (nearest grid cell).
-
-    Gates beyond the grid's N_RANGE are NO_ECHO (not classified, so not removed).
+def native_classes(grid_classes: np.ndarray, azimuths: np.ndarray,
+                   ranges: np.ndarray) -> np.ndarray:
+    """Classes on a sweep's own rays and gates (any spacing) from the model grid (nearest
+    grid cell). Gates beyond the grid are NO_ECHO (not classified, so not removed).
     """
     cells = np.floor(np.asarray(azimuths, dtype=float) % 360.0 / (360.0 / N_AZIMUTH))
     rows = grid_classes[cells.astype(int) % N_AZIMUTH]
-    out = np.full((len(azimuths), n_gates), NO_ECHO, dtype=np.uint8)
-    gates = min(n_gates, N_RANGE)
-    out[:, :gates] = rows[:, :gates]
+    gates = grid_gates(ranges)
+    out = np.full((len(azimuths), len(gates)), NO_ECHO, dtype=np.uint8)
+    inside = gates >= 0
+    out[:, inside] = rows[:, gates[inside]]
     return out
 
 
@@ -171,7 +172,8 @@ def apply_qc(tree, classes_by_sweep: dict[int, np.ndarray], model_attrs: dict,
         if source is None:
             classes = np.full(shape, NO_ECHO, dtype=np.uint8)
         else:
-            classes = native_classes(classes_by_sweep[source], ds["azimuth"].values, shape[1])
+            classes = native_classes(classes_by_sweep[source], ds["azimuth"].values,
+                                     ds["range"].values)
             drop = removed(classes)
             for var in list(ds.data_vars):
                 if ds[var].dims == ("azimuth", "range") and ds[var].dtype.kind == "f":
