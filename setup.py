@@ -37,7 +37,10 @@ setup(
         # Beam's DaskRunner needs these (apache-beam[dask]); runners.dask_runner uses them.
         "dask": ["dask>=2024.4.2", "distributed>=2024.4.2"],
         "test": ["pytest", "pytest-timeout", "ruff", "selenium", "dask>=2024.4.2",
-                 "distributed>=2024.4.2", "duckdb>=1.1", "sqlglot>=25"],
+                 "distributed>=2024.4.2", "duckdb>=1.1", "sqlglot>=25",
+                 # Py-ART: small real radar files of other formats (pyart.testing) and the
+                 # reader the field uses, for the radar format tests.
+                 "arm-pyart"],
         "gcp": ["apache-beam[gcp]==2.77.0"],
     },
 )

@@ -134,6 +134,40 @@ def test_an_rhi_scan_is_refused(klbb_two_sweeps):
         volume_sweeps(xr.DataTree.from_dict(nodes))
 
 
+# Small real files other programs wrote (Py-ART's test data), and what each must end in.
+PYART_FILES = [
+    ("NEXRAD_ARCHIVE_MSG31_FILE", "qc", "NEXRAD Level II"),    # bzip2-compressed, no .bz2
+    ("UF_FILE", "qc", "Universal Format"),                     # PHIDP stored as UPHIDP
+    ("NEXRAD_ARCHIVE_MSG1_FILE", MissingMomentsError,
+     "NEXRAD Level II volume, 7 sweeps, moments DBZH, VRADH: no ZDR/RHOHV/PHIDP, and no "
+     "single-polarization model configured"),
+    ("CFRADIAL_PPI_FILE", MissingMomentsError,
+     "CF/Radial 1 volume, 1 sweep, moments DBZH: no ZDR/RHOHV/PHIDP, and no "
+     "single-polarization model configured"),
+    ("CFRADIAL_RHI_FILE", NotPpiError, "CF/Radial 1 volume: sweep 0 is an RHI scan"),
+    ("SIGMET_PPI_FILE", RadarReadError,
+     "IRIS/Sigmet file, 18,432 bytes: not a decodable IRIS/Sigmet volume: the file ends "
+     "inside a record"),
+    ("NEXRAD_ARCHIVE_MSG31_COMPRESSED_FILE", RadarReadError,
+     "decoded as NEXRAD Level II, but holds no complete sweep"),
+]
+
+
+@pytest.mark.parametrize("name, outcome, expected", PYART_FILES)
+def test_real_files_of_other_formats_are_qcd_or_refused_in_words(name, outcome, expected):
+    testing = pytest.importorskip("pyart.testing")
+    path = getattr(testing, name)
+    if outcome == "qc":
+        tree = open_volume(path)
+        sweeps, _ = volume_sweeps(tree)
+        assert tree.attrs["source_format"] == expected and sweeps
+        assert all(np.isfinite(s.data[..., 0]).any() for s in sweeps)
+        return
+    with pytest.raises(outcome) as refused:
+        volume_sweeps(open_volume(path))
+    assert expected in str(refused.value)
+
+
 def test_a_format_not_read_here_is_named(tmp_path):
     path = tmp_path / "volume.bin"
     path.write_bytes(b"\x00\x01" * 500)

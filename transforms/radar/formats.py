@@ -30,10 +30,12 @@ READERS = {
 # Moment names other writers use (Py-ART's CF/Radial, Sigmet, Rainbow), mapped to the ODIM /
 # xradar names the model's channels use. The first name present wins.
 MOMENT_ALIASES = {
-    "DBZH": ("DBZH", "reflectivity", "corrected_reflectivity", "DBZ", "dBZ", "TH", "DBTH"),
+    "DBZH": ("DBZH", "reflectivity", "reflectivity_horizontal", "corrected_reflectivity",
+             "DBZ", "dBZ", "TH", "DBTH"),
     "ZDR": ("ZDR", "differential_reflectivity", "corrected_differential_reflectivity"),
     "RHOHV": ("RHOHV", "cross_correlation_ratio", "RhoHV", "RHO"),
-    "PHIDP": ("PHIDP", "differential_phase", "corrected_differential_phase", "PhiDP"),
+    "PHIDP": ("PHIDP", "UPHIDP", "differential_phase", "corrected_differential_phase",
+              "PhiDP"),
     "VRADH": ("VRADH", "velocity", "corrected_velocity", "VEL", "V"),
     "WRADH": ("WRADH", "spectrum_width", "WIDTH", "W"),
 }

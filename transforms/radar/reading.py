@@ -158,9 +158,26 @@ def _local_copies(source: str | list[str], directory: str) -> str | list[str]:
     return one(source) if isinstance(source, str) else [one(p) for p in source]
 
 
+def _compression(path: str) -> str | None:
+    """"gz" or "bz2" when the whole file is compressed (from its first bytes, whatever its
+    name says; a name ending .gz / .bz2 counts too, so a file that lies is reported)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(3)
+    except OSError:
+        return None
+    if head[:2] == b"\x1f\x8b" or (path.endswith(".gz") and not head.startswith(b"BZh")):
+        return "gz"
+    if head == b"BZh" or path.endswith(".bz2"):
+        return "bz2"
+    return None
+
+
 def _decompressed_copy(path: str, directory: str) -> str:
-    opener = gzip.open if path.endswith(".gz") else bz2.open
-    target = os.path.join(directory, os.path.basename(path).rsplit(".", 1)[0])
+    opener = gzip.open if _compression(path) == "gz" else bz2.open
+    base = os.path.basename(path)
+    target = os.path.join(directory, (base.rsplit(".", 1)[0] if base.endswith(
+        (".gz", ".bz2")) else base) + ".decompressed")
     with opener(path, "rb") as source, open(target, "wb") as sink:
         sink.write(source.read())
     return target
@@ -178,9 +195,10 @@ _SIGNATURES = (
 )
 
 
-def describe_file(path: str) -> str:
+def describe_file(path: str, fmt: str | None = None) -> str:
     """What a file looks like from its first bytes and size, in words ("NEXRAD Level II
-    archive (message 31), 212,016 bytes"); used in decode errors."""
+    archive (message 31), 212,016 bytes"); used in decode errors. ``fmt``: the detected
+    radar format, when the signature table does not know it."""
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
@@ -190,6 +208,8 @@ def describe_file(path: str) -> str:
     if not head:
         return "empty file (0 bytes)"
     kind = next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
+    if kind is None and fmt is not None:
+        kind = f"{fmt} file"
     if kind is None:
         printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head) / len(head)
         kind = "text file" if printable > 0.95 else "binary file of no known radar format"
@@ -228,16 +248,16 @@ def open_volume(source: str | list[str]):
         target = _local_copies(source, tmp)
         name = source if isinstance(source, str) else source[0]
         packed = ""
-        if isinstance(source, str) and source.endswith((".gz", ".bz2")):
+        if isinstance(target, str) and _compression(target):
             packed = f"{describe_file(target)}, holding a "
             try:
                 target = _decompressed_copy(target, tmp)
             except (OSError, EOFError) as error:
                 raise RadarReadError(f"{source}: {describe_file(target)}: cannot decompress: "
                                      f"{decompress_failure(error)}") from error
-        what = packed + (describe_file(target) if isinstance(target, str)
-                         else f"{len(target)} real-time chunks")
         fmt = formats.detect_format(target if isinstance(target, str) else target[0])
+        what = packed + (describe_file(target, fmt) if isinstance(target, str)
+                         else f"{len(target)} real-time chunks")
         if fmt is None or (not isinstance(target, str) and fmt != formats.NEXRAD):
             raise RadarReadError(f"{name}: {what}: not a radar format read here (those are "
                                  f"{', '.join(formats.READERS)}, detected from content)")
@@ -387,7 +407,8 @@ def volume_sweeps(tree) -> tuple[list[Sweep], list[int]]:
     root = tree["/"].ds
     fmt = str(tree.attrs.get("source_format") or "radar")
     radar = str(root.attrs.get("instrument_name", "unknown"))
-    start = str(root["time_coverage_start"].values) if "time_coverage_start" in root else None
+    start = root["time_coverage_start"].values.item() if "time_coverage_start" in root else None
+    start = start.decode() if isinstance(start, bytes) else start  # CF/Radial 1: char arrays
     volume_time = (datetime.datetime.fromisoformat(start.replace("Z", "+00:00"))
                    if start else None)
     sweeps, skipped = [], []
