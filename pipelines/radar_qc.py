@@ -64,6 +64,7 @@ from transforms.radar.dofns import (
     WriteQcVolumeFn,
     inference_dead_letters,
 )
+from transforms.radar.volumes import CFRADIAL2_OUT, OUTPUT_FORMATS
 
 LOGGER = logging.getLogger(__name__)
 DEFAULT_MODEL = "radar_qc"
@@ -84,6 +85,9 @@ class RadarQcOptions(PipelineOptions):
                             help="what runs the UNet: onnx (ONNX Runtime, CPU; the version's "
                                  "export), tensorflow (GPU, or versions without the export), "
                                  "auto = onnx when the version has the export")
+        parser.add_argument("--output_formats", default=CFRADIAL2_OUT,
+                            help=f"comma-separated formats of the QC'd volumes: "
+                                 f"{', '.join(OUTPUT_FORMATS)} (CF/Radial 2 NetCDF, ODIM_H5)")
         parser.add_argument("--chunk_timeout_secs", type=float, default=900.0,
                             help="a volume still missing chunks this long after its first "
                                  "chunk goes to dead letters")
@@ -103,6 +107,12 @@ def validate(options: PipelineOptions) -> tuple[CommonOptions, RadarQcOptions]:
     check_sources(options, {"input": common.input}, {"chunk_dir": radar.chunk_dir})
     if common.max_batch_size < 1:
         raise ValueError(f"--max_batch_size must be at least 1, got {common.max_batch_size}")
+    chosen = [f.strip() for f in radar.output_formats.split(",") if f.strip()]
+    unknown = sorted(set(chosen) - set(OUTPUT_FORMATS))
+    if not chosen or unknown:
+        raise ValueError(f"--output_formats takes {', '.join(OUTPUT_FORMATS)}; got "
+                         f"{radar.output_formats!r}")
+    radar.output_formats = ",".join(chosen)
     return common, radar
 
 
@@ -172,7 +182,8 @@ def build(pipeline, options: PipelineOptions, sources=None) -> dict:
         inference_dead_letters, context)
     total = count_inputs(common.input) if common.input else None
     written = classified | "WriteQcVolumes" >> beam.ParDo(WriteQcVolumeFn(
-        output, (model.name, model.version, model.sha256), context, total)).with_outputs(
+        output, (model.name, model.version, model.sha256), context, total,
+        radar.output_formats.split(","))).with_outputs(
         DEAD_LETTERS, PREDICTIONS, main="volumes")
     predictions = written[PREDICTIONS]
     dead_letters = ((*source_dead, decoded[DEAD_LETTERS], failed, written[DEAD_LETTERS])
@@ -198,7 +209,7 @@ def count_inputs(pattern: str) -> int | None:
 def output_folders(common: CommonOptions) -> dict:
     """Where a run's outputs go, for its closing summary."""
     out, model = common.output.rstrip("/"), f"model_name={common.model_name}"
-    return {"QC'd volumes": f"{out}/{VOLUMES}/   (CF/Radial 2 NetCDF)",
+    return {"QC'd volumes": f"{out}/{VOLUMES}/   (CF/Radial 2 .nc; ODIM_H5 .h5 if asked)",
             "quicklooks": f"{out}/{QUICKLOOKS}/", "volume index": f"{out}/{INDEX.name}/",
             "predictions": f"{out}/predictions/pipeline={PIPELINE_NAME}/{model}/",
             "dead letters": f"{out}/{DEAD_LETTERS}/pipeline={PIPELINE_NAME}/{model}/"}

@@ -185,7 +185,7 @@ def test_odim_and_cfradial_volumes_are_qcd_end_to_end(format_files, radar_regist
         os.link(format_files[key], inputs / os.path.basename(format_files[key]))
     out = tmp_path / "out"
     radar_qc.run(["--input", str(inputs / "*"), "--output", str(out), "--registry",
-                  radar_registry, "--sample_rate", "1.0"])
+                  radar_registry, "--sample_rate", "1.0", "--output_formats", "cfradial2,odim"])
     volumes = pads.dataset(str(out / "qc_volumes"), partitioning="hive").to_table().to_pylist()
     dead = pads.dataset(str(out / "dead_letters"), partitioning="hive").to_table().to_pylist()
     assert sorted((v["radar"], v["sweeps_classified"]) for v in volumes) == [
@@ -195,6 +195,7 @@ def test_odim_and_cfradial_volumes_are_qcd_end_to_end(format_files, radar_regist
     assert "no single-polarization model configured" in dead[0]["message"]
     for volume in volumes:
         assert os.path.exists(volume["netcdf"]) and os.path.exists(volume["quicklook"])
+        assert volume["odim_h5"].endswith("_qc.h5") and os.path.exists(volume["odim_h5"])
     # The coarse volume's classes come back on its own 360 rays and 1 km gates, and mask
     # its own moments there.
     lowest = xr.open_datatree(next(v["netcdf"] for v in volumes if v["radar"] == "USLBC"))[
@@ -204,3 +205,32 @@ def test_odim_and_cfradial_volumes_are_qcd_end_to_end(format_files, radar_regist
     gone = (classes == 1) | (classes == 2)
     assert gone.any() and np.isnan(lowest["DBZH"].values[gone]).all()
     assert np.isfinite(lowest["DBZH"].values[classes == 0]).all()
+
+
+@pytest.mark.slow
+def test_pyart_reads_the_odim_output_with_its_own_reader(format_files, radar_registry,
+                                                         tmp_path):
+    """The field's tool opens the QC'd ODIM_H5 with its ODIM reader and sees the masked
+    moments and the classes."""
+    pyart = pytest.importorskip("pyart")
+    out = tmp_path / "out"
+    radar_qc.run(["--input", format_files["odim"], "--output", str(out), "--registry",
+                  radar_registry, "--output_formats", "odim"])
+    [volume] = pads.dataset(str(out / "qc_volumes"), partitioning="hive").to_table().to_pylist()
+    assert volume["netcdf"] is None
+    radar = pyart.aux_io.read_odim_h5(volume["odim_h5"], file_field_names=True)
+    assert {"DBZH", "ZDR", "RHOHV", "PHIDP", "QC_CLASS"} <= set(radar.fields)
+    classes = np.asarray(radar.fields["QC_CLASS"]["data"])
+    dbzh = np.ma.masked_invalid(radar.fields["DBZH"]["data"])
+    first = radar.get_slice(0)
+    gone = np.isin(classes[first], (1, 2))
+    assert gone.any() and np.ma.getmaskarray(dbzh[first])[gone].all()
+    assert radar.nsweeps == 2
+
+
+def test_unknown_output_formats_are_refused():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    with pytest.raises(ValueError, match="--output_formats takes cfradial2, odim; got "
+                                         "'cfradial2,gif'"):
+        radar_qc.validate(PipelineOptions(["--input", "x", "--output_formats", "cfradial2,gif"]))

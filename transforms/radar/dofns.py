@@ -18,11 +18,14 @@ from transforms.radar import rows as radar_rows
 from transforms.radar.quicklook import quicklook_png, write_bytes
 from transforms.radar.reading import RadarReadError, open_volume, parse_chunk_name
 from transforms.radar.volumes import (
+    CFRADIAL2_OUT,
+    ODIM_OUT,
     apply_qc,
     decode_volume,
     expected_sweeps,
     sweep_count,
     write_cfradial,
+    write_odim,
 )
 
 LOGGER = logging.getLogger(__name__)
@@ -66,11 +69,12 @@ class WriteQcVolumeFn(beam.DoFn):
     """
 
     def __init__(self, output: str, model: tuple[str, str, str], context: dict,
-                 total_volumes: int | None = None):
+                 total_volumes: int | None = None, output_formats=(CFRADIAL2_OUT,)):
         self._output = output
         self._model = model
         self._context = context
         self._total = total_volumes
+        self._formats = tuple(output_formats)
 
     def setup(self):
         # A volume takes seconds: every one is worth a line.
@@ -112,11 +116,12 @@ class WriteQcVolumeFn(beam.DoFn):
             "qc_model_name": name, "qc_model_version": version, "qc_model_sha256": sha256,
             "qc_run_id": self._context["run_id"]}, in_place=True)
         folder = f"radar={key.radar}/dt={utc_date(key.volume_time)}"
-        paths = {
-            "netcdf": write_cfradial(qc, f"{self._output}/{VOLUMES}/{folder}/"
-                                         f"{key.volume_id}_qc.nc"),
-            "quicklook": f"{self._output}/{QUICKLOOKS}/{folder}/{key.volume_id}.png",
-        }
+        base = f"{self._output}/{VOLUMES}/{folder}/{key.volume_id}_qc"
+        paths = {"quicklook": f"{self._output}/{QUICKLOOKS}/{folder}/{key.volume_id}.png"}
+        if CFRADIAL2_OUT in self._formats:
+            paths["netcdf"] = write_cfradial(qc, f"{base}.nc")
+        if ODIM_OUT in self._formats:
+            paths["odim_h5"] = write_odim(qc, f"{base}.h5", key.radar)
         title = (f"{key.radar} {key.volume_time:%Y-%m-%d %H:%M:%S} UTC - "
                  f"QC model {name} {version}")
         write_bytes(paths["quicklook"], quicklook_png(

@@ -42,7 +42,8 @@ VOLUME_SCHEMA = pa.schema([
     pa.field("radar", pa.string()),
     pa.field("volume_time", pa.timestamp("us", tz="UTC")),
     pa.field("source", pa.string()),
-    pa.field("netcdf", pa.string()),
+    pa.field("netcdf", pa.string()),          # the CF/Radial 2 file (null if not written)
+    pa.field("odim_h5", pa.string()),         # the ODIM_H5 file (--output_formats odim)
     pa.field("quicklook", pa.string()),
     pa.field("sweeps_total", pa.int32()),
     pa.field("sweeps_classified", pa.int32()),
@@ -124,7 +125,8 @@ def volume_row(key: SweepKey, paths: dict, sweeps_total: int, fraction_removed: 
         "radar": key.radar,
         "volume_time": key.volume_time,
         "source": key.origin,
-        "netcdf": paths["netcdf"],
+        "netcdf": paths.get("netcdf"),
+        "odim_h5": paths.get("odim_h5"),
         "quicklook": paths["quicklook"],
         "sweeps_total": sweeps_total,
         "sweeps_classified": key.qc_sweeps,

@@ -24,6 +24,9 @@ from transforms.radar.reading import N_AZIMUTH, grid_gates, volume_sweeps
 
 SAME_ANGLE_DEG = 0.25
 QC_CLASS = "QC_CLASS"
+# Formats a QC'd volume can be written in (``--output_formats``).
+CFRADIAL2_OUT, ODIM_OUT = "cfradial2", "odim"
+OUTPUT_FORMATS = (CFRADIAL2_OUT, ODIM_OUT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,15 +227,31 @@ def write_cfradial(tree, path: str) -> str:
                                 "_FillValue": np.float32(np.nan)}
             elif var.dims == ("azimuth", "range"):
                 var.encoding = {"zlib": True, "complevel": 1}
+    return _write_whole(path, ".nc", lambda temp: xradar.io.to_cfradial2(tree, temp))
+
+
+def write_odim(tree, path: str, radar: str) -> str:
+    """Write the volume as ODIM_H5 (xradar's writer; every moment and ``QC_CLASS`` as a
+    quantity of each dataset) to ``path``, complete or not at all; ``what/source`` names the
+    radar (``NOD:<radar>``)."""
+    import xradar
+
+    return _write_whole(path, ".h5", lambda temp: xradar.io.to_odim(
+        tree, temp, source=f"NOD:{radar.lower()}"))
+
+
+def _write_whole(path: str, suffix: str, write) -> str:
+    """``write(local temporary path)``, then rename (local) or copy (any Beam filesystem)
+    to ``path``: readers never see a file half written."""
     local = "://" not in path
     directory = os.path.dirname(path) if local else None
     if local:
         os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile(suffix=".nc", dir=directory, prefix=".tmp-",
+    with tempfile.NamedTemporaryFile(suffix=suffix, dir=directory, prefix=".tmp-",
                                      delete=False) as handle:
         temp = handle.name
     try:
-        xradar.io.to_cfradial2(tree, temp)
+        write(temp)
         if local:
             os.replace(temp, path)
         else:
