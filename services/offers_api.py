@@ -180,7 +180,8 @@ class OffersService:
         """(the shadow's loaded export or None, a sentence saying which and why)."""
         from services.model_server import ServedVersion
 
-        shadow, note = choose_shadow(registry, self.ref, requested)
+        # ServedVersion below loads (and so checks) the shadow's export: no second load.
+        shadow, note = choose_shadow(registry, self.ref, requested, load_check=False)
         if shadow is None:
             return None, note
         try:

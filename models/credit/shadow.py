@@ -12,8 +12,8 @@ SHADOW_ALIAS = "shadow"
 NONE = "none"
 
 
-def choose_shadow(registry: str, champion: model_registry.ModelRef,
-                  requested: str | None) -> tuple[model_registry.ModelRef | None, str]:
+def choose_shadow(registry: str, champion: model_registry.ModelRef, requested: str | None,
+                  load_check: bool = True) -> tuple[model_registry.ModelRef | None, str]:
     """(the shadow version to score with, or None; a sentence saying which and why).
 
     Args:
@@ -40,7 +40,8 @@ def choose_shadow(registry: str, champion: model_registry.ModelRef,
                 dataset_from_manifest(champion.manifest).kinds:
             return None, (f"shadow {shadow.version} left out: trained on other fields than "
                           f"{champion.version}")
-        _load(shadow.path)
+        if load_check:
+            _load(shadow.path)
     except Exception as error:  # noqa: BLE001 - whatever is wrong, serving goes on
         LOGGER.warning("shadow %s of %s left out: %s", requested, name, error)
         return None, f"shadow {requested} left out: {type(error).__name__}: {error}"

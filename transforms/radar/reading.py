@@ -159,8 +159,9 @@ def _local_copies(source: str | list[str], directory: str) -> str | list[str]:
 
 
 def _compression(path: str) -> str | None:
-    """"gz" or "bz2" when the whole file is compressed (from its first bytes, whatever its
-    name says; a name ending .gz / .bz2 counts too, so a file that lies is reported)."""
+    """The compression of a whole file, "gz" or "bz2" (None when plain): from its first
+    bytes, whatever its name says; a name ending .gz / .bz2 counts too, so a file whose name
+    lies is reported as such."""
     try:
         with open(path, "rb") as f:
             head = f.read(3)
