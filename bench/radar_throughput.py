@@ -40,7 +40,7 @@ from models.radar_qc.handler import (
     keras_probabilities,
     onnx_probabilities,
 )
-from transforms.radar.reading import open_volume
+from transforms.radar.reading import DUAL_POL, open_volume
 from transforms.radar.volumes import decode_volume
 
 KLBB = os.path.join(ROOT, "..", "shared", "data", "radar", "KLBB20160601_150025_V06")
@@ -101,7 +101,8 @@ def main(argv=None) -> None:
 
     ref = model_registry.resolve(args.registry, "radar_qc")
     source = (args.volume,)
-    decode_secs, (_, moments) = timed(lambda: decode_volume(open_volume(args.volume), source))
+    decode_secs, volume = timed(lambda: decode_volume(open_volume(args.volume), source))
+    moments = volume.stacks[DUAL_POL]
     n = len(moments)
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = worker_threads(), 1

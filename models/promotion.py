@@ -43,14 +43,16 @@ def credit_smoke(model, kinds: dict, records: list[dict]) -> list[float]:
     return [float(s) for s in predict_scores(model, records, kinds)]
 
 
-def radar_smoke(model, seed: int, shape) -> str:
-    """sha256 of the radar model's classes on a seeded synthetic window."""
+def radar_smoke(model, seed: int, shape, channels=None) -> str:
+    """sha256 of the radar model's classes on a seeded synthetic window of its channels
+    (default: the dual-polarization model's)."""
     import hashlib
 
     from models.radar_qc.model import predict_classes
     from models.radar_qc.synthetic import synthetic_set
+    from models.radar_qc.vocabulary import CHANNELS
 
-    data, _ = synthetic_set(seed, 1, *shape)
+    data, _ = synthetic_set(seed, 1, *shape, channels=tuple(channels or CHANNELS))
     return hashlib.sha256(np.ascontiguousarray(predict_classes(model, data)).tobytes()).hexdigest()
 
 
@@ -78,7 +80,9 @@ def smoke_problems(ref: ModelRef) -> list[str]:
             if not np.all(np.isfinite(scores)) or worst > SCORE_TOLERANCE:
                 return [f"smoke scores differ from training's by up to {worst:.2e} "
                         f"(tolerance {SCORE_TOLERANCE:g})"]
-        elif radar_smoke(model, smoke["seed"], smoke["shape"]) != smoke["classes_sha256"]:
+        elif radar_smoke(model, smoke["seed"], smoke["shape"], ref.manifest.get(
+                "input_schema", {}).get("moments", {}).get("channels")
+                ) != smoke["classes_sha256"]:
             return ["smoke classes on the synthetic window differ from training's"]
     except Exception as error:  # noqa: BLE001 - a model that cannot predict is refused
         return [f"smoke prediction failed: {type(error).__name__}: {error}"]

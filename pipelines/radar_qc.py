@@ -1,8 +1,11 @@
 """Radar QC: NEXRAD Level II volumes through a UNet that removes non-meteorological echoes.
 
-Each volume is decoded (xradar), every dual-pol sweep goes through RunInference on the model
-grid, the per-gate classes are mapped back to the volume's own gates, and the QC'd volume is
-written as CF/Radial 2 NetCDF with a PNG quicklook.
+Each volume is decoded (xradar, any format ``transforms.radar.formats`` detects), every
+dual-pol sweep goes through RunInference with the dual-polarization model and every sweep with
+reflectivity alone (legacy NEXRAD, single-pol radars) through a second RunInference with the
+single-polarization model, on the model grid; the per-gate classes are mapped back to the
+volume's own gates, and the QC'd volume is written as CF/Radial 2 NetCDF (and ODIM_H5 if
+asked) with a PNG quicklook.
 
 Usage::
 
@@ -20,10 +23,8 @@ volume written), ``predictions/`` (sampled sweeps, bit-packed masks) and ``dead_
 (every volume or chunk set that was not written, with the stage and the reason).
 
 Notes:
-    A volume is decoded twice: once to feed the model its sweeps, once when the QC'd volume is
-    written. Only the per-gate classes (1.3 MB a sweep) travel through the shuffle that
-    regroups a volume's sweeps; holding the decoded moments there instead would cost ~300 MB
-    per volume in the runner's state, for ~1.5 s of decoding saved.
+    A volume is one element from decoding to writing (decoded once); both RunInference steps
+    pass it along, each classifying its own model's sweeps.
 """
 
 import logging
@@ -63,11 +64,15 @@ from transforms.radar.dofns import (
     DecodeVolumeFn,
     WriteQcVolumeFn,
     inference_dead_letters,
+    model_input,
+    record_classes,
 )
+from transforms.radar.reading import DUAL_POL, SINGLE_POL
 from transforms.radar.volumes import CFRADIAL2_OUT, OUTPUT_FORMATS
 
 LOGGER = logging.getLogger(__name__)
 DEFAULT_MODEL = "radar_qc"
+DEFAULT_SINGLE_POL_MODEL = "radar_qc_single"
 INDEX = PrimaryDataset(
     name="qc_volumes", label="WriteVolumeIndex", schema=radar_rows.VOLUME_SCHEMA,
     partitions=radar_rows.VOLUME_PARTITIONS)
@@ -87,7 +92,16 @@ class RadarQcOptions(PipelineOptions):
                                  "auto = onnx when the version has the export")
         parser.add_argument("--output_formats", default=CFRADIAL2_OUT,
                             help=f"comma-separated formats of the QC'd volumes: "
-                                 f"{', '.join(OUTPUT_FORMATS)} (CF/Radial 2 NetCDF, ODIM_H5)")
+                                 f"{', '.join(OUTPUT_FORMATS)} (CF/Radial 2 NetCDF, "
+                                 f"CF/Radial 1.4 NetCDF, ODIM_H5)")
+        parser.add_argument("--single_pol_model", default=DEFAULT_SINGLE_POL_MODEL,
+                            help="registered model for sweeps without dual-pol moments "
+                                 "(legacy NEXRAD, single-pol radars); 'none' sends volumes "
+                                 "without any dual-pol sweep to dead letters. Used when "
+                                 "registered")
+        parser.add_argument("--single_pol_version", default="production",
+                            help="its version or alias (pinned in a backfill, like "
+                                 "--model_version)")
         parser.add_argument("--chunk_timeout_secs", type=float, default=900.0,
                             help="a volume still missing chunks this long after its first "
                                  "chunk goes to dead letters")
@@ -113,7 +127,27 @@ def validate(options: PipelineOptions) -> tuple[CommonOptions, RadarQcOptions]:
         raise ValueError(f"--output_formats takes {', '.join(OUTPUT_FORMATS)}; got "
                          f"{radar.output_formats!r}")
     radar.output_formats = ",".join(chosen)
+    if common.run_mode == "backfill" and radar.single_pol_version == "latest":
+        raise ValueError("a backfill needs a pinned --single_pol_version, not latest")
     return common, radar
+
+
+def resolve_single_pol(registry: str, radar: RadarQcOptions):
+    """The single-polarization model's ModelRef, or None when none is configured: 'none', or
+    the default name with no version registered (the run says so in its log).
+
+    Raises:
+        RegistryError: a model named on purpose, or a version or alias, that is not there.
+    """
+    name = radar.single_pol_model
+    if name.lower() == "none":
+        return None
+    if name == DEFAULT_SINGLE_POL_MODEL and not model_registry.list_versions(registry, name):
+        LOGGER.warning("no single-polarization model (%s) in %s: volumes without dual-pol "
+                       "sweeps go to dead letters (train one with python -m "
+                       "models.radar_qc.train --polarization single)", name, registry)
+        return None
+    return model_registry.resolve(registry, name, radar.single_pol_version)
 
 
 def read_volumes(pipeline, radar: RadarQcOptions, common: CommonOptions):
@@ -156,37 +190,46 @@ def build(pipeline, options: PipelineOptions, sources=None) -> dict:
     if sources is None:
         sources, source_dead = read_volumes(pipeline, radar, common)
     model = model_registry.resolve(common.registry, common.model_name, common.model_version)
+    single = resolve_single_pol(common.registry, radar)
+    models = {DUAL_POL: model, **({SINGLE_POL: single} if single else {})}
     context = {
         "pipeline": PIPELINE_NAME, "run_mode": common.run_mode, "run_id": common.run_id,
         "code_version": code_version(),
-        "models": {model.path: (model.name, model.version, model.sha256)},
+        "models": {m.path: (m.name, m.version, m.sha256) for m in models.values()},
     }
     outputs = run_outputs(options)
     window_secs, output = outputs.window_secs, outputs.output.rstrip("/")
-    engine = choose_engine(radar.engine, model.manifest)
-    # Volumes arrive as batches of one (DecodeVolumeFn), each split into bounded engine calls.
-    handler = radar_model_handler(model.path, model.manifest, engine,
-                                  common.max_batch_size).with_no_batching()
-    LOGGER.info("serving %s %s (%s) on %s", model.name, model.version, model.path, engine)
 
     if streaming:
         sources = sources | "WindowVolumes" >> file_windows(window_secs)
         source_dead = [dead | f"WindowSourceDeadLetters{i}" >> file_windows(window_secs)
                        for i, dead in enumerate(source_dead)]
     # One element per volume from here on: decoded once, classified, written, dropped.
-    decoded = sources | "DecodeVolumes" >> beam.ParDo(DecodeVolumeFn(common.run_id)).with_outputs(
+    decoded = sources | "DecodeVolumes" >> beam.ParDo(
+        DecodeVolumeFn(common.run_id, single is not None)).with_outputs(
         DEAD_LETTERS, main="volumes")
-    classified, failures = (decoded.volumes
-                            | "ClassifyGates" >> RunInference(handler).with_exception_handling())
-    failed = failures.failed_inferences | "InferenceDeadLetters" >> beam.FlatMap(
-        inference_dead_letters, context)
+    volumes, failed = decoded.volumes, []
+    for role, ref in models.items():
+        suffix = "" if role == DUAL_POL else "SinglePol"
+        engine = choose_engine(radar.engine, ref.manifest)
+        # A volume is a batch of one (model_input), split into bounded engine calls.
+        handler = radar_model_handler(ref.path, ref.manifest, engine,
+                                      common.max_batch_size).with_no_batching()
+        LOGGER.info("serving %s %s (%s) on %s for %s sweeps", ref.name, ref.version, ref.path,
+                    engine, role.replace("_", "-"))
+        classified, failures = (
+            volumes
+            | f"StackSweeps{suffix}" >> beam.Map(model_input, role)
+            | f"ClassifyGates{suffix}" >> RunInference(handler).with_exception_handling())
+        failed.append(failures.failed_inferences | f"InferenceDeadLetters{suffix}"
+                      >> beam.FlatMap(inference_dead_letters, context))
+        volumes = classified | f"RecordClasses{suffix}" >> beam.Map(record_classes, role)
     total = count_inputs(common.input) if common.input else None
-    written = classified | "WriteQcVolumes" >> beam.ParDo(WriteQcVolumeFn(
-        output, (model.name, model.version, model.sha256), context, total,
-        radar.output_formats.split(","))).with_outputs(
+    written = volumes | "WriteQcVolumes" >> beam.ParDo(WriteQcVolumeFn(
+        output, context, total, radar.output_formats.split(","))).with_outputs(
         DEAD_LETTERS, PREDICTIONS, main="volumes")
     predictions = written[PREDICTIONS]
-    dead_letters = ((*source_dead, decoded[DEAD_LETTERS], failed, written[DEAD_LETTERS])
+    dead_letters = ((*source_dead, decoded[DEAD_LETTERS], *failed, written[DEAD_LETTERS])
                     | "AllDeadLetters" >> beam.Flatten())
     return {
         "volumes": written.volumes,
@@ -209,9 +252,11 @@ def count_inputs(pattern: str) -> int | None:
 def output_folders(common: CommonOptions) -> dict:
     """Where a run's outputs go, for its closing summary."""
     out, model = common.output.rstrip("/"), f"model_name={common.model_name}"
-    return {"QC'd volumes": f"{out}/{VOLUMES}/   (CF/Radial 2 .nc; ODIM_H5 .h5 if asked)",
+    return {"QC'd volumes": f"{out}/{VOLUMES}/   (CF/Radial 2 _qc.nc; CF/Radial 1 "
+                            f"_qc.cfradial1.nc and ODIM_H5 _qc.h5 if asked)",
             "quicklooks": f"{out}/{QUICKLOOKS}/", "volume index": f"{out}/{INDEX.name}/",
-            "predictions": f"{out}/predictions/pipeline={PIPELINE_NAME}/{model}/",
+            "predictions": f"{out}/predictions/pipeline={PIPELINE_NAME}/   (model_name=<model> "
+                           f"of each sweep)",
             "dead letters": f"{out}/{DEAD_LETTERS}/pipeline={PIPELINE_NAME}/{model}/"}
 
 

@@ -145,13 +145,15 @@ def klbb_path() -> str:
 
 @pytest.fixture(scope="session")
 def radar_registry(tmp_path_factory) -> str:
-    """A registry holding one radar QC UNet (v0001), trained briefly: a real model, less skill
-    than the default training."""
+    """A registry holding the radar QC UNets, dual-pol ``radar_qc`` and single-pol
+    ``radar_qc_single`` (v0001 each), trained briefly: real models, less skill than the
+    default training."""
     from models.radar_qc.train import train
 
     registry = str(tmp_path_factory.mktemp("radar_registry"))
-    train(registry, seed=5, train_windows=160, holdout_windows=6, epochs=2,
-          command="pytest fixture")
+    for polarization in ("dual", "single"):
+        train(registry, seed=5, train_windows=160, holdout_windows=6, epochs=2,
+              command="pytest fixture", polarization=polarization)
     return registry
 
 

@@ -98,7 +98,7 @@ def test_progress_lines_come_at_a_steady_rate_with_totals(monkeypatch):
 
     from transforms.common import progress
 
-    lines, clock = [], iter([0.0, 1.0, 2.0, 12.0, 13.0, 30.0])
+    lines, clock = [], iter([0.0, 0.5, 1.0, 2.0, 12.0, 13.0, 30.0])  # created at 0
     monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
 
     class Keep(logging.Handler):
@@ -113,6 +113,6 @@ def test_progress_lines_come_at_a_steady_rate_with_totals(monkeypatch):
             tracker.add(1, f"v{i}")
     finally:
         progress.LOGGER.removeHandler(keep)
-    # One line 10 s after the start (3 done at t=12), none between, and one at the end.
+    # One line 10 s after the start (4 done at t=12), none between, and one at the end.
     assert lines == ["volumes QC'd: 4 of 6 volumes (0.3 volume/s)  v3",
                      "volumes QC'd: 6 of 6 volumes (0.2 volume/s)  v5"]

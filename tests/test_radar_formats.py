@@ -177,55 +177,186 @@ def test_a_format_not_read_here_is_named(tmp_path):
         open_volume(str(path))
 
 
+def test_a_legacy_volume_goes_to_the_single_pol_model():
+    """Message-1 NEXRAD (before dual-pol): reflectivity sweeps go to the single-pol model,
+    the Doppler passes take their classes; xradar's unsigned first gate is put right."""
+    testing = pytest.importorskip("pyart.testing")
+    tree = open_volume(testing.NEXRAD_ARCHIVE_MSG1_FILE)
+    assert tree.attrs["nexrad_legacy"] == 1
+    assert tree["sweep_1"].ds["range"].values[0] == -375.0  # Py-ART's reader says the same
+    sweeps, skipped = volume_sweeps(tree, single_pol=True)
+    assert [(s.sweep_number, s.role) for s in sweeps] == [
+        (0, "single_pol"), (2, "single_pol"), (4, "single_pol"), (5, "single_pol"),
+        (6, "single_pol")]
+    assert skipped == [1, 3]  # velocity only, at the angles of sweeps 0 and 2
+    # Velocity of legacy sweeps sits on the wrong ranges in xradar: reflectivity alone.
+    assert all(s.data.shape[-1] == 3 and np.isnan(s.data[..., 1:]).all() for s in sweeps)
+    assert np.isfinite(sweeps[0].data[..., 0]).sum() > 1000
+    # A blanked radar id (NUL bytes in this file's header) becomes a usable name.
+    assert sweeps[0].radar == "unknown"
+
+
+def test_dual_pol_sweeps_stay_with_the_dual_pol_model(klbb_two_sweeps):
+    sweeps, skipped = volume_sweeps(klbb_two_sweeps, single_pol=True)
+    assert [s.role for s in sweeps] == ["dual_pol"] and skipped == [1]  # the Doppler pass
+
+
+@pytest.mark.parametrize("raw, name", [
+    ("KLBB", "KLBB"), (b"KLOT", "KLOT"), ("\x00\x00\x00\x00", "unknown"), (None, "unknown"),
+    ("../../etc", "etc"), ("None", "unknown")])
+def test_radar_names_are_safe_in_paths(raw, name):
+    from transforms.radar.reading import radar_name
+
+    assert radar_name(raw) == name
+
+
+def mixed_archive(format_files, folder):
+    """Files of every kind a national archive holds, linked into ``folder``; returns what
+    each must end in: (index radar, sweeps classified, by the single-pol model) or the
+    dead-letter words."""
+    testing = pytest.importorskip("pyart.testing")
+    expected = {
+        "lbb_volume.h5": ("USLBB", 1, 0), "lbb_volume.nc": ("KLBB", 1, 0),
+        "single_pol.h5": ("USLBB", 2, 2), "lbb_1km_360rays.h5": ("USLBC", 1, 0),
+        "v.h5": "no reflectivity",
+        "msg1_legacy.bz2": ("unknown", 5, 5), "msg31.bz2": ("KATX", 14, 0),
+        "cfradial_ppi.nc": ("xsapr-sgp", 1, 1), "uf_ppi.uf": ("xsapr-sg", 1, 0),
+        "cfradial_rhi.nc": "is an RHI scan", "sigmet_ppi.sigmet": "not a decodable IRIS/Sigmet",
+    }
+    keys = {"odim": "lbb_volume.h5", "cf2": "lbb_volume.nc", "single_pol": "single_pol.h5",
+            "coarse": "lbb_1km_360rays.h5", "velocity_only": "v.h5"}
+    for key, name in keys.items():
+        os.link(format_files[key], folder / name)
+    for attribute, name in [
+            ("NEXRAD_ARCHIVE_MSG1_FILE", "msg1_legacy.bz2"), ("NEXRAD_ARCHIVE_MSG31_FILE",
+                                                               "msg31.bz2"),
+            ("CFRADIAL_PPI_FILE", "cfradial_ppi.nc"), ("UF_FILE", "uf_ppi.uf"),
+            ("CFRADIAL_RHI_FILE", "cfradial_rhi.nc"), ("SIGMET_PPI_FILE", "sigmet_ppi.sigmet")]:
+        (folder / name).write_bytes(open(getattr(testing, attribute), "rb").read())
+    return expected
+
+
 @pytest.mark.slow
-def test_odim_and_cfradial_volumes_are_qcd_end_to_end(format_files, radar_registry, tmp_path):
+def test_a_backfill_over_a_mixed_archive_qcs_every_volume_it_can(format_files, radar_registry,
+                                                                 tmp_path):
+    """Every file ends as one index row or one dead letter; dual-pol sweeps by the dual-pol
+    model, legacy and single-pol sweeps by the single-pol model, each named on its rows."""
+    from models import registry
+
     inputs = tmp_path / "in"
     inputs.mkdir()
-    for key in ("odim", "cf2", "single_pol", "coarse"):
-        os.link(format_files[key], inputs / os.path.basename(format_files[key]))
+    expected = mixed_archive(format_files, inputs)
     out = tmp_path / "out"
     radar_qc.run(["--input", str(inputs / "*"), "--output", str(out), "--registry",
-                  radar_registry, "--sample_rate", "1.0", "--output_formats", "cfradial2,odim"])
+                  radar_registry, "--sample_rate", "1.0", "--run_mode", "backfill", "--run_id",
+                  "backfill-mixed", "--model_version", "v0001", "--single_pol_version", "v0001"])
+    out = out / "backfills" / "backfill-mixed"
     volumes = pads.dataset(str(out / "qc_volumes"), partitioning="hive").to_table().to_pylist()
     dead = pads.dataset(str(out / "dead_letters"), partitioning="hive").to_table().to_pylist()
-    assert sorted((v["radar"], v["sweeps_classified"]) for v in volumes) == [
-        ("KLBB", 1), ("USLBB", 1), ("USLBC", 1)]
-    assert [(os.path.basename(d["origin"]), d["stage"]) for d in dead] == [
-        ("single_pol.h5", "decode")]
-    assert "no single-polarization model configured" in dead[0]["message"]
-    for volume in volumes:
-        assert os.path.exists(volume["netcdf"]) and os.path.exists(volume["quicklook"])
-        assert volume["odim_h5"].endswith("_qc.h5") and os.path.exists(volume["odim_h5"])
+    ended = {os.path.basename(v["source"]): (v["radar"], v["sweeps_classified"],
+                                             v["sweeps_single_pol"]) for v in volumes}
+    ended.update({os.path.basename(d["origin"]): d["message"] for d in dead})
+    assert len(volumes) + len(dead) == len(expected) == len(ended)
+    for name, outcome in expected.items():
+        if isinstance(outcome, str):
+            assert outcome in ended[name], name
+        else:
+            assert ended[name] == outcome, name
+    single = registry.resolve(radar_registry, "radar_qc_single", "v0001")
+    legacy = next(v for v in volumes if v["source"].endswith("msg1_legacy.bz2"))
+    assert (legacy["model_name"], legacy["single_pol_model"]) == (
+        "radar_qc_single", "radar_qc_single v0001")
+    assert legacy["model_sha256"] == single.sha256
+    mixed_models = {v["model_name"] for v in volumes}
+    assert mixed_models == {"radar_qc", "radar_qc_single"}
+    # Each sweep's prediction row names the model that classified it.
+    rows = pads.dataset(str(out / "predictions"), partitioning="hive").to_table().to_pylist()
+    by_model = {}
+    for row in rows:
+        by_model.setdefault(row["model_name"], set()).add(os.path.basename(row["source"]))
+    assert by_model["radar_qc_single"] == {"single_pol.h5", "msg1_legacy.bz2",
+                                           "cfradial_ppi.nc"}
+    assert all(r["mean_zdr"] is None and r["mean_dbzh"] is not None
+               for r in rows if r["model_name"] == "radar_qc_single")
+    # The QC'd file says per sweep which model classified it, and masks what it removed.
+    written = xr.open_datatree(legacy["netcdf"])
+    assert written["sweep_0"].ds["QC_CLASS"].attrs["qc_model"] == "radar_qc_single v0001"
+    assert written["sweep_1"].ds["QC_CLASS"].attrs["qc_source_sweep"] == 0
     # The coarse volume's classes come back on its own 360 rays and 1 km gates, and mask
     # its own moments there.
-    lowest = xr.open_datatree(next(v["netcdf"] for v in volumes if v["radar"] == "USLBC"))[
-        "sweep_0"].ds
+    coarse_file = next(v["netcdf"] for v in volumes if v["radar"] == "USLBC")
+    lowest = xr.open_datatree(coarse_file)["sweep_0"].ds
     classes = lowest["QC_CLASS"].values
     assert classes.shape == lowest["DBZH"].shape == (360, 458)
     gone = (classes == 1) | (classes == 2)
     assert gone.any() and np.isnan(lowest["DBZH"].values[gone]).all()
     assert np.isfinite(lowest["DBZH"].values[classes == 0]).all()
+    for volume in volumes:
+        assert os.path.exists(volume["netcdf"]) and os.path.exists(volume["quicklook"])
+
+
+def test_without_a_single_pol_model_configured_the_choice_is_none(radar_registry):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    def single(*flags):
+        options = PipelineOptions(["--registry", radar_registry, *flags])
+        return radar_qc.resolve_single_pol(radar_registry,
+                                           options.view_as(radar_qc.RadarQcOptions))
+
+    assert single().name == "radar_qc_single"
+    assert single("--single_pol_model", "none") is None
+    with pytest.raises(Exception, match="no versions of model 'radar_qc_dp'"):
+        single("--single_pol_model", "radar_qc_dp")
 
 
 @pytest.mark.slow
-def test_pyart_reads_the_odim_output_with_its_own_reader(format_files, radar_registry,
-                                                         tmp_path):
-    """The field's tool opens the QC'd ODIM_H5 with its ODIM reader and sees the masked
-    moments and the classes."""
+def test_pyart_reads_the_cfradial1_and_odim_outputs_with_its_own_readers(
+        format_files, radar_registry, tmp_path):
+    """The field's tool opens the QC'd CF/Radial 1.4 with ``read_cfradial`` (and ``read``)
+    and the ODIM_H5 with its ODIM reader, and sees the masked moments and the classes."""
     pyart = pytest.importorskip("pyart")
+    netcdf4 = pytest.importorskip("netCDF4")
     out = tmp_path / "out"
     radar_qc.run(["--input", format_files["odim"], "--output", str(out), "--registry",
-                  radar_registry, "--output_formats", "odim"])
+                  radar_registry, "--output_formats", "cfradial1,odim"])
     [volume] = pads.dataset(str(out / "qc_volumes"), partitioning="hive").to_table().to_pylist()
     assert volume["netcdf"] is None
-    radar = pyart.aux_io.read_odim_h5(volume["odim_h5"], file_field_names=True)
-    assert {"DBZH", "ZDR", "RHOHV", "PHIDP", "QC_CLASS"} <= set(radar.fields)
-    classes = np.asarray(radar.fields["QC_CLASS"]["data"])
-    dbzh = np.ma.masked_invalid(radar.fields["DBZH"]["data"])
-    first = radar.get_slice(0)
-    gone = np.isin(classes[first], (1, 2))
-    assert gone.any() and np.ma.getmaskarray(dbzh[first])[gone].all()
-    assert radar.nsweeps == 2
+    assert volume["cfradial1"].endswith("_qc.cfradial1.nc")
+    cfradial1 = pyart.io.read_cfradial(volume["cfradial1"])
+    assert type(pyart.io.read(volume["cfradial1"])).__name__ == "Radar"
+    odim = pyart.aux_io.read_odim_h5(volume["odim_h5"], file_field_names=True)
+    for radar in (cfradial1, odim):
+        assert {"DBZH", "ZDR", "RHOHV", "PHIDP", "QC_CLASS"} <= set(radar.fields)
+        assert radar.nsweeps == 2
+        classes = np.asarray(radar.fields["QC_CLASS"]["data"])
+        dbzh = np.ma.masked_invalid(radar.fields["DBZH"]["data"])
+        first = radar.get_slice(0)
+        gone = np.isin(classes[first], (1, 2))
+        assert gone.any() and np.ma.getmaskarray(dbzh[first])[gone].all()
+        kept = classes[first] == 0
+        assert not np.ma.getmaskarray(dbzh[first])[kept].any()
+    # Packed as int16, not float64; both readers give the same reflectivity (packing aside).
+    with netcdf4.Dataset(volume["cfradial1"]) as nc:
+        assert nc["DBZH"].dtype == np.int16 and nc.version == "1.4"
+    both = ~np.ma.getmaskarray(cfradial1.fields["DBZH"]["data"]) & ~np.ma.getmaskarray(
+        np.ma.masked_invalid(odim.fields["DBZH"]["data"]))
+    assert np.abs(cfradial1.fields["DBZH"]["data"][both]
+                  - odim.fields["DBZH"]["data"][both]).max() < 0.6
+
+
+def test_cfradial1_refuses_a_volume_whose_sweeps_lie_on_other_gates(tmp_path):
+    """Legacy NEXRAD: reflectivity on 1 km gates, Doppler passes on 250 m gates from -375 m;
+    CF/Radial 1's one range coordinate cannot hold both, and the refusal says so."""
+    testing = pytest.importorskip("pyart.testing")
+    from transforms.radar.cfradial1 import CfRadial1Error
+    from transforms.radar.volumes import write_cfradial1
+
+    tree = open_volume(testing.NEXRAD_ARCHIVE_MSG1_FILE)
+    with pytest.raises(CfRadial1Error, match="sweep 0's gates \\(0 m every 1000 m\\) lie "
+                                             "elsewhere than the volume's \\(-375 m every 250 m"
+                                             "\\): write CF/Radial 2 or ODIM_H5"):
+        write_cfradial1(tree, str(tmp_path / "legacy.nc"))
+    assert not list(tmp_path.iterdir())  # nothing half written
 
 
 def test_unknown_output_formats_are_refused():

@@ -127,7 +127,7 @@ def test_onnx_and_keras_give_identical_masks_on_the_real_volume(radar_model_ref,
     from transforms.radar.reading import open_volume
     from transforms.radar.volumes import decode_volume
 
-    _, moments = decode_volume(open_volume(klbb_path), (klbb_path,))
+    moments = decode_volume(open_volume(klbb_path), (klbb_path,)).stacks["dual_pol"]
     session = ort.InferenceSession(onnx_model(radar_model_ref.path, radar_model_ref.manifest),
                                    providers=["CPUExecutionProvider"])
     by_onnx = classify_sweeps(onnx_probabilities(session), moments)
@@ -146,7 +146,7 @@ def test_the_seam_at_north_is_continuous(radar_model_ref, klbb_path):
     from transforms.radar.reading import open_volume
     from transforms.radar.volumes import decode_volume
 
-    _, moments = decode_volume(open_volume(klbb_path), (klbb_path,))
+    moments = decode_volume(open_volume(klbb_path), (klbb_path,)).stacks["dual_pol"]
     lowest = moments[:1]
     engine = keras_probabilities(keras.models.load_model(radar_model_ref.path))
     turn = 352  # 176 degrees; a multiple of 16 keeps the UNet's pooling grid aligned
@@ -217,3 +217,63 @@ def test_gates_of_any_spacing_go_to_the_grid_and_back():
     fine = 2125.0 + 250.0 * np.arange(1832)
     assert (range_indices(fine)[1][:1832] == np.arange(1832)).all()
     assert (grid_gates(fine) == np.arange(1832)).all()
+
+
+# --- the single-polarization model (legacy and single-pol volumes) ---
+
+def test_doppler_moments_keep_the_same_windows_and_follow_their_physics():
+    from models.radar_qc.vocabulary import SINGLE_POL_CHANNELS, SYNTHETIC_MOMENTS
+
+    dual, dual_labels = synthetic_set(seed=11, count=40)
+    every, labels = synthetic_set(seed=11, count=40, channels=SYNTHETIC_MOMENTS)
+    single, single_labels = synthetic_set(seed=11, count=40, channels=SINGLE_POL_CHANNELS)
+    # Same windows and truth whatever the channels: the two models are scored alike.
+    np.testing.assert_array_equal(dual_labels, labels)
+    np.testing.assert_array_equal(single_labels, labels)
+    np.testing.assert_array_equal(dual, every[..., :4])
+    np.testing.assert_array_equal(single, every[..., [0, 4, 5]])
+    velocity, width = every[..., 4], every[..., 5]
+    echo = labels != NO_ECHO
+    assert np.isnan(velocity[~echo]).all()
+    # Some echo has no Doppler measurement (surveillance-only scans, beyond Doppler range).
+    assert 0.0 < np.isnan(velocity[echo]).mean() < 0.8
+    measured = echo & ~np.isnan(velocity)
+    assert (np.abs(velocity[measured]) <= 32.0).all()  # folded at the Nyquist velocity
+    met, bio = measured & (labels == MET), measured & (labels == BIO)
+    assert np.median(width[bio]) > np.median(width[met]) + 1.0
+    with pytest.raises(ValueError, match="the synthetic generator has no KDP"):
+        synthetic_set(seed=1, count=1, channels=("DBZH", "KDP"))
+
+
+def test_single_pol_preprocessing_tells_missing_velocity_from_zero():
+    from models.radar_qc.model import SweepPreprocessing, feature_count
+
+    layer = SweepPreprocessing(("DBZH", "VRADH", "WRADH"))
+    gates = np.array([[[[30.0, 0.0, 1.0], [30.0, np.nan, np.nan], [np.nan, np.nan, np.nan]]]],
+                     dtype=np.float32)
+    features = np.asarray(layer(gates))
+    assert features.shape[-1] == feature_count(("DBZH", "VRADH", "WRADH")) == 6
+    # dbzh, velocity, width, velocity present, width present, echo
+    np.testing.assert_allclose(features[0, 0, 0], [1.0, 0.0, -1 / 3, 1.0, 1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(features[0, 0, 1], [1.0, 0.0, 0.0, 0.0, 0.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(features[0, 0, 2], 0.0)
+    # The dual-pol layer keeps the features its published versions were trained on.
+    assert feature_count(CHANNELS) == 6
+    assert SweepPreprocessing().get_config()["channels"] == list(CHANNELS)
+
+
+def test_single_pol_model_is_registered_with_its_channels_and_skill(radar_registry):
+    from models import registry
+
+    dual = registry.resolve(radar_registry, "radar_qc")
+    single = registry.resolve(radar_registry, "radar_qc_single")
+    assert single.manifest["input_schema"]["moments"]["channels"] == ["DBZH", "VRADH", "WRADH"]
+    assert single.manifest["polarization"] == "single"
+    assert "rhohv_rule" not in single.manifest["holdout_metrics"]
+    # Scored on the same hold-out windows as the dual-pol model (same set, same echo gates).
+    assert single.manifest["holdout_metrics"]["set"] == dual.manifest["holdout_metrics"]["set"]
+    assert (single.manifest["holdout_metrics"]["unet"]["echo_gates"]
+            == dual.manifest["holdout_metrics"]["unet"]["echo_gates"])
+    assert 0.0 < single.manifest["holdout_metrics"]["unet"]["csi"] <= 1.0
+    assert set(single.manifest["feature_statistics"]) == {"DBZH", "VRADH", "WRADH"}
+    assert single.manifest["exports"]["onnx"]["files"]

@@ -35,7 +35,8 @@ def export_onnx(model, folder: str) -> str:
     import tf2onnx
 
     os.makedirs(folder, exist_ok=True)
-    spec = (tf.TensorSpec((None, None, None, 4), tf.float32, name="moments"),)
+    spec = (tf.TensorSpec((None, None, None, model.input_shape[-1]), tf.float32,
+                          name="moments"),)
 
     @tf.function(input_signature=spec)
     def probabilities(moments):

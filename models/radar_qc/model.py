@@ -1,7 +1,9 @@
 """The radar QC model: a small Keras UNet that classifies every gate of a sweep.
 
-Input: raw moments as float32 ``(batch, azimuth, range, 4)`` in ``CHANNELS`` order (DBZH dBZ,
-ZDR dB, RHOHV, PHIDP degrees), NaN where there is no echo; azimuth and range sizes must be
+Input: raw moments as float32 ``(batch, azimuth, range, channels)``, NaN where there is no
+measurement: the dual-polarization model takes ``CHANNELS`` (DBZH dBZ, ZDR dB, RHOHV, PHIDP
+degrees), the single-polarization model ``SINGLE_POL_CHANNELS`` (DBZH, VRADH and WRADH in m/s,
+the last two NaN where the sweep has no Doppler measurement); azimuth and range sizes must be
 multiples of ``2 ** depth`` (720 x 1840 is). Output: per-gate class probabilities
 ``(batch, azimuth, range, 3)`` for meteorological, biological, clutter/noise.
 
@@ -14,9 +16,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from models.radar_qc.vocabulary import CLASS_NAMES, classify
+from models.radar_qc.vocabulary import CHANNELS, CLASS_NAMES, OPTIONAL_CHANNELS, classify
 
 N_CLASSES = len(CLASS_NAMES)
+# (centre, scale) of each moment fed as a number: features are (value - centre) / scale.
+SCALING = {"DBZH": (10.0, 20.0), "ZDR": (0.0, 4.0), "RHOHV": (0.8, 0.2),
+           "VRADH": (0.0, 15.0), "WRADH": (2.0, 3.0)}
 
 
 @keras.saving.register_keras_serializable(package="beamline")
@@ -26,29 +31,56 @@ class SweepPreprocessing(keras.layers.Layer):
     NaN (no echo) becomes 0 in every feature and 0 in the indicator. PHIDP enters as its sine
     and cosine: its absolute value depends on the radar's system phase, while its texture along
     the ray is what separates rain from everything else, and sine/cosine keep the 0/360 wrap
-    continuous.
+    continuous. An optional channel (velocity, spectrum width) is 0 where it is missing and
+    comes with its own presence indicator, so "no Doppler scan here" differs from "0 m/s".
+
+    Args:
+        channels: the input's moment names in order (first: DBZH, which defines echo).
     """
 
+    def __init__(self, channels=CHANNELS, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = tuple(channels)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": list(self.channels)}
+
     def call(self, moments):
-        echo = ops.logical_not(ops.isnan(moments[..., 0:1]))
+        echo = ops.cast(ops.logical_not(ops.isnan(moments[..., 0:1])), moments.dtype)
         clean = ops.where(ops.isnan(moments), ops.zeros_like(moments), moments)
-        dbzh = (clean[..., 0:1] - 10.0) / 20.0
-        zdr = clean[..., 1:2] / 4.0
-        rhohv = (clean[..., 2:3] - 0.8) / 0.2
-        phase = clean[..., 3:4] * (np.pi / 180.0)
-        echo = ops.cast(echo, moments.dtype)
-        features = [dbzh, zdr, rhohv, ops.sin(phase), ops.cos(phase)]
-        return ops.concatenate([f * echo for f in features] + [echo], axis=-1)
+        features, indicators = [], []
+        for index, name in enumerate(self.channels):
+            value = clean[..., index:index + 1]
+            if name == "PHIDP":
+                phase = value * (np.pi / 180.0)
+                features += [ops.sin(phase), ops.cos(phase)]
+                continue
+            centre, scale = SCALING[name]
+            if name in OPTIONAL_CHANNELS:
+                present = ops.cast(ops.logical_not(ops.isnan(moments[..., index:index + 1])),
+                                   moments.dtype) * echo
+                features.append((value - centre) / scale * present)
+                indicators.append(present)
+            else:
+                features.append((value - centre) / scale)
+        return ops.concatenate([f * echo for f in features] + indicators + [echo], axis=-1)
 
     def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], 6)
+        return (*input_shape[:-1], feature_count(self.channels))
 
 
-def build_unet(base_filters: int = 8, depth: int = 4, learning_rate: float = 2e-3):
+def feature_count(channels) -> int:
+    """Features ``SweepPreprocessing`` makes of ``channels``."""
+    return (len(channels) + ("PHIDP" in channels)
+            + sum(c in OPTIONAL_CHANNELS for c in channels) + 1)
+
+
+def build_unet(base_filters: int = 8, depth: int = 4, learning_rate: float = 2e-3,
+               channels=CHANNELS):
     """A compiled UNet (two 3x3 convolutions per level, max-pooling down, transposed
-    convolutions up, skip connections), softmax over the QC classes."""
-    moments = keras.Input(shape=(None, None, 4), name="moments", dtype="float32")
-    x = SweepPreprocessing(name="preprocess")(moments)
+    convolutions up, skip connections), softmax over the QC classes, taking ``channels``."""
+    moments = keras.Input(shape=(None, None, len(channels)), name="moments", dtype="float32")
+    x = SweepPreprocessing(channels, name="preprocess")(moments)
     skips = []
     for level in range(depth):
         filters = base_filters * 2 ** level
@@ -77,7 +109,7 @@ def build_unet(base_filters: int = 8, depth: int = 4, learning_rate: float = 2e-
 
 
 def predict_classes(model, moments: np.ndarray, batch_size: int = 4) -> np.ndarray:
-    """Classes of a stack of sweeps ``(n, azimuth, range, 4)``, in batches."""
+    """Classes of a stack of sweeps ``(n, azimuth, range, channels)``, in batches."""
     out = np.empty(moments.shape[:-1], dtype=np.uint8)
     for start in range(0, len(moments), batch_size):
         batch = moments[start:start + batch_size]

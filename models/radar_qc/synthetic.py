@@ -22,6 +22,14 @@ Notes:
       ZDR sd 3 dB, RHOHV 0.5-0.95, PHIDP noisy), speckle noise near the sensitivity limit and,
       sometimes, a sun-spike radial (RHOHV near 0.1-0.6, random PHIDP).
 
+    - Doppler moments (single-polarization model; drawn from their own random stream so the
+      dual-pol data stay as they were): radial velocity of a wind that turns and strengthens
+      with range (height), folded at a Nyquist velocity of 8-32 m/s; birds fly 8-15 m/s
+      across it (insects drift with it); ground clutter is near 0 m/s with a narrow spectrum,
+      noise and sun spikes have any velocity and a broad spectrum. Spectrum width: 1-4 m/s in
+      rain (more in convection), 3-7 m/s in biological echo. Some windows have no Doppler
+      moments at all (legacy surveillance scans) or none beyond the Doppler range.
+
     Measurement noise grows as the signal-to-noise ratio falls: the radar's sensitivity is
     ``-42 + 20 log10(range / 1 km)`` dBZ, RHOHV is biased low by ``SNR / (1 + SNR)`` and its
     noise grows at low SNR. This is what makes a fixed RHOHV threshold remove weak
@@ -31,7 +39,7 @@ Notes:
 import numpy as np
 from scipy import ndimage
 
-from models.radar_qc.vocabulary import BIO, CLUTTER, MET, NO_ECHO
+from models.radar_qc.vocabulary import BIO, CHANNELS, CLUTTER, MET, NO_ECHO, SYNTHETIC_MOMENTS
 
 GATE_KM = 0.25
 RAY_DEG = 0.5
@@ -115,13 +123,58 @@ def _noise(rng, range_km, shape):
     return dbz
 
 
+def _doppler(rng, azimuth, range_km, dbz, strongest, labels, noise_scale):
+    """Radial velocity (m/s, folded) and spectrum width (m/s) of every gate, NaN where the
+    window has no Doppler measurement."""
+    shape = labels.shape
+    wind = rng.uniform(0.0, 30.0) * (0.5 + 0.5 * np.minimum(range_km / 150.0, 1.0))[None, :]
+    direction = rng.uniform(0.0, 2 * np.pi) + 0.4 * np.minimum(range_km / 200.0, 1.0)[None, :]
+    air = wind * np.cos(azimuth[:, None] - direction)
+    turbulence = _smooth_noise(rng, shape, sigma=3.0)
+    velocity = air + 1.5 * turbulence
+    width = 1.0 + 3.0 * np.clip((dbz - 20.0) / 30.0, 0.0, 1.0) + rng.gamma(2.0, 0.3, shape)
+
+    is_bio = labels == BIO
+    if rng.random() < 0.6:  # birds: their own heading and air speed on top of the wind
+        heading = rng.uniform(0.0, 2 * np.pi)
+        own = rng.uniform(8.0, 15.0) * np.cos(azimuth[:, None] - heading)
+    else:  # insects drift with the wind
+        own = np.zeros(shape)
+    velocity[is_bio] = (air + own + rng.normal(0.0, 3.0, shape))[is_bio]
+    width[is_bio] = rng.uniform(3.0, 7.0, shape)[is_bio]
+
+    nyquist = rng.uniform(8.0, 32.0)
+    ground = (strongest == 2) & (labels == CLUTTER)
+    velocity[ground] = rng.normal(0.0, 0.7, shape)[ground]
+    width[ground] = rng.uniform(0.3, 1.5, shape)[ground]
+    noise = (strongest == 3) & (labels == CLUTTER)
+    velocity[noise] = rng.uniform(-nyquist, nyquist, shape)[noise]
+    width[noise] = rng.uniform(4.0, 10.0, shape)[noise]
+
+    velocity = velocity + rng.normal(0.0, 0.5, shape) * noise_scale
+    velocity = (velocity + nyquist) % (2 * nyquist) - nyquist
+    width = np.clip(width + rng.normal(0.0, 0.3, shape) * noise_scale, 0.0, nyquist)
+    if rng.random() < 0.2:  # a surveillance-only scan: reflectivity alone
+        velocity[:] = np.nan
+    elif rng.random() < 0.3:  # beyond the Doppler scan's range
+        velocity[:, range_km > rng.uniform(100.0, 300.0)] = np.nan
+    width[np.isnan(velocity)] = np.nan
+    return velocity, width
+
+
 def synthetic_sweep(rng: np.random.Generator, n_azimuth: int = 128, n_range: int = 256,
-                    first_azimuth: float = 0.0, first_gate: int = 0):
+                    first_azimuth: float = 0.0, first_gate: int = 0,
+                    doppler_rng: np.random.Generator | None = None):
     """One synthetic sweep window and its truth.
 
+    Args:
+        doppler_rng: when given, velocity and spectrum width are drawn from it and added as
+            channels 5 and 6 (``SYNTHETIC_MOMENTS``); ``rng`` draws exactly as without them.
+
     Returns:
-        (data, labels): float32 (n_azimuth, n_range, 4) moments in CHANNELS order with NaN
-        where no echo, and uint8 (n_azimuth, n_range) labels (MET, BIO, CLUTTER or NO_ECHO).
+        (data, labels): float32 (n_azimuth, n_range, 4) moments in CHANNELS order (6 in
+        SYNTHETIC_MOMENTS order with ``doppler_rng``) with NaN where no echo, and uint8
+        (n_azimuth, n_range) labels (MET, BIO, CLUTTER or NO_ECHO).
     """
     shape = (n_azimuth, n_range)
     range_km, x, y = _geometry(n_azimuth, n_range, first_azimuth, first_gate)
@@ -176,24 +229,40 @@ def synthetic_sweep(rng: np.random.Generator, n_azimuth: int = 128, n_range: int
     system_phase = rng.uniform(0.0, 180.0)
     phidp = (system_phase + 2.0 * np.cumsum(kdp, axis=1) * GATE_KM + phidp_noise) % 360.0
 
-    data = np.stack([dbz, zdr, rhohv, phidp], axis=-1).astype(np.float32)
+    moments = [dbz, zdr, rhohv, phidp]
+    if doppler_rng is not None:
+        azimuth = np.deg2rad(first_azimuth + (np.arange(n_azimuth) + 0.5) * RAY_DEG)
+        moments += _doppler(doppler_rng, azimuth, range_km, dbz, strongest, labels,
+                            noise_scale)
+    data = np.stack(moments, axis=-1).astype(np.float32)
     data[~echo] = np.nan
     return data, labels
 
 
 def synthetic_set(seed: int, count: int, n_azimuth: int = 128, n_range: int = 256,
-                  max_gate: int = 1840):
+                  max_gate: int = 1840, channels: tuple[str, ...] = CHANNELS):
     """``count`` windows at random azimuths and ranges (weighted towards the radar, where
-    biological and clutter echoes live).
+    biological and clutter echoes live), with the moments ``channels`` (any of
+    ``SYNTHETIC_MOMENTS``). The same seed gives the same windows and labels whatever the
+    channels, so the dual- and single-polarization models are scored on the same truth.
 
     Returns:
-        (data float32 (count, n_azimuth, n_range, 4), labels uint8 (count, n_azimuth, n_range)).
+        (data float32 (count, n_azimuth, n_range, len(channels)),
+        labels uint8 (count, n_azimuth, n_range)).
     """
+    unknown = sorted(set(channels) - set(SYNTHETIC_MOMENTS))
+    if unknown:
+        raise ValueError(f"the synthetic generator has no {', '.join(unknown)}")
     rng = np.random.default_rng(seed)
-    data = np.empty((count, n_azimuth, n_range, 4), dtype=np.float32)
+    with_doppler = not set(channels) <= set(CHANNELS)
+    doppler_rng = np.random.default_rng([seed, 1]) if with_doppler else None
+    drawn = SYNTHETIC_MOMENTS if with_doppler else CHANNELS
+    pick = [drawn.index(c) for c in channels]
+    data = np.empty((count, n_azimuth, n_range, len(channels)), dtype=np.float32)
     labels = np.empty((count, n_azimuth, n_range), dtype=np.uint8)
     for i in range(count):
         first_gate = int((max_gate - n_range) * rng.random() ** 2)
-        data[i], labels[i] = synthetic_sweep(
-            rng, n_azimuth, n_range, rng.uniform(0.0, 360.0), first_gate)
+        window, labels[i] = synthetic_sweep(
+            rng, n_azimuth, n_range, rng.uniform(0.0, 360.0), first_gate, doppler_rng)
+        data[i] = window[..., pick]
     return data, labels

@@ -2,13 +2,19 @@
 
 Usage::
 
-    python -m models.radar_qc.train --registry registry
+    python -m models.radar_qc.train --registry registry                   # dual-pol: radar_qc
+    python -m models.radar_qc.train --registry registry --polarization single  # radar_qc_single
 
 Training windows (128 rays x 256 gates) and the hold-out set (larger windows, other seed) come
 from ``models.radar_qc.synthetic``. The baseline is the polarimetric rule "RHOHV below a
 threshold is not weather" with the threshold tuned for CSI on the training windows. The manifest
 records POD, FAR and CSI of the non-meteorological class (biological + clutter/noise) for both,
 on echo gates of the hold-out set, and per-channel training statistics for drift checks.
+
+The single-polarization model (legacy NEXRAD and single-pol radars: reflectivity, and velocity
+and spectrum width where present) trains the same way on the same windows with those moments;
+its hold-out set is the dual-pol model's windows and truth, so the two skills compare directly.
+It has no RHOHV rule to beat.
 """
 
 import argparse
@@ -25,13 +31,23 @@ from models.promotion import promote_first, radar_smoke
 from models.provenance import code_version, library_versions
 from models.radar_qc.engine import ONNX_EXPORT, export_onnx
 from models.radar_qc.synthetic import synthetic_set
-from models.radar_qc.vocabulary import BIO, CHANNELS, CLASS_NAMES, CLUTTER, NO_ECHO
+from models.radar_qc.vocabulary import (
+    BIO,
+    CHANNELS,
+    CLASS_NAMES,
+    CLUTTER,
+    NO_ECHO,
+    SINGLE_POL_CHANNELS,
+)
 from models.statistics import numeric_stats
 
 LOGGER = logging.getLogger(__name__)
 # A seeded synthetic window (rays, gates) promotion classifies again; a multiple of 2**depth.
 SMOKE_WINDOW = (32, 64)
 MODEL_NAME = "radar_qc"
+# Registered model name and input channels of each polarization.
+POLARIZATIONS = {"dual": (MODEL_NAME, CHANNELS),
+                 "single": ("radar_qc_single", SINGLE_POL_CHANNELS)}
 RHOHV = CHANNELS.index("RHOHV")
 TRAIN_WINDOW = (128, 256)
 HOLDOUT_WINDOW = (256, 512)
@@ -66,11 +82,12 @@ def skill(labels: np.ndarray, detected: np.ndarray) -> dict:
     return scores
 
 
-def channel_statistics(data: np.ndarray, sample: int = 200_000, seed: int = 0) -> dict:
+def channel_statistics(data: np.ndarray, sample: int = 200_000, seed: int = 0,
+                       channels=CHANNELS) -> dict:
     """Training statistics of each input moment over echo gates (for drift checks)."""
     rng = np.random.default_rng(seed)
     stats = {}
-    for index, name in enumerate(CHANNELS):
+    for index, name in enumerate(channels):
         values = data[..., index][~np.isnan(data[..., index])]
         if len(values) > sample:
             values = rng.choice(values, sample, replace=False)
@@ -79,24 +96,29 @@ def channel_statistics(data: np.ndarray, sample: int = 200_000, seed: int = 0) -
 
 
 def train(registry: str, seed: int = 42, train_windows: int = 1200, holdout_windows: int = 48,
-          epochs: int = 6, base_filters: int = 8, depth: int = 4, command: str | None = None):
-    """Generate data, train, score UNet and rule on the hold-out, publish; returns the ModelRef."""
+          epochs: int = 6, base_filters: int = 8, depth: int = 4, command: str | None = None,
+          polarization: str = "dual"):
+    """Generate data, train, score UNet and rule on the hold-out, publish; returns the ModelRef.
+
+    Args:
+        polarization: ``dual`` (model ``radar_qc``) or ``single`` (``radar_qc_single``).
+    """
     import keras
     import tensorflow as tf
 
     from models.radar_qc.model import build_unet, predict_classes
 
+    model_name, channels = POLARIZATIONS[polarization]
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    train_data, train_labels = synthetic_set(seed, train_windows, *TRAIN_WINDOW)
+    train_data, train_labels = synthetic_set(seed, train_windows, *TRAIN_WINDOW,
+                                             channels=channels)
     holdout_data, holdout_labels = synthetic_set(seed + 1_000_003, holdout_windows,
-                                                 *HOLDOUT_WINDOW)
-    threshold = tune_rhohv_threshold(train_data, train_labels)
-    LOGGER.info("RHOHV rule threshold tuned on training windows: %.3f", threshold)
+                                                 *HOLDOUT_WINDOW, channels=channels)
 
     weights = (train_labels != NO_ECHO).astype(np.float32)
     targets = np.where(train_labels == NO_ECHO, 0, train_labels).astype(np.int32)
-    model = build_unet(base_filters, depth)
+    model = build_unet(base_filters, depth, channels=channels)
     model.fit(train_data, targets, sample_weight=weights, epochs=epochs, batch_size=16,
               shuffle=True, verbose=2)
 
@@ -106,16 +128,19 @@ def train(registry: str, seed: int = 42, train_windows: int = 1200, holdout_wind
                f"{HOLDOUT_WINDOW[1]} gates, seed {seed + 1_000_003}",
         "detected_class": "non-meteorological (biological + clutter/noise)",
         "unet": skill(holdout_labels, non_meteorological(predicted)),
-        "rhohv_rule": {"threshold": threshold,
-                       **skill(holdout_labels, rhohv_rule(holdout_data, threshold))},
     }
-    LOGGER.info("hold-out: UNet %s; rule %s", metrics["unet"], metrics["rhohv_rule"])
+    if "RHOHV" in channels:
+        threshold = tune_rhohv_threshold(train_data, train_labels)
+        LOGGER.info("RHOHV rule threshold tuned on training windows: %.3f", threshold)
+        metrics["rhohv_rule"] = {"threshold": threshold, **skill(
+            holdout_labels, rhohv_rule(holdout_data, threshold))}
+    LOGGER.info("hold-out: %s", metrics)
     echo = train_labels != NO_ECHO
     manifest = {
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
         "training_data": (f"synthetic: models.radar_qc.synthetic.synthetic_set(seed={seed}, "
                           f"count={train_windows}, n_azimuth={TRAIN_WINDOW[0]}, "
-                          f"n_range={TRAIN_WINDOW[1]})"),
+                          f"n_range={TRAIN_WINDOW[1]}, channels={list(channels)})"),
         "code_version": code_version(),
         "library_versions": library_versions(),
         "training_command": command or " ".join(["python -m models.radar_qc.train",
@@ -125,23 +150,24 @@ def train(registry: str, seed: int = 42, train_windows: int = 1200, holdout_wind
         "architecture": {"kind": "unet", "base_filters": base_filters, "depth": depth,
                          "size_multiple": 2 ** depth},
         "classes": list(CLASS_NAMES),
-        "input_schema": {"moments": {"channels": list(CHANNELS), "dtype": "float32",
+        "polarization": polarization,
+        "input_schema": {"moments": {"channels": list(channels), "dtype": "float32",
                                      "layout": "(azimuth, range, channel), NaN = no echo"}},
         "holdout_metrics": metrics,
-        "feature_statistics": channel_statistics(train_data),
+        "feature_statistics": channel_statistics(train_data, channels=channels),
         "class_fractions": {name: float(np.mean(train_labels[echo] == index))
                             for index, name in enumerate(CLASS_NAMES)},
         "model_kind": "radar_qc",
         # Promotion classifies this window again and must get the same classes.
         "smoke": {"seed": seed + 7, "shape": list(SMOKE_WINDOW),
-                  "classes_sha256": radar_smoke(model, seed + 7, SMOKE_WINDOW)},
+                  "classes_sha256": radar_smoke(model, seed + 7, SMOKE_WINDOW, channels)},
     }
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/model.keras"
         model.save(path)
         # The CPU engine's form of the same network (models.radar_qc.engine).
         export_onnx(model, f"{tmp}/{ONNX_EXPORT}")
-        ref = model_registry.publish(registry, MODEL_NAME, path, manifest,
+        ref = model_registry.publish(registry, model_name, path, manifest,
                                      exports={ONNX_EXPORT: f"{tmp}/{ONNX_EXPORT}"})
     promote_first(registry, ref)
     return ref
@@ -158,13 +184,19 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=6, help="training epochs")
     parser.add_argument("--base_filters", type=int, default=8, help="filters of the top level")
     parser.add_argument("--depth", type=int, default=4, help="pooling levels")
+    parser.add_argument("--polarization", choices=sorted(POLARIZATIONS), default="dual",
+                        help="dual: DBZH, ZDR, RHOHV, PHIDP (model radar_qc); single: DBZH "
+                             "and velocity/spectrum width where present (radar_qc_single), "
+                             "for legacy and single-polarization volumes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ref = train(args.registry, args.seed, args.train_windows, args.holdout_windows,
-                args.epochs, args.base_filters, args.depth)
+                args.epochs, args.base_filters, args.depth, polarization=args.polarization)
     metrics = ref.manifest["holdout_metrics"]
     print(f"published {ref.name} {ref.version} -> {ref.path}")
     for name in ("unet", "rhohv_rule"):
+        if name not in metrics:
+            continue
         m = metrics[name]
         print(f"  {name:<10} POD {m['pod']:.3f}  FAR {m['far']:.3f}  CSI {m['csi']:.3f}")
 

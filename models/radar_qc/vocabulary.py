@@ -6,8 +6,15 @@ live here, below all of them, rather than in any one of them.
 
 import numpy as np
 
-# Model input channels, in order (moment names as xradar gives them).
+# Model input channels, in order (moment names as xradar gives them): the dual-polarization
+# model's, and the single-polarization model's for legacy and single-pol radars.
 CHANNELS = ("DBZH", "ZDR", "RHOHV", "PHIDP")
+SINGLE_POL_CHANNELS = ("DBZH", "VRADH", "WRADH")
+# Channels a sweep may lack where it has reflectivity (velocity and spectrum width come from a
+# separate Doppler scan, or not at all); models see them with a presence indicator.
+OPTIONAL_CHANNELS = ("VRADH", "WRADH")
+# Every moment the synthetic generator can give, in this order.
+SYNTHETIC_MOMENTS = CHANNELS + OPTIONAL_CHANNELS
 # Per-gate classes; NO_ECHO marks gates with no signal (never classified, never removed).
 MET, BIO, CLUTTER = 0, 1, 2
 CLASS_NAMES = ("meteorological", "biological", "clutter_noise")

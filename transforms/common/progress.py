@@ -35,12 +35,12 @@ class Progress:
         self._every = every_secs
         self._quiet_below = quiet_below
         self._done = 0
-        self._started = self._last = None
+        # From creation (a DoFn's setup): the first unit's own time counts, so one volume
+        # reads as its seconds, not as a rate over no time at all.
+        self._started = self._last = time.monotonic()
 
     def add(self, count: int = 1, note: str = "") -> None:
         now = time.monotonic()
-        if self._started is None:
-            self._started = self._last = now
         self._done += count
         finished = self._total is not None and self._done >= self._total
         if (now - self._last < self._every and not finished) or self._done < self._quiet_below:

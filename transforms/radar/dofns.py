@@ -16,15 +16,24 @@ from transforms.common.parquet_sink import utc_date
 from transforms.common.progress import Progress
 from transforms.radar import rows as radar_rows
 from transforms.radar.quicklook import quicklook_png, write_bytes
-from transforms.radar.reading import RadarReadError, open_volume, parse_chunk_name
+from transforms.radar.reading import (
+    DUAL_POL,
+    SINGLE_POL,
+    RadarReadError,
+    open_volume,
+    parse_chunk_name,
+)
 from transforms.radar.volumes import (
+    CFRADIAL1_OUT,
     CFRADIAL2_OUT,
     ODIM_OUT,
+    DecodedVolume,
     apply_qc,
     decode_volume,
     expected_sweeps,
     sweep_count,
     write_cfradial,
+    write_cfradial1,
     write_odim,
 )
 
@@ -36,22 +45,20 @@ PREDICTIONS = "predictions"
 
 
 class DecodeVolumeFn(beam.DoFn):
-    """Source (archive path, or ordered chunk paths) -> ``[(DecodedVolume, stacked dual-pol
-    sweeps)]``, the volume decoded once; undecodable -> dead letter.
+    """Source (archive path, or ordered chunk paths) -> DecodedVolume, the volume decoded
+    once with each model's sweeps stacked; undecodable -> dead letter.
 
-    The output is a batch of one volume for RunInference without its own batching
-    (``with_no_batching``): Beam's BatchElements hands a batch on only when the next element
-    arrives, which would hold a second decoded volume (~0.4 GB) in memory for nothing.
     Nothing of a bad file is copied into its dead letter: the origin names it.
     """
 
-    def __init__(self, run_id: str):
+    def __init__(self, run_id: str, single_pol: bool = False):
         self._run_id = run_id
+        self._single_pol = single_pol
 
     def process(self, source: tuple[str, ...]):
         try:
             tree = open_volume(source[0] if len(source) == 1 else list(source))
-            yield [decode_volume(tree, source)]
+            yield decode_volume(tree, source, self._single_pol)
         except RadarReadError as error:
             beam.metrics.Metrics.counter(PIPELINE_NAME, "volumes_rejected").inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
@@ -59,8 +66,21 @@ class DecodeVolumeFn(beam.DoFn):
                 origin=";".join(source), run_id=self._run_id))
 
 
+def model_input(volume: DecodedVolume, role: str) -> list:
+    """A volume as RunInference's batch of one for ``role``'s model (``with_no_batching``):
+    Beam's BatchElements hands a batch on only when the next element arrives, which would
+    hold a second decoded volume (~0.4 GB) in memory for nothing."""
+    return [(volume, volume.stacks[role])]
+
+
+def record_classes(element, role: str) -> DecodedVolume:
+    """(volume, RunInference's PredictionResult for ``role``) -> the volume with its classes."""
+    volume, result = element
+    return volume.classified(role, result.inference, result.model_id)
+
+
 class WriteQcVolumeFn(beam.DoFn):
-    """(DecodedVolume, PredictionResult of its stacked sweeps) -> its sweeps' prediction rows
+    """DecodedVolume with every role classified -> its sweeps' prediction rows
     (``predictions`` output), then the masked volume, quicklook and index row (main output).
 
     The volume is masked in place (it was decoded for this element alone) and dropped when the
@@ -68,10 +88,9 @@ class WriteQcVolumeFn(beam.DoFn):
     dead letters with stage "write".
     """
 
-    def __init__(self, output: str, model: tuple[str, str, str], context: dict,
-                 total_volumes: int | None = None, output_formats=(CFRADIAL2_OUT,)):
+    def __init__(self, output: str, context: dict, total_volumes: int | None = None,
+                 output_formats=(CFRADIAL2_OUT,)):
         self._output = output
-        self._model = model
         self._context = context
         self._total = total_volumes
         self._formats = tuple(output_formats)
@@ -80,14 +99,13 @@ class WriteQcVolumeFn(beam.DoFn):
         # A volume takes seconds: every one is worth a line.
         self._progress = Progress("volumes QC'd", "volume", self._total, every_secs=0)
 
-    def process(self, element):
-        volume, result = element
-        for i, key in enumerate(volume.keys):
-            yield beam.pvalue.TaggedOutput(PREDICTIONS, radar_rows.sweep_row(
-                key, result.example[i], result.inference[i], result.model_id, self._context))
+    def process(self, volume: DecodedVolume):
+        for role, (classes, model_id) in volume.classes.items():
+            for i, key in enumerate(volume.role_keys(role)):
+                yield beam.pvalue.TaggedOutput(PREDICTIONS, radar_rows.sweep_row(
+                    key, volume.stacks[role][i], classes[i], model_id, self._context))
         try:
-            yield self._write(volume, {k.sweep_number: c
-                                       for k, c in zip(volume.keys, result.inference)})
+            yield self._write(volume)
         except Exception as error:  # noqa: BLE001 - any write failure is this volume's alone
             if is_output_failure(error):
                 raise  # a full disk or a read-only folder stops the run (see pipelines.options)
@@ -100,8 +118,14 @@ class WriteQcVolumeFn(beam.DoFn):
             # collection (memory itself plateaus either way; see README, Benchmarks).
             volume.tree.close()
 
-    def _write(self, volume, classes_by_sweep: dict) -> dict:
-        name, version, sha256 = self._model
+    def _write(self, volume: DecodedVolume) -> dict:
+        models = self._context["models"]
+        classes_by_sweep = volume.classes_by_sweep()
+        model_by_sweep = {n: " ".join(models[m][:2]) for n, m in volume.model_by_sweep().items()}
+        # The index row names the dual-pol model when it classified any sweep.
+        main_role = DUAL_POL if volume.role_keys(DUAL_POL) else SINGLE_POL
+        name, version, sha256 = models[volume.classes[main_role][1]]
+        single = volume.role_keys(SINGLE_POL)
         key, tree = volume.first, volume.tree
         lowest = min(classes_by_sweep, key=lambda n: (
             float(tree[f"sweep_{n}"].ds["sweep_fixed_angle"].values), n))
@@ -114,10 +138,12 @@ class WriteQcVolumeFn(beam.DoFn):
                            key.volume_id, sweeps_in_volume, expected)
         qc = apply_qc(tree, classes_by_sweep, {
             "qc_model_name": name, "qc_model_version": version, "qc_model_sha256": sha256,
-            "qc_run_id": self._context["run_id"]}, in_place=True)
+            "qc_run_id": self._context["run_id"]}, in_place=True, model_by_sweep=model_by_sweep)
         folder = f"radar={key.radar}/dt={utc_date(key.volume_time)}"
         base = f"{self._output}/{VOLUMES}/{folder}/{key.volume_id}_qc"
         paths = {"quicklook": f"{self._output}/{QUICKLOOKS}/{folder}/{key.volume_id}.png"}
+        if CFRADIAL1_OUT in self._formats:  # first: it refuses some volumes before writing
+            paths["cfradial1"] = write_cfradial1(qc, f"{base}.cfradial1.nc")
         if CFRADIAL2_OUT in self._formats:
             paths["netcdf"] = write_cfradial(qc, f"{base}.nc")
         if ODIM_OUT in self._formats:
@@ -131,8 +157,10 @@ class WriteQcVolumeFn(beam.DoFn):
         removed_share = (sum(c["fraction_removed"] * c["echo"] for c in counts) / echo
                          if echo else 0.0)
         beam.metrics.Metrics.counter(PIPELINE_NAME, "volumes_written").inc()
-        return radar_rows.volume_row(key, paths, sweeps_in_volume, removed_share,
-                                     self._model, self._context, sweeps_expected=expected)
+        return radar_rows.volume_row(
+            key, paths, sweeps_in_volume, removed_share, (name, version, sha256),
+            self._context, sweeps_expected=expected, sweeps_single_pol=len(single),
+            single_pol_model=model_by_sweep[single[0].sweep_number] if single else None)
 
 
 def inference_dead_letters(failure, context: dict) -> list[dict]:

@@ -37,7 +37,10 @@ def replay_radar(rows: list[dict], model, manifest: dict | None = None,
     for source, sweeps in by_source.items():
         paths = tuple(source.split(";"))
         tree = open_volume(paths[0] if len(paths) == 1 else list(paths))
-        data = {key.sweep_number: moments for key, moments in keyed_sweeps(tree, paths)}
+        # A sweep a single-pol model classified is replayed with the model given, which
+        # must be that one (its channels).
+        data = {key.sweep_number: moments
+                for key, moments in keyed_sweeps(tree, paths, single_pol=True)}
         for row in sweeps:
             moments = data.get(row["sweep_number"])
             if moments is None:

@@ -65,6 +65,20 @@ def detect_format(path: str) -> str | None:
     return None
 
 
+# Archive header versions of NEXRAD volumes recorded with legacy digital radar data (message 1:
+# reflectivity at 1 km and velocity at 250 m gates, no dual-polarization, before 2008-2013).
+NEXRAD_LEGACY_HEADERS = (b"ARCHIVE2", b"AR2V0001")
+
+
+def nexrad_legacy(path: str) -> bool:
+    """True when a NEXRAD Level II file's header says legacy message-1 data."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(8).startswith(NEXRAD_LEGACY_HEADERS)
+    except OSError:
+        return False
+
+
 def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 

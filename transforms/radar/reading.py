@@ -12,10 +12,18 @@ Notes:
     1,840 gates of 250 m reach 462 km, just past the 1,832 of a super-resolution sweep and a
     multiple of 16, as a UNet of depth 4 needs.
 
-    Split cuts: at the lowest elevations NEXRAD scans each angle twice, once for surveillance
-    (reflectivity and dual-polarisation moments) and once for Doppler (velocity, no ZDR/RHOHV).
-    The Doppler pass carries no dual-pol moments, so it is skipped for QC and reported as such;
-    a volume with no dual-pol sweep at all is rejected (``MissingMomentsError``).
+    Which model classifies a sweep: the dual-polarization model where the sweep has every
+    dual-pol moment; else, where a dual-pol sweep at the same fixed angle exists (the Doppler
+    pass of a NEXRAD split cut), none: it takes that sweep's classes; else the
+    single-polarization model where one is configured and the sweep has reflectivity (legacy
+    and single-pol volumes). A volume with no sweep either model can take is rejected
+    (``MissingMomentsError``), in words that name its format, sweeps and moments.
+
+    Legacy NEXRAD (message 1): xradar 0.12 puts the velocity of a sweep that also holds
+    reflectivity on reflectivity's 1 km range coordinate although it was measured on 250 m
+    gates (Py-ART's reader places it at a quarter of those ranges), and stores the Doppler
+    pass's first gate, -375 m, as an unsigned 65,161 m. The first is why the single-pol model
+    sees reflectivity alone in legacy volumes; the second is corrected here.
 
     Chunks: a real-time volume arrives as ``YYYYMMDD-HHMMSS-NNN-T`` objects (T = S start,
     I intermediate, E end). Only the concatenation in sequence order decodes; out-of-order
@@ -36,12 +44,17 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from models.radar_qc.vocabulary import CHANNELS
+from models.radar_qc.vocabulary import CHANNELS, OPTIONAL_CHANNELS, SINGLE_POL_CHANNELS
 from transforms.radar import formats
 
 N_AZIMUTH = 720
 N_RANGE = 1840
 GRID_GATE_M = 250.0  # the model's gate spacing (NEXRAD super-resolution)
+# Sweeps whose fixed angles differ by less than this are the same cut (split cuts).
+SAME_ANGLE_DEG = 0.25
+# Which model classifies a sweep (``Sweep.role``), and the channels each takes.
+DUAL_POL, SINGLE_POL = "dual_pol", "single_pol"
+ROLE_CHANNELS = {DUAL_POL: CHANNELS, SINGLE_POL: SINGLE_POL_CHANNELS}
 _CHUNK_RE = re.compile(r"^(\d{8})-(\d{6})-(\d{3})-([SIE])$")
 
 
@@ -50,7 +63,7 @@ class RadarReadError(Exception):
 
 
 class MissingMomentsError(RadarReadError):
-    """A volume without any sweep carrying the dual-polarisation moments QC needs."""
+    """A volume without any sweep a configured model can classify (moments missing)."""
 
 
 class NotPpiError(RadarReadError):
@@ -86,8 +99,9 @@ class Sweep:
         elevation: fixed elevation angle, degrees.
         azimuths: the azimuth grid, degrees (N_AZIMUTH,).
         ranges: gate centres, metres (N_RANGE,); NaN beyond the sweep's last gate.
-        data: float32 (N_AZIMUTH, N_RANGE, len(CHANNELS)); NaN where no echo.
+        data: float32 (N_AZIMUTH, N_RANGE, channels of its role); NaN where no echo.
         source_shape: (rays, gates) as decoded, before regridding.
+        role: the model that classifies it, ``DUAL_POL`` or ``SINGLE_POL``.
     """
 
     radar: str
@@ -98,6 +112,7 @@ class Sweep:
     ranges: np.ndarray
     data: np.ndarray
     source_shape: tuple[int, int]
+    role: str = DUAL_POL
 
 
 def parse_chunk_name(path: str) -> Chunk:
@@ -263,12 +278,30 @@ def open_volume(source: str | list[str]):
             raise RadarReadError(f"{name}: {what}: not a radar format read here (those are "
                                  f"{', '.join(formats.READERS)}, detected from content)")
         tree = _decode(target, fmt, name, what)
+        if fmt == formats.NEXRAD:
+            tree.attrs["nexrad_legacy"] = int(formats.nexrad_legacy(
+                target if isinstance(target, str) else target[0]))
     sweeps = [n for n in tree.children if n.startswith("sweep_")]
     if not sweeps:
         raise RadarReadError(f"{name}: {what}: decoded as {fmt}, but holds no complete sweep "
                              f"(every sweep was cut short, or the file has none)")
     tree.attrs["source_format"] = fmt
+    if fmt == formats.NEXRAD and tree.attrs.get("nexrad_legacy"):
+        _unwrap_legacy_ranges(tree)
     return tree
+
+
+def _unwrap_legacy_ranges(tree) -> None:
+    """Message-1 Doppler passes start before the radar (-375 m, a signed 16-bit number that
+    xradar reads unsigned as 65,161 m): give their gates their real ranges."""
+    for name in tree.children:
+        if not name.startswith("sweep_"):
+            continue
+        ds = tree[name].to_dataset(inherit=False)
+        ranges = ds["range"].values
+        if len(ranges) and ranges[0] >= 32768:
+            tree[name].dataset = ds.assign_coords(
+                range=ds["range"].copy(data=ranges - 65536.0))
 
 
 def _decode(target, fmt: str, name: str, what: str):
@@ -363,31 +396,38 @@ def range_indices(native_ranges: np.ndarray, n_range: int = N_RANGE
     return grid, nearest
 
 
-def grid_gates(native_ranges: np.ndarray, n_range: int = N_RANGE) -> np.ndarray:
-    """For each native gate, its grid gate (-1 beyond the grid): how classes go back."""
+def grid_gates(native_ranges: np.ndarray, n_range: int = N_RANGE,
+               first_gate_m: float | None = None) -> np.ndarray:
+    """For each native gate, its grid gate (-1 outside the grid): how classes go back. The
+    grid starts at ``first_gate_m`` (default: the first native gate)."""
     native = np.asarray(native_ranges, dtype=np.float64)
-    gates = np.rint((native - native[0]) / GRID_GATE_M).astype(int)
-    gates[gates >= n_range] = -1
+    origin = native[0] if first_gate_m is None else first_gate_m
+    gates = np.rint((native - origin) / GRID_GATE_M).astype(int)
+    gates[(gates >= n_range) | (gates < 0)] = -1
     return gates
 
 
-def sweep_array(dataset, n_azimuth: int = N_AZIMUTH, n_range: int = N_RANGE):
-    """One decoded sweep -> (float32 (n_azimuth, n_range, C), ranges (n_range,)), rays and
-    gates of any spacing sampled nearest onto the model's grid.
+def sweep_array(dataset, channels=CHANNELS, n_azimuth: int = N_AZIMUTH,
+                n_range: int = N_RANGE, leave_out=()):
+    """One decoded sweep -> (float32 (n_azimuth, n_range, len(channels)), ranges (n_range,)),
+    rays and gates of any spacing sampled nearest onto the model's grid.
 
-    Gates without a measurement (below threshold, range folded) are NaN.
+    Gates without a measurement (below threshold, range folded) are NaN; so is every gate of
+    an optional channel (velocity, spectrum width) the sweep lacks or ``leave_out`` names.
 
     Raises:
-        MissingMomentsError: a channel in CHANNELS is absent.
+        MissingMomentsError: a channel other than the optional ones is absent.
     """
-    missing = [c for c in CHANNELS if c not in dataset.data_vars]
+    missing = [c for c in channels if c not in dataset.data_vars and c not in OPTIONAL_CHANNELS]
     if missing:
         raise MissingMomentsError(f"sweep lacks {', '.join(missing)}")
     rows = regrid_indices(dataset["azimuth"].values, n_azimuth)
     grid, gates = range_indices(dataset["range"].values, n_range)
     inside = gates >= 0
-    data = np.full((n_azimuth, n_range, len(CHANNELS)), np.nan, dtype=np.float32)
-    for channel, name in enumerate(CHANNELS):
+    data = np.full((n_azimuth, n_range, len(channels)), np.nan, dtype=np.float32)
+    for channel, name in enumerate(channels):
+        if name not in dataset.data_vars or name in leave_out:
+            continue
         values = np.asarray(dataset[name].values, dtype=np.float32)
         values[no_measurement(dataset[name])] = np.nan
         data[:, inside, channel] = values[rows][:, gates[inside]]
@@ -396,53 +436,76 @@ def sweep_array(dataset, n_azimuth: int = N_AZIMUTH, n_range: int = N_RANGE):
     return data, ranges
 
 
-def volume_sweeps(tree) -> tuple[list[Sweep], list[int]]:
-    """Every dual-pol sweep of a decoded volume in the model's layout, plus the numbers of the
-    sweeps skipped for lacking dual-pol moments (the Doppler passes of split cuts).
+def radar_name(raw) -> str:
+    """The radar's id as file and folder names can carry it: letters, digits, '-' and '_'
+    only ("unknown" when nothing is left: a blanked header holds NUL bytes)."""
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw or "")
+    cleaned = re.sub(r"[^A-Za-z0-9_-]", "", text)
+    return cleaned if cleaned and cleaned != "None" else "unknown"
+
+
+def volume_sweeps(tree, single_pol: bool = False) -> tuple[list[Sweep], list[int]]:
+    """Every sweep of a decoded volume a model classifies, in the model's layout (each with
+    its ``role``), plus the numbers of the sweeps no model classifies (the Doppler passes of
+    split cuts, which take their partner's classes; or sweeps neither model can take).
+
+    Args:
+        single_pol: a single-polarization model is configured (sweeps without dual-pol
+            moments but with reflectivity go to it).
 
     Raises:
-        MissingMomentsError: no sweep of the volume carries every channel in CHANNELS; the
-            message names the format, the sweeps and the moments found.
+        MissingMomentsError: no sweep can be classified; the message names the format, the
+            sweeps and the moments found.
         NotPpiError: a sweep is an RHI scan.
     """
     root = tree["/"].ds
     fmt = str(tree.attrs.get("source_format") or "radar")
-    radar = str(root.attrs.get("instrument_name", "unknown"))
+    radar = radar_name(root.attrs.get("instrument_name"))
     start = root["time_coverage_start"].values.item() if "time_coverage_start" in root else None
     start = start.decode() if isinstance(start, bytes) else start  # CF/Radial 1: char arrays
     volume_time = (datetime.datetime.fromisoformat(start.replace("Z", "+00:00"))
                    if start else None)
-    sweeps, skipped = [], []
     names = sorted((n for n in tree.children if n.startswith("sweep_")),
                    key=lambda n: int(n.split("_")[-1]))
-    for number, name in enumerate(names):
-        dataset = tree[name].ds
+    datasets = [tree[name].ds for name in names]
+    for number, dataset in enumerate(datasets):
         mode = str(dataset["sweep_mode"].values) if "sweep_mode" in dataset else ""
         if "rhi" in mode.lower():
             raise NotPpiError(f"{fmt} volume: sweep {number} is an RHI scan (sweep_mode "
                               f"{mode!r}); QC runs on PPI sweeps, where the model was trained")
-        try:
-            data, ranges = sweep_array(dataset)
-        except MissingMomentsError:
+    dual = [n for n, ds in enumerate(datasets) if all(c in ds.data_vars for c in CHANNELS)]
+    dual_angles = [float(datasets[n]["sweep_fixed_angle"].values) for n in dual]
+    # Legacy velocity sits on the wrong ranges in xradar's decoding (module notes).
+    leave_out = OPTIONAL_CHANNELS if tree.attrs.get("nexrad_legacy") else ()
+    sweeps, skipped = [], []
+    for number, dataset in enumerate(datasets):
+        angle = float(dataset["sweep_fixed_angle"].values)
+        if number in dual:
+            role = DUAL_POL
+        elif (single_pol and "DBZH" in dataset.data_vars
+              and not any(abs(a - angle) < SAME_ANGLE_DEG for a in dual_angles)):
+            role = SINGLE_POL
+        else:
             skipped.append(number)
             continue
+        data, ranges = sweep_array(dataset, ROLE_CHANNELS[role], leave_out=leave_out)
         sweeps.append(Sweep(
-            radar=radar, volume_time=volume_time, sweep_number=number,
-            elevation=float(dataset["sweep_fixed_angle"].values), azimuths=azimuth_grid(),
-            ranges=ranges, data=data,
-            source_shape=(dataset.sizes["azimuth"], dataset.sizes["range"])))
+            radar=radar, volume_time=volume_time, sweep_number=number, elevation=angle,
+            azimuths=azimuth_grid(), ranges=ranges, data=data,
+            source_shape=(dataset.sizes["azimuth"], dataset.sizes["range"]), role=role))
     if not sweeps:
-        raise MissingMomentsError(missing_moments(tree, names, fmt))
+        raise MissingMomentsError(missing_moments(tree, names, fmt, single_pol))
     return sweeps, skipped
 
 
-def missing_moments(tree, names: list[str], fmt: str) -> str:
+def missing_moments(tree, names: list[str], fmt: str, single_pol: bool = False) -> str:
     """Why no sweep can be QC'd, as a radar person reads it: the format, the sweeps, the
     moments found and what is missing."""
     found = sorted({v for n in names for v, var in tree[n].ds.data_vars.items()
                     if var.dims[-1:] == ("range",)})
     lacking = [c for c in CHANNELS if not any(c in tree[n].ds.data_vars for n in names)]
-    reason = ("no reflectivity (DBZH or a name it is known by)" if CHANNELS[0] in lacking
+    reason = ("no reflectivity (DBZH or a name it is known by)"
+              if CHANNELS[0] in lacking or single_pol
               else f"no {'/'.join(lacking)}, and no single-polarization model configured")
     return (f"{fmt} volume, {len(names)} sweep{'s' if len(names) != 1 else ''}, moments "
             f"{', '.join(found) or 'none'}: {reason}")

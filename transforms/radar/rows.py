@@ -6,10 +6,11 @@ import datetime
 import numpy as np
 import pyarrow as pa
 
-from models.radar_qc.vocabulary import CHANNELS, CLASS_NAMES, class_counts, pack_mask
+from models.radar_qc.vocabulary import CLASS_NAMES, SYNTHETIC_MOMENTS, class_counts, pack_mask
 from transforms.common.dead_letters import dead_letter
 from transforms.common.parquet_sink import utc_date
 from transforms.common.predictions import COMMON_FIELDS, predictions_schema
+from transforms.radar.reading import ROLE_CHANNELS
 from transforms.radar.volumes import SweepKey
 
 MASK_ENCODING = ("numpy.packbits of the removal mask (1 = removed: biological or clutter/noise), "
@@ -24,8 +25,9 @@ _SWEEP_FIELDS = (
     pa.field("source", pa.string()),
     pa.field("first_gate_m", pa.float64()),
     pa.field("gate_spacing_m", pa.float64()),
-    # Inputs as the model saw them, summarised (the full sweep stays in the source volume).
-    *(pa.field(f"mean_{c.lower()}", pa.float64()) for c in CHANNELS),
+    # Inputs as the model saw them, summarised (the full sweep stays in the source volume);
+    # null for a moment its model does not take or the sweep lacks.
+    *(pa.field(f"mean_{c.lower()}", pa.float64()) for c in SYNTHETIC_MOMENTS),
     pa.field("gates_echo", pa.int64()),
     *(pa.field(f"gates_{name}", pa.int64()) for name in CLASS_NAMES),
     pa.field("fraction_removed", pa.float64()),
@@ -44,6 +46,7 @@ VOLUME_SCHEMA = pa.schema([
     pa.field("source", pa.string()),
     pa.field("netcdf", pa.string()),          # the CF/Radial 2 file (null if not written)
     pa.field("odim_h5", pa.string()),         # the ODIM_H5 file (--output_formats odim)
+    pa.field("cfradial1", pa.string()),       # the CF/Radial 1.4 file (... cfradial1)
     pa.field("quicklook", pa.string()),
     pa.field("sweeps_total", pa.int32()),
     pa.field("sweeps_classified", pa.int32()),
@@ -51,6 +54,9 @@ VOLUME_SCHEMA = pa.schema([
     # does not say), and whether every one of them arrived whole.
     pa.field("sweeps_expected", pa.int32()),
     pa.field("complete", pa.bool_()),
+    # Sweeps the single-polarization model classified (legacy / single-pol sweeps), and it.
+    pa.field("sweeps_single_pol", pa.int32()),
+    pa.field("single_pol_model", pa.string()),
     pa.field("fraction_removed", pa.float64()),
     *(_COMMON[name] for name in ("processed_at", "model_name", "model_version", "model_sha256",
                                  "code_version", "run_mode", "run_id", "latency_ms", "dt")),
@@ -74,8 +80,9 @@ def sweep_row(key: SweepKey, moments: np.ndarray, classes: np.ndarray, model_id:
     now = now or datetime.datetime.now(datetime.UTC)
     name, version, sha256 = context["models"][model_id]
     counts = class_counts(classes)
-    with np.errstate(invalid="ignore"):
-        means = {f"mean_{c.lower()}": _nan_mean(moments[..., i]) for i, c in enumerate(CHANNELS)}
+    channels = ROLE_CHANNELS[key.role]
+    means = {f"mean_{c.lower()}": (_nan_mean(moments[..., channels.index(c)])
+                                   if c in channels else None) for c in SYNTHETIC_MOMENTS}
     return {
         "prediction_id": key.prediction_id,
         "event_time": key.volume_time,
@@ -115,9 +122,11 @@ def _nan_mean(values: np.ndarray) -> float | None:
 def volume_row(key: SweepKey, paths: dict, sweeps_total: int, fraction_removed: float,
                model: tuple[str, str, str], context: dict,
                now: datetime.datetime | None = None,
-               sweeps_expected: int | None = None) -> dict:
+               sweeps_expected: int | None = None, sweeps_single_pol: int = 0,
+               single_pol_model: str | None = None) -> dict:
     """The index row of one QC'd volume; ``complete`` is False when fewer sweeps were found
-    than its coverage pattern has (a volume cut short), None when that count is unknown."""
+    than its coverage pattern has (a volume cut short), None when that count is unknown.
+    ``model`` is the dual-pol model when it classified any sweep, else the single-pol one."""
     now = now or datetime.datetime.now(datetime.UTC)
     name, version, sha256 = model
     return {
@@ -127,11 +136,14 @@ def volume_row(key: SweepKey, paths: dict, sweeps_total: int, fraction_removed: 
         "source": key.origin,
         "netcdf": paths.get("netcdf"),
         "odim_h5": paths.get("odim_h5"),
+        "cfradial1": paths.get("cfradial1"),
         "quicklook": paths["quicklook"],
         "sweeps_total": sweeps_total,
         "sweeps_classified": key.qc_sweeps,
         "sweeps_expected": sweeps_expected,
         "complete": None if sweeps_expected is None else sweeps_total >= sweeps_expected,
+        "sweeps_single_pol": sweeps_single_pol,
+        "single_pol_model": single_pol_model,
         "fraction_removed": fraction_removed,
         "processed_at": now,
         "model_name": name,

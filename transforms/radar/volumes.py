@@ -6,9 +6,14 @@ geometry and every moment of every sweep.
 
 Notes:
     Split cuts: the Doppler pass of a low elevation has no dual-pol moments and is not
-    classified itself; it takes the classes of the dual-pol sweep at the same fixed angle
-    (within ``SAME_ANGLE_DEG``), matched by azimuth and gate. A sweep with no such partner is
+    classified itself; it takes the classes of the classified sweep at the same fixed angle
+    (within ``SAME_ANGLE_DEG``), matched by azimuth and range. A sweep with no such partner is
     written unmasked, its ``QC_CLASS`` all no-echo with ``qc_applied = 0``.
+
+    Two models: dual-pol sweeps go to the dual-polarization model, sweeps with reflectivity
+    only (legacy and single-pol volumes) to the single-polarization model when one is
+    configured (``reading.volume_sweeps``); each sweep's ``QC_CLASS`` names the model and
+    version that classified it.
 """
 
 import dataclasses
@@ -20,13 +25,20 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from models.radar_qc.vocabulary import BIO, CLASS_NAMES, CLUTTER, MET, NO_ECHO, removed
-from transforms.radar.reading import N_AZIMUTH, grid_gates, volume_sweeps
+from transforms.radar.reading import (
+    DUAL_POL,
+    N_AZIMUTH,
+    N_RANGE,
+    ROLE_CHANNELS,
+    SAME_ANGLE_DEG,
+    grid_gates,
+    volume_sweeps,
+)
 
-SAME_ANGLE_DEG = 0.25
 QC_CLASS = "QC_CLASS"
 # Formats a QC'd volume can be written in (``--output_formats``).
-CFRADIAL2_OUT, ODIM_OUT = "cfradial2", "odim"
-OUTPUT_FORMATS = (CFRADIAL2_OUT, ODIM_OUT)
+CFRADIAL2_OUT, CFRADIAL1_OUT, ODIM_OUT = "cfradial2", "cfradial1", "odim"
+OUTPUT_FORMATS = (CFRADIAL2_OUT, CFRADIAL1_OUT, ODIM_OUT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +57,7 @@ class SweepKey:
         decoded_at: when the volume was decoded (for latency).
         first_gate_m: range of the first gate's centre, metres.
         gate_spacing_m: distance between gates, metres.
+        role: the model that classifies the sweep (``reading.DUAL_POL`` / ``SINGLE_POL``).
     """
 
     volume_id: str
@@ -58,6 +71,7 @@ class SweepKey:
     decoded_at: datetime.datetime
     first_gate_m: float | None = None
     gate_spacing_m: float | None = None
+    role: str = DUAL_POL
 
     @property
     def prediction_id(self) -> str:
@@ -72,37 +86,61 @@ def volume_id(radar: str, volume_time: datetime.datetime) -> str:
     return f"{radar}-{volume_time.astimezone(datetime.UTC):%Y%m%dT%H%M%SZ}"
 
 
-def keyed_sweeps(tree, source: tuple[str, ...]) -> list[tuple[SweepKey, np.ndarray]]:
-    """Every dual-pol sweep of a decoded volume as (key, float32 moments on the model grid).
+def keyed_sweeps(tree, source: tuple[str, ...], single_pol: bool = False
+                 ) -> list[tuple[SweepKey, np.ndarray]]:
+    """Every sweep of a decoded volume a model classifies, as (key, float32 moments on the
+    model grid); ``single_pol``: a single-polarization model is configured.
 
     Raises:
-        MissingMomentsError: no sweep has the dual-pol moments.
+        MissingMomentsError: no sweep can be classified.
     """
-    sweeps, skipped = volume_sweeps(tree)
+    sweeps, skipped = volume_sweeps(tree, single_pol)
     decoded_at = datetime.datetime.now(datetime.UTC)
     first = sweeps[0]
     vid = volume_id(first.radar, first.volume_time)
     return [(SweepKey(vid, s.radar, s.volume_time, s.sweep_number, s.elevation, source,
                       len(sweeps), tuple(skipped), decoded_at, float(s.ranges[0]),
-                      float(s.ranges[1] - s.ranges[0])), s.data) for s in sweeps]
+                      float(s.ranges[1] - s.ranges[0]), s.role), s.data) for s in sweeps]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class DecodedVolume:
-    """A volume decoded once, travelling beside its stacked sweeps through RunInference to the
-    writer (the keyed handler's key): nothing is read twice.
+    """A volume decoded once, travelling beside its stacked sweeps through each model's
+    RunInference to the writer (the keyed handler's key): nothing is read twice.
 
     Attributes:
         tree: the decoded volume (xarray DataTree), every sweep and moment as read.
-        keys: the key of each sweep in the model's stack, in stack order.
+        keys: the key of every classified sweep, in volume order.
+        stacks: each role's sweeps still to classify, ``(sweeps, azimuth, range, C)``.
+        classes: each classified role's (grid classes of its sweeps, model id).
     """
 
     tree: object
     keys: list[SweepKey]
+    stacks: dict = dataclasses.field(default_factory=dict)
+    classes: dict = dataclasses.field(default_factory=dict)
 
     @property
     def first(self) -> SweepKey:
         return self.keys[0]
+
+    def role_keys(self, role: str) -> list[SweepKey]:
+        """The keys of ``role``'s sweeps, in stack order."""
+        return [key for key in self.keys if key.role == role]
+
+    def classified(self, role: str, classes: np.ndarray, model_id: str) -> "DecodedVolume":
+        """This volume with ``role``'s classes recorded (its stack stays: the prediction
+        rows summarise what the model saw)."""
+        return dataclasses.replace(self, classes={**self.classes, role: (classes, model_id)})
+
+    def classes_by_sweep(self) -> dict[int, np.ndarray]:
+        return {key.sweep_number: classes[i] for role, (classes, _) in self.classes.items()
+                for i, key in enumerate(self.role_keys(role))}
+
+    def model_by_sweep(self) -> dict[int, str]:
+        """The model id (version path) that classified each sweep."""
+        return {key.sweep_number: model_id for role, (_, model_id) in self.classes.items()
+                for key in self.role_keys(role)}
 
 
 def expected_sweeps(tree) -> int | None:
@@ -119,26 +157,32 @@ def sweep_count(tree) -> int:
     return sum(1 for name in tree.children if name.startswith("sweep_"))
 
 
-def decode_volume(tree, source: tuple[str, ...]) -> tuple[DecodedVolume, np.ndarray]:
-    """A decoded volume -> (its DecodedVolume, float32 moments of its dual-pol sweeps stacked
-    as ``(sweeps, N_AZIMUTH, N_RANGE, 4)``).
+def decode_volume(tree, source: tuple[str, ...], single_pol: bool = False) -> DecodedVolume:
+    """A decoded volume -> its DecodedVolume, with each role's sweeps stacked as float32
+    ``(sweeps, N_AZIMUTH, N_RANGE, channels)`` in ``stacks`` (both roles always present,
+    possibly with no sweeps).
 
     Raises:
-        MissingMomentsError: no sweep has the dual-pol moments.
+        MissingMomentsError: no sweep can be classified.
     """
-    keyed = keyed_sweeps(tree, source)
-    return (DecodedVolume(tree, [key for key, _ in keyed]),
-            np.stack([moments for _, moments in keyed]))
+    keyed = keyed_sweeps(tree, source, single_pol)
+    stacks = {}
+    for role, channels in ROLE_CHANNELS.items():
+        moments = [m for key, m in keyed if key.role == role]
+        stacks[role] = (np.stack(moments) if moments else
+                        np.empty((0, N_AZIMUTH, N_RANGE, len(channels)), dtype=np.float32))
+    return DecodedVolume(tree, [key for key, _ in keyed], stacks)
 
 
-def native_classes(grid_classes: np.ndarray, azimuths: np.ndarray,
-                   ranges: np.ndarray) -> np.ndarray:
+def native_classes(grid_classes: np.ndarray, azimuths: np.ndarray, ranges: np.ndarray,
+                   grid_first_gate_m: float | None = None) -> np.ndarray:
     """Classes on a sweep's own rays and gates (any spacing) from the model grid (nearest
-    grid cell). Gates beyond the grid are NO_ECHO (not classified, so not removed).
+    grid cell), the grid starting at ``grid_first_gate_m`` (default: the sweep's own first
+    gate). Gates outside the grid are NO_ECHO (not classified, so not removed).
     """
     cells = np.floor(np.asarray(azimuths, dtype=float) % 360.0 / (360.0 / N_AZIMUTH))
     rows = grid_classes[cells.astype(int) % N_AZIMUTH]
-    gates = grid_gates(ranges)
+    gates = grid_gates(ranges, first_gate_m=grid_first_gate_m)
     out = np.full((len(azimuths), len(gates)), NO_ECHO, dtype=np.uint8)
     inside = gates >= 0
     out[:, inside] = rows[:, gates[inside]]
@@ -150,11 +194,12 @@ def _sweep_nodes(tree) -> list[str]:
 
 
 def apply_qc(tree, classes_by_sweep: dict[int, np.ndarray], model_attrs: dict,
-             in_place: bool = False):
+             in_place: bool = False, model_by_sweep: dict[int, str] | None = None):
     """The volume with every (azimuth, range) moment set to NaN where a gate is not weather.
 
     Each sweep also gets a ``QC_CLASS`` variable (flag values per CF; attributes
-    ``qc_applied`` and ``qc_source_sweep``); the root gets the model's name, version, sha256.
+    ``qc_applied``, ``qc_source_sweep`` and ``qc_model``); the root gets the model's name,
+    version, sha256.
 
     Args:
         tree: the decoded volume (xarray DataTree).
@@ -162,11 +207,14 @@ def apply_qc(tree, classes_by_sweep: dict[int, np.ndarray], model_attrs: dict,
         model_attrs: attributes naming the model (written on the root).
         in_place: mask ``tree`` itself instead of a deep copy (the pipeline's writer owns
             its decoded volume: a copy would double a worker's memory per volume).
+        model_by_sweep: "<name> <version>" of the model that classified each sweep.
     """
     if not in_place:
         tree = tree.copy(deep=True)
+    model_by_sweep = model_by_sweep or {}
     names = _sweep_nodes(tree)
     angles = {n: float(tree[names[n]].ds["sweep_fixed_angle"].values) for n in classes_by_sweep}
+    first_gates = {n: float(tree[names[n]].ds["range"].values[0]) for n in classes_by_sweep}
     for number, name in enumerate(names):
         ds = tree[name].to_dataset(inherit=False)
         source = number if number in classes_by_sweep else _partner(
@@ -176,7 +224,7 @@ def apply_qc(tree, classes_by_sweep: dict[int, np.ndarray], model_attrs: dict,
             classes = np.full(shape, NO_ECHO, dtype=np.uint8)
         else:
             classes = native_classes(classes_by_sweep[source], ds["azimuth"].values,
-                                     ds["range"].values)
+                                     ds["range"].values, first_gates[source])
             drop = removed(classes)
             for var in list(ds.data_vars):
                 if ds[var].dims == ("azimuth", "range") and ds[var].dtype.kind == "f":
@@ -187,7 +235,8 @@ def apply_qc(tree, classes_by_sweep: dict[int, np.ndarray], model_attrs: dict,
             "flag_values": np.array([MET, BIO, CLUTTER, NO_ECHO], dtype=np.uint8),
             "flag_meanings": " ".join([*CLASS_NAMES, "no_echo"]),
             "qc_applied": int(source is not None),
-            "qc_source_sweep": -1 if source is None else int(source)})
+            "qc_source_sweep": -1 if source is None else int(source),
+            "qc_model": "" if source is None else model_by_sweep.get(source, "")})
         tree[name].dataset = ds
     tree.attrs.update(model_attrs)
     return tree
@@ -222,6 +271,9 @@ def write_cfradial(tree, path: str) -> str:
         node.attrs = _netcdf_attrs(dict(node.attrs))
         for var in node.variables.values():
             var.attrs = _netcdf_attrs(dict(var.attrs))
+            if var.dtype.kind == "M":  # decoded times: xarray writes their units itself
+                var.attrs = {k: v for k, v in var.attrs.items()
+                             if k not in ("units", "calendar")}
             if var.dims == ("azimuth", "range") and var.dtype.kind == "f":
                 var.encoding = {"dtype": "float32", "zlib": True, "complevel": 1,
                                 "_FillValue": np.float32(np.nan)}
@@ -230,12 +282,39 @@ def write_cfradial(tree, path: str) -> str:
     return _write_whole(path, ".nc", lambda temp: xradar.io.to_cfradial2(tree, temp))
 
 
+def write_cfradial1(tree, path: str) -> str:
+    """Write the volume as CF/Radial 1.4 (``transforms.radar.cfradial1``: int16-packed
+    moments, one range coordinate) to ``path``, complete or not at all.
+
+    Raises:
+        CfRadial1Error: the sweeps do not share their range gates (before anything is written).
+    """
+    from transforms.radar import cfradial1
+
+    cfradial1.shared_range(cfradial1.sweep_datasets(tree))
+    return _write_whole(path, ".nc", lambda temp: cfradial1.write_cfradial1(tree, temp))
+
+
 def write_odim(tree, path: str, radar: str) -> str:
     """Write the volume as ODIM_H5 (xradar's writer; every moment and ``QC_CLASS`` as a
     quantity of each dataset) to ``path``, complete or not at all; ``what/source`` names the
     radar (``NOD:<radar>``)."""
     import xradar
 
+    for name in _sweep_nodes(tree):
+        if tree[name].ds.sizes.get("azimuth", 0) < 2:
+            raise ValueError(f"ODIM_H5 output needs 2 rays or more per sweep (xradar's writer "
+                             f"derives ray times from their differences); {name} has "
+                             f"{tree[name].ds.sizes.get('azimuth', 0)}: write CF/Radial 2")
+    tree = tree.copy()
+    for node in tree.subtree:  # xradar's ODIM writer reads ray times as nanoseconds
+        ds = node.to_dataset(inherit=False)
+        times = {name: ds[name].astype("datetime64[ns]") for name in ds.variables
+                 if ds[name].dtype.kind == "M" and ds[name].dtype != np.dtype("datetime64[ns]")}
+        if times:
+            node.dataset = ds.assign_coords(**{k: v for k, v in times.items() if k in ds.coords}
+                                            ).assign(**{k: v for k, v in times.items()
+                                                        if k not in ds.coords})
     return _write_whole(path, ".h5", lambda temp: xradar.io.to_odim(
         tree, temp, source=f"NOD:{radar.lower()}"))
 
