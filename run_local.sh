@@ -272,12 +272,23 @@ crx_demo() {
 # and streaming windows more than they compute); the radar steps wait for it.
 start_radar_training() {
   RADAR_TRAIN_PID=""
-  if [ ! -f "$REGISTRY/radar_qc/aliases/production.json" ]; then
-    echo "== training the radar QC UNet on synthetic sweeps in the background"
+  local missing=""
+  for polarization in dual single; do
+    local name=radar_qc
+    [ "$polarization" = single ] && name=radar_qc_single
+    [ -f "$REGISTRY/$name/aliases/production.json" ] || missing="$missing $polarization"
+  done
+  if [ -n "$missing" ]; then
+    echo "== training the radar QC UNets ($missing ) on synthetic sweeps in the background"
     echo "   ($RADAR_DEMO_TRAINING; log $OUT/radar_training.log)"
-    # shellcheck disable=SC2086 - the training options are words
-    "$VENV/bin/python" -m models.radar_qc.train --registry "$REGISTRY" $RADAR_DEMO_TRAINING \
-      > "$OUT/radar_training.log" 2>&1 &
+    # One after the other: two trainings at once would share the same cores.
+    (
+      for polarization in $missing; do
+        # shellcheck disable=SC2086 - the training options are words
+        "$VENV/bin/python" -m models.radar_qc.train --registry "$REGISTRY" \
+          --polarization "$polarization" $RADAR_DEMO_TRAINING || exit 1
+      done
+    ) > "$OUT/radar_training.log" 2>&1 &
     RADAR_TRAIN_PID=$!
     SERVICE_PIDS="${SERVICE_PIDS:-} $RADAR_TRAIN_PID"  # stopped with the script, however it ends
     trap 'kill $SERVICE_PIDS 2>/dev/null || true' EXIT
@@ -293,7 +304,7 @@ wait_for_radar_training() {
       echo "radar training failed (log $OUT/radar_training.log)" >&2
       exit 1
     fi
-    grep -A3 "^published" "$OUT/radar_training.log" | sed 's/^/   /'
+    grep -A2 "^published" "$OUT/radar_training.log" | sed 's/^/   /'
   fi
 }
 
@@ -440,12 +451,18 @@ JSONL
 
   wait_for_radar_training
   step "radar QC, batch"
-  echo "== radar QC, batch: the KLBB archive volume and one file that is not radar data"
+  echo "== radar QC, batch: the KLBB archive volume, the same volume as a single-polarization"
+  echo "   radar records it (ODIM_H5: DBZH, VRADH, WRADH; for the single-pol model), and one"
+  echo "   file that is not radar data; written as CF/Radial 2, CF/Radial 1.4 and ODIM_H5"
   mkdir -p "$OUT/demo_radar"
   ln -sf "$(cd "$DATA_DIR/radar" && pwd)/KLBB20160601_150025_V06" "$OUT/demo_radar/"
   head -c 100000 /dev/urandom > "$OUT/demo_radar/corrupt_V06"
+  "$VENV/bin/python" -m transforms.radar.synthetic_volumes \
+    --template "$DATA_DIR/radar/KLBB20160601_150025_V06" \
+    --single_pol_copy "$OUT/demo_radar/KLBB_single_pol.h5"
   "$VENV/bin/python" -m pipelines.radar_qc --input "$OUT/demo_radar/*" \
-    --registry "$REGISTRY" --output "$OUT" --sample_rate 1.0
+    --registry "$REGISTRY" --output "$OUT" --sample_rate 1.0 \
+    --output_formats cfradial2,cfradial1,odim
 
   step "radar QC, synthetic truth + evaluation"
   echo "== radar QC of two synthetic volumes with known truth, then their evaluation"

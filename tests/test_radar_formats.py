@@ -63,7 +63,7 @@ def format_files(klbb_two_sweeps, tmp_path_factory):
     xradar.io.to_odim(klbb_two_sweeps, files["odim"], source="NOD:uslbb")
     write_cfradial(klbb_two_sweeps, files["cf2"])
     xradar.io.to_odim(_with_moments(klbb_two_sweeps, {"DBZH", "VRADH", "WRADH"}),
-                      files["single_pol"], source="NOD:uslbb")
+                      files["single_pol"], source="NOD:uslbs")
     xradar.io.to_odim(_with_moments(klbb_two_sweeps, {"VRADH"}), files["velocity_only"],
                       source="NOD:uslbb")
     return files
@@ -217,7 +217,7 @@ def mixed_archive(format_files, folder):
     testing = pytest.importorskip("pyart.testing")
     expected = {
         "lbb_volume.h5": ("USLBB", 1, 0), "lbb_volume.nc": ("KLBB", 1, 0),
-        "single_pol.h5": ("USLBB", 2, 2), "lbb_1km_360rays.h5": ("USLBC", 1, 0),
+        "single_pol.h5": ("USLBS", 2, 2), "lbb_1km_360rays.h5": ("USLBC", 1, 0),
         "v.h5": "no reflectivity",
         "msg1_legacy.bz2": ("unknown", 5, 5), "msg31.bz2": ("KATX", 14, 0),
         "cfradial_ppi.nc": ("xsapr-sgp", 1, 1), "uf_ppi.uf": ("xsapr-sg", 1, 0),
@@ -362,6 +362,22 @@ def test_cfradial1_refuses_a_volume_whose_sweeps_lie_on_other_gates(tmp_path):
 def test_unknown_output_formats_are_refused():
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    with pytest.raises(ValueError, match="--output_formats takes cfradial2, odim; got "
+    with pytest.raises(ValueError, match="--output_formats takes cfradial2, cfradial1, odim; got "
                                          "'cfradial2,gif'"):
         radar_qc.validate(PipelineOptions(["--input", "x", "--output_formats", "cfradial2,gif"]))
+
+
+def test_a_single_pol_copy_of_a_real_volume_keeps_its_single_pol_moments(klbb_path, tmp_path):
+    from transforms.radar.synthetic_volumes import write_single_pol_copy
+
+    path = write_single_pol_copy(klbb_path, str(tmp_path / "klbb_sp.h5"), sweeps=2)
+    tree = open_volume(path)
+    assert tree.attrs["source_format"] == formats.ODIM
+    sweeps, skipped = volume_sweeps(tree, single_pol=True)
+    # No dual-pol sweep to take classes from: the Doppler pass is classified itself, with
+    # its velocity and spectrum width.
+    assert [s.role for s in sweeps] == ["single_pol", "single_pol"] and skipped == []
+    assert np.isnan(sweeps[0].data[..., 1]).all() and np.isfinite(sweeps[1].data[..., 1]).any()
+    assert sweeps[0].radar == "KLBB-SP"  # its outputs do not replace the original's
+    assert {v for v in tree["sweep_1"].ds.data_vars if tree["sweep_1"].ds[v].ndim == 2} == {
+        "DBZH", "VRADH", "WRADH"}

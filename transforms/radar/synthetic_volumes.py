@@ -9,11 +9,16 @@ everything else is dropped. The volume is written as CF/Radial 2 NetCDF; the tru
 removal mask of each sweep on the model grid, bit-packed like the sampled prediction rows, in a
 Parquet file keyed by prediction id.
 
+Also: a real volume as a single-polarization radar records it (``--single_pol_copy``): the
+template's sweeps with reflectivity, velocity and spectrum width only, as ODIM_H5, for the
+single-pol model's path (no truth; the real moments are kept).
+
 Usage::
 
     python -m transforms.radar.synthetic_volumes \\
         --template ../shared/data/radar/KLBB20160601_150025_V06 \\
         --out_dir out/synthetic_radar --truth out/synthetic_radar_truth.parquet --count 2
+    python -m transforms.radar.synthetic_volumes --single_pol_copy out/KLBB_single_pol.h5
 """
 
 import argparse
@@ -116,15 +121,49 @@ def write_synthetic_volumes(template_path: str, out_dir: str, truth_path: str, c
     return paths
 
 
+SINGLE_POL_MOMENTS = ("DBZH", "VRADH", "WRADH")
+
+
+def write_single_pol_copy(template_path: str, path: str, sweeps: int = 4) -> str:
+    """The template's first ``sweeps`` sweeps with reflectivity, velocity and spectrum width
+    only (what a radar without dual polarization records), written as ODIM_H5 under the
+    radar name ``<template radar>-SP`` (its outputs must not replace the original's)."""
+    import xarray as xr
+    import xradar
+
+    template = open_volume(template_path)
+    radar = str(template.attrs.get("instrument_name", "unknown"))
+    nodes = {"/": template.to_dataset(inherit=False)}
+    names = sorted((n for n in template.children if n.startswith("sweep_")),
+                   key=lambda n: int(n.split("_")[-1]))[:sweeps]
+    for name in names:
+        ds = template[name].to_dataset(inherit=False)
+        drop = [v for v, var in ds.data_vars.items()
+                if var.dims == ("azimuth", "range") and v not in SINGLE_POL_MOMENTS]
+        nodes[f"/{name}"] = ds.drop_vars(drop)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    xradar.io.to_odim(xr.DataTree.from_dict(nodes), path, source=f"NOD:{radar.lower()}-sp")
+    return path
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--template", default="../shared/data/radar/KLBB20160601_150025_V06")
-    parser.add_argument("--out_dir", required=True, help="folder of the volumes (.nc)")
-    parser.add_argument("--truth", required=True, help="Parquet file of the truth masks")
+    parser.add_argument("--single_pol_copy", default=None, metavar="PATH",
+                        help="write the template as a single-pol ODIM_H5 volume to PATH "
+                             "instead (no truth)")
+    parser.add_argument("--out_dir", help="folder of the volumes (.nc)")
+    parser.add_argument("--truth", help="Parquet file of the truth masks")
     parser.add_argument("--count", type=int, default=2)
     parser.add_argument("--sweeps", type=int, default=3)
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args(argv)
+    if args.single_pol_copy:
+        path = write_single_pol_copy(args.template, args.single_pol_copy)
+        print(f"wrote {path}: {args.template} without its dual-polarization moments (ODIM_H5)")
+        return
+    if not (args.out_dir and args.truth):
+        parser.error("--out_dir and --truth are required (or --single_pol_copy PATH)")
     paths = write_synthetic_volumes(args.template, args.out_dir, args.truth, args.count,
                                     args.sweeps, seed=args.seed)
     print(f"wrote {len(paths)} synthetic volumes to {args.out_dir} and their truth masks to "
