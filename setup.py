@@ -10,7 +10,7 @@ setup(
     packages=find_packages(
         include=["pipelines*", "transforms*", "models*", "services*", "runners*", "config"]),
     # Configuration travels with the package, so installed CLIs find their defaults.
-    package_data={"config": ["*/*.json"]},
+    package_data={"config": ["*/*.json"], "transforms.evaluation": ["templates/*.j2"]},
     install_requires=[
         "apache-beam==2.77.0",
         "tensorflow-cpu==2.21.*",
@@ -30,8 +30,12 @@ setup(
         "onnxruntime",
         "onnx",
         "tf2onnx",
-        # The evaluation query rendered per data set (transforms.evaluation.query).
+        # The evaluation query rendered per data set (transforms.evaluation.query), and the
+        # radar reference report.
         "jinja2",
+        # Reference QC algorithms for real-data skill (pipelines.radar_reference): fuzzy echo
+        # classification and the Gabella clutter filter.
+        "wradlib>=2.9,<3",
     ],
     extras_require={
         # Beam's DaskRunner needs these (apache-beam[dask]); runners.dask_runner uses them.

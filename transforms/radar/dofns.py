@@ -173,6 +173,35 @@ def inference_dead_letters(failure, context: dict) -> list[dict]:
         context, "InferenceFailed") for volume, _ in batch]
 
 
+class ReferenceAgreementFn(beam.DoFn):
+    """Classified volume -> agreement rows of the UNet and the reference algorithms
+    (``transforms.radar.reference``), and a figure of its lowest sweep's three masks in
+    ``figures_dir``."""
+
+    def __init__(self, params, bands_km, model: tuple[str, str], run_id: str,
+                 figures_dir: str):
+        self._params, self._bands = params, list(bands_km)
+        self._model, self._run_id, self._figures = model, run_id, figures_dir
+
+    def process(self, volume: DecodedVolume):
+        from transforms.radar.quicklook import mask_comparison_png
+        from transforms.radar.reference import volume_agreement
+
+        rows, lowest = volume_agreement(volume, self._params, self._bands)
+        figure = None
+        if lowest:
+            key = volume.first
+            figure = f"{key.volume_id}_s{lowest['sweep_number']:02d}.png"
+            write_bytes(f"{self._figures}/{figure}", mask_comparison_png(
+                lowest, volume.tree, f"{key.radar} {key.volume_time:%Y-%m-%d %H:%M} UTC, "
+                f"sweep {lowest['sweep_number']}"))
+        name, version = self._model
+        for row in rows:
+            yield {**row, "model_name": name, "model_version": version, "run_id": self._run_id,
+                   "source": volume.first.origin, "figure": figure}
+        volume.tree.close()
+
+
 class ChunkPathFn(beam.DoFn):
     """Landing path -> (radar, path) for AssembleVolumes; a misnamed file -> dead letter."""
 

@@ -87,6 +87,45 @@ def quicklook_png(raw, qc, title: str) -> bytes:
     return buffer.getvalue()
 
 
+def mask_comparison_png(lowest: dict, tree, title: str) -> bytes:
+    """PNG bytes: a sweep's reflectivity and what the UNet, wradlib's fuzzy classification and
+    the RHOHV rule remove (``reference.volume_agreement``'s lowest sweep, on the model grid):
+    removed echo red, kept echo grey."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import colors
+    from matplotlib import pyplot as plt
+
+    from transforms.radar.reading import azimuth_grid
+
+    azimuths, ranges_m = azimuth_grid(), lowest["range_km"] * 1000.0
+    extent = (-MAX_RANGE_KM, MAX_RANGE_KM, -MAX_RANGE_KM, MAX_RANGE_KM)
+    echo = ~np.isnan(lowest["dbzh"])
+    figure, axes = plt.subplots(1, 4, figsize=(20, 5.2), dpi=72, constrained_layout=True)
+    image = cartesian(lowest["dbzh"], azimuths, ranges_m)
+    mesh = axes[0].imshow(image, extent=extent, cmap="turbo", vmin=DBZ_LIMITS[0],
+                          vmax=DBZ_LIMITS[1], interpolation="nearest")
+    figure.colorbar(mesh, ax=axes[0], label="reflectivity (dBZ)", shrink=0.8)
+    axes[0].set_title("DBZH as the model sees it")
+    palette = colors.ListedColormap(["#b0b0b0", "#d62728"])
+    for axis, name, label in ((axes[1], "unet", "UNet"), (axes[2], "fuzzy", "wradlib fuzzy"),
+                              (axes[3], "rhohv", "RHOHV rule")):
+        field = np.where(echo, lowest[name].astype(np.float32), np.nan)
+        axis.imshow(cartesian(field, azimuths, ranges_m), extent=extent, cmap=palette,
+                    vmin=0, vmax=1, interpolation="nearest")
+        axis.set_title(f"{label}: removed {lowest[name][echo].mean():.0%} of echo (red)")
+    for axis in axes:
+        axis.set_xlabel("east (km)")
+        axis.set_aspect("equal")
+    axes[0].set_ylabel("north (km)")
+    figure.suptitle(title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
 def write_bytes(path: str, data: bytes) -> str:
     """Write a whole file to a local path or any Beam filesystem."""
     if "://" not in path:

@@ -1,0 +1,133 @@
+"""Radar QC on real volumes against reference algorithms nobody here wrote: agreement tables and
+a report, where no per-gate truth exists.
+
+Each volume is decoded and classified as the QC pipeline does (same model, same RunInference),
+then wradlib's fuzzy echo classification and the RHOHV rule run on the same gates
+(``transforms.radar.reference``); every dual-pol sweep gives POD / FAR / CSI of each pair
+(UNet vs the references' consensus, vs each reference, and the references against each other)
+over all echo gates and per range band.
+
+Usage::
+
+    python -m pipelines.radar_reference --registry registry --output out \\
+        --input '../shared/data/radar/KLBB*' --chunk_volumes ../shared/data/radar/nexrad_chunks_KLOT
+
+Outputs under ``--output``: ``evaluation/reference_agreement/model_name=<m>/`` (Parquet, one row
+per sweep x range band x pair) and ``evaluation/reports/radar_qc/<m>/reference-<run id>/``
+(index.html with the tables and each volume's lowest sweep as UNet / fuzzy / RHOHV masks).
+References' settings: ``config/evaluation/radar_reference.json``.
+"""
+
+import glob
+import logging
+import os
+import sys
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from models import registry as model_registry
+from models.config import default_path, read_config
+from models.radar_qc.engine import choose_engine
+from models.radar_qc.handler import DEFAULT_SWEEPS_PER_CALL, radar_model_handler
+from pipelines.options import CommonOptions, build_and_run, cli, resolve_common
+from transforms.common.dead_letters import DEAD_LETTERS, WriteDeadLetters
+from transforms.common.parquet_sink import WritePartitionedParquet
+from transforms.evaluation.reference_report import (
+    AGREEMENT_SCHEMA,
+    read_agreement,
+    write_reference_report,
+)
+from transforms.radar.dofns import DecodeVolumeFn, ReferenceAgreementFn, model_input, record_classes
+from transforms.radar.reading import DUAL_POL
+from transforms.radar.reference import ReferenceParameters
+
+LOGGER = logging.getLogger(__name__)
+PIPELINE_NAME = "radar_reference"
+AGREEMENT = "reference_agreement"
+
+
+class ReferenceOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--chunk_volumes", default=None,
+                            help="comma-separated folders, each holding the real-time chunks "
+                                 "of one volume")
+        parser.add_argument("--reference_config", default=None,
+                            help="the references' settings (default "
+                                 "config/evaluation/radar_reference.json)")
+
+
+def reference_parameters(path: str | None) -> tuple[ReferenceParameters, list[float]]:
+    config = read_config("evaluation", path or default_path("evaluation", "radar_reference")
+                         ).content
+    return (ReferenceParameters(config["fuzzy_threshold"], config["rhohv_threshold"],
+                                config["gabella"]), config["range_bands_km"])
+
+
+def sources(common: CommonOptions, reference: ReferenceOptions) -> list[tuple[str, ...]]:
+    """Archive files of ``--input`` and the chunk sets of ``--chunk_volumes``, as volume sources."""
+    found = [(p,) for p in sorted(glob.glob(common.input))] if common.input else []
+    for folder in (reference.chunk_volumes or "").split(","):
+        if folder.strip():
+            chunks = sorted(glob.glob(os.path.join(folder.strip(), "*")))
+            if not chunks:
+                raise ValueError(f"--chunk_volumes: no chunks in {folder}")
+            found.append(tuple(chunks))
+    if not found:
+        raise ValueError("no volumes: give --input (archive files) or --chunk_volumes")
+    return found
+
+
+def build(pipeline, options: PipelineOptions) -> dict:
+    common = resolve_common(options)
+    reference = options.view_as(ReferenceOptions)
+    common.model_name = common.model_name or "radar_qc"
+    params, bands = reference_parameters(reference.reference_config)
+    model = model_registry.resolve(common.registry, common.model_name, common.model_version)
+    handler = radar_model_handler(model.path, model.manifest, choose_engine("auto", model.manifest),
+                                  DEFAULT_SWEEPS_PER_CALL).with_no_batching()
+    volumes = (pipeline
+               | "VolumeSources" >> beam.Create(sources(common, reference))
+               | "DecodeVolumes" >> beam.ParDo(DecodeVolumeFn(common.run_id)).with_outputs(
+                   DEAD_LETTERS, main="volumes"))
+    classified = (volumes.volumes
+                  | "StackSweeps" >> beam.Map(model_input, DUAL_POL)
+                  | "ClassifyGates" >> RunInference(handler)
+                  | "RecordClasses" >> beam.Map(record_classes, DUAL_POL))
+    rows = classified | "CompareWithReferences" >> beam.ParDo(ReferenceAgreementFn(
+        params, bands, (model.name, model.version), common.run_id, report_dir(common)))
+    base = f"{common.output.rstrip('/')}/evaluation/{AGREEMENT}"
+    return {
+        "rows": rows,
+        "files": rows | "WriteAgreement" >> WritePartitionedParquet(
+            base=base, schema=AGREEMENT_SCHEMA, partition_columns=("model_name",),
+            file_prefix=common.run_id, max_rows_per_file=common.max_rows_per_file),
+        "dead_letters": volumes[DEAD_LETTERS] | "WriteDeadLetters" >> WriteDeadLetters(
+            common.output, common.run_id, common.model_name),
+    }
+
+
+def report_dir(common: CommonOptions) -> str:
+    return (f"{common.output.rstrip('/')}/evaluation/reports/radar_qc/{common.model_name}/"
+            f"reference-{common.run_id}")
+
+
+def run(argv=None, test_pipeline=None) -> dict:
+    """Run the job, then write the report from its rows; returns {"report", "rows"}."""
+    result, options = build_and_run(argv, test_pipeline, __doc__.split("\n")[0],
+                                    ReferenceOptions, build)
+    common = options.view_as(CommonOptions)
+    rows = read_agreement(f"{common.output.rstrip('/')}/evaluation/{AGREEMENT}",
+                          common.run_id)
+    params, bands = reference_parameters(options.view_as(ReferenceOptions).reference_config)
+    report = write_reference_report(rows, report_dir(common), params, bands)
+    print(f"{PIPELINE_NAME} run {common.run_id}: {result.state}\n"
+          f"  agreement rows: {len(rows)} in {common.output.rstrip('/')}/evaluation/{AGREEMENT}/"
+          f"\n  report:  {report}")
+    return {"report": report, "rows": rows}
+
+
+if __name__ == "__main__":
+    sys.exit(cli(run))
