@@ -96,15 +96,19 @@ def build(pipeline, options: PipelineOptions) -> dict:
                   | "StackSweeps" >> beam.Map(model_input, DUAL_POL)
                   | "ClassifyGates" >> RunInference(handler)
                   | "RecordClasses" >> beam.Map(record_classes, DUAL_POL))
-    rows = classified | "CompareWithReferences" >> beam.ParDo(ReferenceAgreementFn(
-        params, bands, (model.name, model.version), common.run_id, report_dir(common)))
+    compared = classified | "CompareWithReferences" >> beam.ParDo(ReferenceAgreementFn(
+        params, bands, (model.name, model.version), common.run_id, report_dir(common),
+        model.manifest.get("weak_label_volumes", []))).with_outputs(DEAD_LETTERS, main="rows")
+    rows = compared.rows
+    dead_letters = ((volumes[DEAD_LETTERS], compared[DEAD_LETTERS])
+                    | "AllDeadLetters" >> beam.Flatten())
     base = f"{common.output.rstrip('/')}/evaluation/{AGREEMENT}"
     return {
         "rows": rows,
         "files": rows | "WriteAgreement" >> WritePartitionedParquet(
             base=base, schema=AGREEMENT_SCHEMA, partition_columns=("model_name",),
             file_prefix=common.run_id, max_rows_per_file=common.max_rows_per_file),
-        "dead_letters": volumes[DEAD_LETTERS] | "WriteDeadLetters" >> WriteDeadLetters(
+        "dead_letters": dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
             common.output, common.run_id, common.model_name),
     }
 
@@ -125,7 +129,8 @@ def run(argv=None, test_pipeline=None) -> dict:
     report = write_reference_report(rows, report_dir(common), params, bands)
     print(f"{PIPELINE_NAME} run {common.run_id}: {result.state}\n"
           f"  agreement rows: {len(rows)} in {common.output.rstrip('/')}/evaluation/{AGREEMENT}/"
-          f"\n  report:  {report}")
+          f"\n  volumes not scored (undecodable, or in the model's weak labels): "
+          f"{common.output.rstrip('/')}/{DEAD_LETTERS}/\n  report:  {report}")
     return {"report": report, "rows": rows}
 
 

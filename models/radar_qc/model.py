@@ -75,6 +75,18 @@ def feature_count(channels) -> int:
             + sum(c in OPTIONAL_CHANNELS for c in channels) + 1)
 
 
+@keras.saving.register_keras_serializable(package="beamline")
+def weak_label_loss(labels, probabilities):
+    """Sparse categorical cross-entropy that also takes the weak label 3 ("not weather, class
+    unknown", ``weak_labels.NON_MET``) as -log(P(biological) + P(clutter/noise))."""
+    labels = ops.cast(ops.reshape(labels, ops.shape(probabilities)[:-1]), "int32")
+    p = ops.clip(probabilities, 1e-7, 1.0)
+    known = ops.take_along_axis(p, ops.expand_dims(ops.minimum(labels, N_CLASSES - 1), -1),
+                                axis=-1)[..., 0]
+    not_weather = ops.clip(p[..., 1] + p[..., 2], 1e-7, 1.0)
+    return -ops.log(ops.where(labels == N_CLASSES, not_weather, known))
+
+
 def build_unet(base_filters: int = 8, depth: int = 4, learning_rate: float = 2e-3,
                channels=CHANNELS):
     """A compiled UNet (two 3x3 convolutions per level, max-pooling down, transposed
@@ -103,8 +115,8 @@ def build_unet(base_filters: int = 8, depth: int = 4, learning_rate: float = 2e-
     probabilities = keras.layers.Conv2D(N_CLASSES, 1, activation="softmax",
                                         name="classes")(x)
     model = keras.Model(moments, probabilities, name="radar_qc_unet")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
+    # Equal to sparse categorical cross-entropy on the classes; also takes weak labels.
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=weak_label_loss)
     return model
 
 

@@ -97,11 +97,14 @@ def channel_statistics(data: np.ndarray, sample: int = 200_000, seed: int = 0,
 
 def train(registry: str, seed: int = 42, train_windows: int = 1200, holdout_windows: int = 48,
           epochs: int = 6, base_filters: int = 8, depth: int = 4, command: str | None = None,
-          polarization: str = "dual"):
+          polarization: str = "dual", weak_label_sources=(), weak_windows: int = 0):
     """Generate data, train, score UNet and rule on the hold-out, publish; returns the ModelRef.
 
     Args:
         polarization: ``dual`` (model ``radar_qc``) or ``single`` (``radar_qc_single``).
+        weak_label_sources: real volumes (tuples of paths) whose reference consensus joins the
+            training (``models.radar_qc.weak_labels``; dual-pol only).
+        weak_windows: how many windows to cut from them (default: as many as synthetic).
     """
     import keras
     import tensorflow as tf
@@ -115,6 +118,11 @@ def train(registry: str, seed: int = 42, train_windows: int = 1200, holdout_wind
                                              channels=channels)
     holdout_data, holdout_labels = synthetic_set(seed + 1_000_003, holdout_windows,
                                                  *HOLDOUT_WINDOW, channels=channels)
+    weak = weak_training_windows(weak_label_sources, weak_windows or train_windows, seed,
+                                 polarization)
+    if weak:
+        train_data = np.concatenate([train_data, weak["data"]])
+        train_labels = np.concatenate([train_labels, weak["labels"]])
 
     weights = (train_labels != NO_ECHO).astype(np.float32)
     targets = np.where(train_labels == NO_ECHO, 0, train_labels).astype(np.int32)
@@ -135,7 +143,7 @@ def train(registry: str, seed: int = 42, train_windows: int = 1200, holdout_wind
         metrics["rhohv_rule"] = {"threshold": threshold, **skill(
             holdout_labels, rhohv_rule(holdout_data, threshold))}
     LOGGER.info("hold-out: %s", metrics)
-    echo = train_labels != NO_ECHO
+    echo = (train_labels != NO_ECHO) & (train_labels < len(CLASS_NAMES))
     manifest = {
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
         "training_data": (f"synthetic: models.radar_qc.synthetic.synthetic_set(seed={seed}, "
@@ -154,6 +162,8 @@ def train(registry: str, seed: int = 42, train_windows: int = 1200, holdout_wind
         "input_schema": {"moments": {"channels": list(channels), "dtype": "float32",
                                      "layout": "(azimuth, range, channel), NaN = no echo"}},
         "holdout_metrics": metrics,
+        "weak_label_volumes": weak.get("volume_ids", []),
+        "weak_label_windows": int(len(weak.get("labels", []))),
         "feature_statistics": channel_statistics(train_data, channels=channels),
         "class_fractions": {name: float(np.mean(train_labels[echo] == index))
                             for index, name in enumerate(CLASS_NAMES)},
@@ -173,6 +183,40 @@ def train(registry: str, seed: int = 42, train_windows: int = 1200, holdout_wind
     return ref
 
 
+def weak_training_windows(sources, count: int, seed: int, polarization: str) -> dict:
+    """Windows of real sweeps labelled by the references' consensus, or {} without sources."""
+    if not sources:
+        return {}
+    if polarization != "dual":
+        raise ValueError("weak labels come from dual-pol references; train the dual-pol model")
+    from models.config import default_path, read_config
+    from models.radar_qc.weak_labels import volume_sweeps_with_labels, weak_windows
+    from transforms.radar.reference import ReferenceParameters
+
+    config = read_config("evaluation", default_path("evaluation", "radar_reference")).content
+    params = ReferenceParameters(config["fuzzy_threshold"], config["rhohv_threshold"],
+                                 config["gabella"])
+    sweeps, volume_ids = volume_sweeps_with_labels(sources, params)
+    data, labels = weak_windows(sweeps, count, *TRAIN_WINDOW, seed=seed + 17)
+    LOGGER.info("weak labels: %d windows from %s", count, ", ".join(volume_ids))
+    return {"data": data, "labels": labels, "volume_ids": volume_ids}
+
+
+def volume_source(text: str) -> tuple[str, ...]:
+    """A --weak_labels value: an archive file, or a folder of one volume's real-time chunks."""
+    import glob
+    import os
+
+    if os.path.isdir(text):
+        chunks = tuple(sorted(glob.glob(os.path.join(text, "*"))))
+        if not chunks:
+            raise argparse.ArgumentTypeError(f"{text}: no chunks in this folder")
+        return chunks
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
+    return (text,)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--registry", default="registry", help="registry root folder")
@@ -188,10 +232,18 @@ def main(argv=None) -> None:
                         help="dual: DBZH, ZDR, RHOHV, PHIDP (model radar_qc); single: DBZH "
                              "and velocity/spectrum width where present (radar_qc_single), "
                              "for legacy and single-polarization volumes")
+    parser.add_argument("--weak_labels", type=volume_source, action="append", default=[],
+                        metavar="VOLUME",
+                        help="a real volume (archive file, or folder of its chunks) whose "
+                             "reference consensus joins the training; repeatable")
+    parser.add_argument("--weak_windows", type=int, default=0,
+                        help="windows cut from the weak-label volumes (default: as many as "
+                             "--train_windows)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ref = train(args.registry, args.seed, args.train_windows, args.holdout_windows,
-                args.epochs, args.base_filters, args.depth, polarization=args.polarization)
+                args.epochs, args.base_filters, args.depth, polarization=args.polarization,
+                weak_label_sources=args.weak_labels, weak_windows=args.weak_windows)
     metrics = ref.manifest["holdout_metrics"]
     print(f"published {ref.name} {ref.version} -> {ref.path}")
     for name in ("unet", "rhohv_rule"):

@@ -176,17 +176,28 @@ def inference_dead_letters(failure, context: dict) -> list[dict]:
 class ReferenceAgreementFn(beam.DoFn):
     """Classified volume -> agreement rows of the UNet and the reference algorithms
     (``transforms.radar.reference``), and a figure of its lowest sweep's three masks in
-    ``figures_dir``."""
+    ``figures_dir``. A volume whose weak labels the model was trained on is not scored: it
+    goes to dead letters (stage ``reference``), so no model grades its own homework."""
 
     def __init__(self, params, bands_km, model: tuple[str, str], run_id: str,
-                 figures_dir: str):
+                 figures_dir: str, trained_on=()):
         self._params, self._bands = params, list(bands_km)
         self._model, self._run_id, self._figures = model, run_id, figures_dir
+        self._trained_on = frozenset(trained_on)
 
     def process(self, volume: DecodedVolume):
         from transforms.radar.quicklook import mask_comparison_png
         from transforms.radar.reference import volume_agreement
 
+        if volume.first.volume_id in self._trained_on:
+            name, version = self._model
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
+                pipeline="radar_reference", stage="reference", raw=None,
+                origin=volume.first.origin, run_id=self._run_id,
+                error=ValueError(f"{volume.first.volume_id} is not scored by {name} {version}: "
+                                 f"the model was trained on its weak labels")))
+            volume.tree.close()
+            return
         rows, lowest = volume_agreement(volume, self._params, self._bands)
         figure = None
         if lowest:
