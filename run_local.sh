@@ -486,11 +486,19 @@ JSONL
   "$VENV/bin/python" -m services.chunk_feed --chunks "$DATA_DIR/radar/nexrad_chunks_KLOT" \
     --landing "$chunk_landing" --radar KLOT --delay_secs 0.1 --shuffle_seed 1
   wait "$pipeline_pid"
+
+  step "radar QC against reference algorithms"
+  echo "== the UNet on the real KLBB and KLOT volumes against wradlib's fuzzy echo"
+  echo "   classification and the RHOHV rule (no per-gate truth exists for real volumes)"
+  "$VENV/bin/python" -m pipelines.radar_reference --registry "$REGISTRY" --output "$OUT" \
+    --input "$DATA_DIR/radar/KLBB20160601_150025_V06" \
+    --chunk_volumes "$DATA_DIR/radar/nexrad_chunks_KLOT" | tee "$OUT/radar_reference.log"
+  RADAR_REFERENCE_REPORT=$(sed -n 's/^  report:  //p' "$OUT/radar_reference.log")
   step ""
 
   echo
   echo "== outputs"
-  echo "   QC'd radar volumes:  $OUT/volumes/ (CF/Radial 2 NetCDF)"
+  echo "   QC'd radar volumes:  $OUT/volumes/ (CF/Radial 2 NetCDF; CF/Radial 1.4, ODIM_H5)"
   echo "   radar quicklooks:    $OUT/quicklooks/"
   echo "   radar volume index:  $OUT/qc_volumes/"
   echo "   responses:           $OUT/responses/"
@@ -563,6 +571,7 @@ PY
   echo "   the loop: $LOOP_RESULT (decision records in $REGISTRY/credit_german/promotions/)"
   echo "   radar QC, synthetic truth:  $RADAR_REPORT"
   echo "     decision: $RADAR_DECISION"
+  echo "   radar QC, real volumes against reference algorithms: $RADAR_REFERENCE_REPORT"
   echo
   echo "== time per step (demo total $((SECONDS - DEMO_START)) s after set-up)"
   printf "%b" "$STEP_TIMES"

@@ -37,6 +37,7 @@ from transforms.common.parquet_sink import WritePartitionedParquet
 from transforms.evaluation.reference_report import (
     AGREEMENT_SCHEMA,
     read_agreement,
+    volume_table,
     write_reference_report,
 )
 from transforms.radar.dofns import DecodeVolumeFn, ReferenceAgreementFn, model_input, record_classes
@@ -130,7 +131,17 @@ def run(argv=None, test_pipeline=None) -> dict:
     print(f"{PIPELINE_NAME} run {common.run_id}: {result.state}\n"
           f"  agreement rows: {len(rows)} in {common.output.rstrip('/')}/evaluation/{AGREEMENT}/"
           f"\n  volumes not scored (undecodable, or in the model's weak labels): "
-          f"{common.output.rstrip('/')}/{DEAD_LETTERS}/\n  report:  {report}")
+          f"{common.output.rstrip('/')}/{DEAD_LETTERS}/")
+    def figure(value, form=".2f"):
+        return "-" if value is None else format(value, form)
+
+    for row in volume_table(rows):
+        if row["pair"] == "UNet vs consensus":
+            print(f"  {row['volume_id']}: UNet vs the references' consensus CSI "
+                  f"{figure(row['csi'])} (POD {figure(row['pod'])}, FAR {figure(row['far'])}); "
+                  f"removes {figure(row['weather_removed_share'], '.1%')} of what both call "
+                  f"weather")
+    print(f"  report:  {report}")
     return {"report": report, "rows": rows}
 
 
