@@ -36,6 +36,7 @@ from models.radar_qc.vocabulary import (
     CHANNELS,
     CLASS_NAMES,
     CLUTTER,
+    MET,
     NO_ECHO,
     SINGLE_POL_CHANNELS,
 )
@@ -97,7 +98,8 @@ def channel_statistics(data: np.ndarray, sample: int = 200_000, seed: int = 0,
 
 def train(registry: str, seed: int = 42, train_windows: int = 1200, holdout_windows: int = 48,
           epochs: int = 6, base_filters: int = 8, depth: int = 4, command: str | None = None,
-          polarization: str = "dual", weak_label_sources=(), weak_windows: int = 0):
+          polarization: str = "dual", weak_label_sources=(), weak_windows: int = 0,
+          weak_weather_weight: float = 1.0):
     """Generate data, train, score UNet and rule on the hold-out, publish; returns the ModelRef.
 
     Args:
@@ -105,6 +107,8 @@ def train(registry: str, seed: int = 42, train_windows: int = 1200, holdout_wind
         weak_label_sources: real volumes (tuples of paths) whose reference consensus joins the
             training (``models.radar_qc.weak_labels``; dual-pol only).
         weak_windows: how many windows to cut from them (default: as many as synthetic).
+        weak_weather_weight: loss weight of a weak "weather" gate (removing weather costs a
+            forecaster more than keeping some clutter).
     """
     import keras
     import tensorflow as tf
@@ -125,6 +129,10 @@ def train(registry: str, seed: int = 42, train_windows: int = 1200, holdout_wind
         train_labels = np.concatenate([train_labels, weak["labels"]])
 
     weights = (train_labels != NO_ECHO).astype(np.float32)
+    if weak:
+        real = np.zeros(len(train_labels), dtype=bool)
+        real[-len(weak["labels"]):] = True
+        weights[real[:, None, None] & (train_labels == MET)] *= weak_weather_weight
     targets = np.where(train_labels == NO_ECHO, 0, train_labels).astype(np.int32)
     model = build_unet(base_filters, depth, channels=channels)
     model.fit(train_data, targets, sample_weight=weights, epochs=epochs, batch_size=16,
@@ -164,6 +172,7 @@ def train(registry: str, seed: int = 42, train_windows: int = 1200, holdout_wind
         "holdout_metrics": metrics,
         "weak_label_volumes": weak.get("volume_ids", []),
         "weak_label_windows": int(len(weak.get("labels", []))),
+        "weak_weather_weight": weak_weather_weight if weak else None,
         "feature_statistics": channel_statistics(train_data, channels=channels),
         "class_fractions": {name: float(np.mean(train_labels[echo] == index))
                             for index, name in enumerate(CLASS_NAMES)},
@@ -239,11 +248,14 @@ def main(argv=None) -> None:
     parser.add_argument("--weak_windows", type=int, default=0,
                         help="windows cut from the weak-label volumes (default: as many as "
                              "--train_windows)")
+    parser.add_argument("--weak_weather_weight", type=float, default=1.0,
+                        help="loss weight of a gate the references both call weather")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ref = train(args.registry, args.seed, args.train_windows, args.holdout_windows,
                 args.epochs, args.base_filters, args.depth, polarization=args.polarization,
-                weak_label_sources=args.weak_labels, weak_windows=args.weak_windows)
+                weak_label_sources=args.weak_labels, weak_windows=args.weak_windows,
+                weak_weather_weight=args.weak_weather_weight)
     metrics = ref.manifest["holdout_metrics"]
     print(f"published {ref.name} {ref.version} -> {ref.path}")
     for name in ("unet", "rhohv_rule"):
