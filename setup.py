@@ -10,7 +10,7 @@ setup(
     packages=find_packages(
         include=["pipelines*", "transforms*", "models*", "services*", "runners*", "config"]),
     # Configuration travels with the package, so installed CLIs find their defaults.
-    package_data={"config": ["*/*.json"], "transforms.evaluation": ["templates/*.j2"]},
+    package_data={"config": ["*/*.json"], "transforms.radar": ["templates/*.j2"]},
     install_requires=[
         "apache-beam==2.77.0",
         "tensorflow-cpu==2.21.*",

@@ -28,21 +28,20 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import registry as model_registry
-from models.config import default_path, read_config
 from models.radar_qc.engine import choose_engine
 from models.radar_qc.handler import DEFAULT_SWEEPS_PER_CALL, radar_model_handler
 from pipelines.options import CommonOptions, build_and_run, cli, resolve_common
 from transforms.common.dead_letters import DEAD_LETTERS, WriteDeadLetters
 from transforms.common.parquet_sink import WritePartitionedParquet
-from transforms.evaluation.reference_report import (
+from transforms.radar.dofns import DecodeVolumeFn, ReferenceAgreementFn, model_input, record_classes
+from transforms.radar.reading import DUAL_POL
+from transforms.radar.reference import load_parameters
+from transforms.radar.reference_report import (
     AGREEMENT_SCHEMA,
     read_agreement,
     volume_table,
     write_reference_report,
 )
-from transforms.radar.dofns import DecodeVolumeFn, ReferenceAgreementFn, model_input, record_classes
-from transforms.radar.reading import DUAL_POL
-from transforms.radar.reference import ReferenceParameters
 
 LOGGER = logging.getLogger(__name__)
 PIPELINE_NAME = "radar_reference"
@@ -58,13 +57,6 @@ class ReferenceOptions(PipelineOptions):
         parser.add_argument("--reference_config", default=None,
                             help="the references' settings (default "
                                  "config/evaluation/radar_reference.json)")
-
-
-def reference_parameters(path: str | None) -> tuple[ReferenceParameters, list[float]]:
-    config = read_config("evaluation", path or default_path("evaluation", "radar_reference")
-                         ).content
-    return (ReferenceParameters(config["fuzzy_threshold"], config["rhohv_threshold"],
-                                config["gabella"]), config["range_bands_km"])
 
 
 def sources(common: CommonOptions, reference: ReferenceOptions) -> list[tuple[str, ...]]:
@@ -85,7 +77,7 @@ def build(pipeline, options: PipelineOptions) -> dict:
     common = resolve_common(options)
     reference = options.view_as(ReferenceOptions)
     common.model_name = common.model_name or "radar_qc"
-    params, bands = reference_parameters(reference.reference_config)
+    params, bands = load_parameters(reference.reference_config)
     model = model_registry.resolve(common.registry, common.model_name, common.model_version)
     handler = radar_model_handler(model.path, model.manifest, choose_engine("auto", model.manifest),
                                   DEFAULT_SWEEPS_PER_CALL).with_no_batching()
@@ -126,7 +118,8 @@ def run(argv=None, test_pipeline=None) -> dict:
     common = options.view_as(CommonOptions)
     rows = read_agreement(f"{common.output.rstrip('/')}/evaluation/{AGREEMENT}",
                           common.run_id)
-    params, bands = reference_parameters(options.view_as(ReferenceOptions).reference_config)
+    params, bands = load_parameters(
+        options.view_as(ReferenceOptions).reference_config)
     report = write_reference_report(rows, report_dir(common), params, bands)
     print(f"{PIPELINE_NAME} run {common.run_id}: {result.state}\n"
           f"  agreement rows: {len(rows)} in {common.output.rstrip('/')}/evaluation/{AGREEMENT}/"

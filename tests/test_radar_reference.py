@@ -6,11 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from models.radar_qc.vocabulary import MET, NO_ECHO
-from models.radar_qc.weak_labels import NON_MET, consensus_labels, weak_windows
-from transforms.evaluation.reference_report import write_reference_report
+from models.radar_qc.vocabulary import MET, NO_ECHO, NON_MET
 from transforms.radar import reference
 from transforms.radar.reference import ReferenceParameters, agreement_rows, summed
+from transforms.radar.reference_report import write_reference_report
+from transforms.radar.weak_labels import consensus_labels, weak_training_windows, weak_windows
 
 
 def test_agreement_rows_on_a_hand_made_sweep():
@@ -129,7 +129,7 @@ def test_no_volume_is_scored_by_a_model_trained_on_its_weak_labels(klbb_path, tm
 
     registry = str(tmp_path / "registry")
     ref = train(registry, seed=3, train_windows=24, holdout_windows=2, epochs=1,
-                command="pytest", weak_label_sources=[(klbb_path,)], weak_windows=24)
+                command="pytest", weak=weak_training_windows([(klbb_path,)], 24, seed=3))
     assert ref.manifest["weak_label_volumes"] == ["KLBB-20160601T150025Z"]
     out = tmp_path / "out"
     outcome = radar_reference.run(["--registry", registry, "--output", str(out), "--input",

@@ -16,7 +16,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from models.radar_qc.vocabulary import CHANNELS, CLASS_NAMES, OPTIONAL_CHANNELS, classify
+from models.radar_qc.vocabulary import (
+    CHANNELS,
+    CLASS_NAMES,
+    NON_MET,
+    OPTIONAL_CHANNELS,
+    classify,
+)
 
 N_CLASSES = len(CLASS_NAMES)
 # (centre, scale) of each moment fed as a number: features are (value - centre) / scale.
@@ -77,14 +83,14 @@ def feature_count(channels) -> int:
 
 @keras.saving.register_keras_serializable(package="beamline")
 def weak_label_loss(labels, probabilities):
-    """Sparse categorical cross-entropy that also takes the weak label 3 ("not weather, class
-    unknown", ``weak_labels.NON_MET``) as -log(P(biological) + P(clutter/noise))."""
+    """Sparse categorical cross-entropy that also takes the weak label ``NON_MET`` ("not
+    weather, class unknown") as -log(P(biological) + P(clutter/noise))."""
     labels = ops.cast(ops.reshape(labels, ops.shape(probabilities)[:-1]), "int32")
     p = ops.clip(probabilities, 1e-7, 1.0)
     known = ops.take_along_axis(p, ops.expand_dims(ops.minimum(labels, N_CLASSES - 1), -1),
                                 axis=-1)[..., 0]
     not_weather = ops.clip(p[..., 1] + p[..., 2], 1e-7, 1.0)
-    return -ops.log(ops.where(labels == N_CLASSES, not_weather, known))
+    return -ops.log(ops.where(labels == NON_MET, not_weather, known))
 
 
 def build_unet(base_filters: int = 8, depth: int = 4, learning_rate: float = 2e-3,

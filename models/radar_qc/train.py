@@ -98,15 +98,15 @@ def channel_statistics(data: np.ndarray, sample: int = 200_000, seed: int = 0,
 
 def train(registry: str, seed: int = 42, train_windows: int = 1200, holdout_windows: int = 48,
           epochs: int = 6, base_filters: int = 8, depth: int = 4, command: str | None = None,
-          polarization: str = "dual", weak_label_sources=(), weak_windows: int = 0,
+          polarization: str = "dual", weak: dict | None = None,
           weak_weather_weight: float = 1.0):
     """Generate data, train, score UNet and rule on the hold-out, publish; returns the ModelRef.
 
     Args:
         polarization: ``dual`` (model ``radar_qc``) or ``single`` (``radar_qc_single``).
-        weak_label_sources: real volumes (tuples of paths) whose reference consensus joins the
-            training (``models.radar_qc.weak_labels``; dual-pol only).
-        weak_windows: how many windows to cut from them (default: as many as synthetic).
+        weak: windows of real sweeps with weak labels joining the training, as
+            ``transforms.radar.weak_labels`` makes them: {"data", "labels", "volume_ids"}
+            (dual-pol only).
         weak_weather_weight: loss weight of a weak "weather" gate (removing weather costs a
             forecaster more than keeping some clutter).
     """
@@ -122,8 +122,9 @@ def train(registry: str, seed: int = 42, train_windows: int = 1200, holdout_wind
                                              channels=channels)
     holdout_data, holdout_labels = synthetic_set(seed + 1_000_003, holdout_windows,
                                                  *HOLDOUT_WINDOW, channels=channels)
-    weak = weak_training_windows(weak_label_sources, weak_windows or train_windows, seed,
-                                 polarization)
+    weak = weak or {}
+    if weak and polarization != "dual":
+        raise ValueError("weak labels come from dual-pol references; train the dual-pol model")
     if weak:
         train_data = np.concatenate([train_data, weak["data"]])
         train_labels = np.concatenate([train_labels, weak["labels"]])
@@ -192,42 +193,8 @@ def train(registry: str, seed: int = 42, train_windows: int = 1200, holdout_wind
     return ref
 
 
-def weak_training_windows(sources, count: int, seed: int, polarization: str) -> dict:
-    """Windows of real sweeps labelled by the references' consensus, or {} without sources."""
-    if not sources:
-        return {}
-    if polarization != "dual":
-        raise ValueError("weak labels come from dual-pol references; train the dual-pol model")
-    from models.config import default_path, read_config
-    from models.radar_qc.weak_labels import volume_sweeps_with_labels, weak_windows
-    from transforms.radar.reference import ReferenceParameters
-
-    config = read_config("evaluation", default_path("evaluation", "radar_reference")).content
-    params = ReferenceParameters(config["fuzzy_threshold"], config["rhohv_threshold"],
-                                 config["gabella"])
-    sweeps, volume_ids = volume_sweeps_with_labels(sources, params)
-    data, labels = weak_windows(sweeps, count, *TRAIN_WINDOW, seed=seed + 17)
-    LOGGER.info("weak labels: %d windows from %s", count, ", ".join(volume_ids))
-    return {"data": data, "labels": labels, "volume_ids": volume_ids}
-
-
-def volume_source(text: str) -> tuple[str, ...]:
-    """A --weak_labels value: an archive file, or a folder of one volume's real-time chunks."""
-    import glob
-    import os
-
-    if os.path.isdir(text):
-        chunks = tuple(sorted(glob.glob(os.path.join(text, "*"))))
-        if not chunks:
-            raise argparse.ArgumentTypeError(f"{text}: no chunks in this folder")
-        return chunks
-    if not os.path.exists(text):
-        raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
-    return (text,)
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_training_arguments(parser) -> None:
+    """The training options (shared with ``transforms.radar.weak_labels``' CLI)."""
     parser.add_argument("--registry", default="registry", help="registry root folder")
     parser.add_argument("--seed", type=int, default=42, help="seed of data, init and shuffling")
     parser.add_argument("--train_windows", type=int, default=1200,
@@ -241,21 +208,9 @@ def main(argv=None) -> None:
                         help="dual: DBZH, ZDR, RHOHV, PHIDP (model radar_qc); single: DBZH "
                              "and velocity/spectrum width where present (radar_qc_single), "
                              "for legacy and single-polarization volumes")
-    parser.add_argument("--weak_labels", type=volume_source, action="append", default=[],
-                        metavar="VOLUME",
-                        help="a real volume (archive file, or folder of its chunks) whose "
-                             "reference consensus joins the training; repeatable")
-    parser.add_argument("--weak_windows", type=int, default=0,
-                        help="windows cut from the weak-label volumes (default: as many as "
-                             "--train_windows)")
-    parser.add_argument("--weak_weather_weight", type=float, default=1.0,
-                        help="loss weight of a gate the references both call weather")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    ref = train(args.registry, args.seed, args.train_windows, args.holdout_windows,
-                args.epochs, args.base_filters, args.depth, polarization=args.polarization,
-                weak_label_sources=args.weak_labels, weak_windows=args.weak_windows,
-                weak_weather_weight=args.weak_weather_weight)
+
+
+def print_published(ref) -> None:
     metrics = ref.manifest["holdout_metrics"]
     print(f"published {ref.name} {ref.version} -> {ref.path}")
     for name in ("unet", "rhohv_rule"):
@@ -263,6 +218,16 @@ def main(argv=None) -> None:
             continue
         m = metrics[name]
         print(f"  {name:<10} POD {m['pod']:.3f}  FAR {m['far']:.3f}  CSI {m['csi']:.3f}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_training_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    print_published(train(args.registry, args.seed, args.train_windows, args.holdout_windows,
+                          args.epochs, args.base_filters, args.depth,
+                          polarization=args.polarization))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ SYNTHETIC_MOMENTS = CHANNELS + OPTIONAL_CHANNELS
 MET, BIO, CLUTTER = 0, 1, 2
 CLASS_NAMES = ("meteorological", "biological", "clutter_noise")
 NO_ECHO = 255
+# A weak training label from real volumes: "not weather, class unknown" (trained as
+# P(biological) + P(clutter/noise); see transforms.radar.weak_labels).
+NON_MET = 3
 
 
 def classify(probabilities: np.ndarray, moments: np.ndarray) -> np.ndarray:

@@ -48,6 +48,17 @@ class ReferenceParameters:
         "wsize": 5, "thrsnorain": 0.0, "tr1": 6.0, "n_p": 6, "tr2": 1.3})
 
 
+def load_parameters(path: str | None = None) -> tuple[ReferenceParameters, list[float]]:
+    """The references' settings and range bands from the configuration file (default
+    ``config/evaluation/radar_reference.json``)."""
+    from models.config import default_path, read_config
+
+    config = read_config("evaluation", path or default_path("evaluation", "radar_reference")
+                         ).content
+    return (ReferenceParameters(config["fuzzy_threshold"], config["rhohv_threshold"],
+                                config["gabella"]), config["range_bands_km"])
+
+
 def static_clutter(dbzh: np.ndarray, params: ReferenceParameters) -> np.ndarray:
     """wradlib's Gabella filter on reflectivity (no echo as -32 dBZ): 1.0 where it finds
     clutter-like isolated, spiky echo, else 0.0."""

@@ -1,0 +1,133 @@
+"""Weak labels from real volumes: where the reference algorithms agree, a gate's class is
+known well enough to train on.
+
+For every dual-pol sweep of the given volumes, wradlib's fuzzy classification and the RHOHV
+rule run on the sweep (``transforms.radar.reference``, the settings in
+``config/evaluation/radar_reference.json``); gates both call weather get ``MET``, gates both
+remove get ``NON_MET`` (biological or clutter/noise, which the references do not tell apart),
+and gates where they disagree or there is no echo get ``NO_ECHO`` (weight 0). Training windows
+are cut at random azimuths (wrapping across north) and ranges (weighted towards the radar).
+
+The volumes whose labels a model saw are listed in its manifest (``weak_label_volumes``), so no
+volume is scored by a model trained on its own labels (``pipelines.radar_reference`` refuses).
+
+Usage (trains and publishes the dual-pol model, synthetic windows plus these)::
+
+    python -m transforms.radar.weak_labels --registry registry \\
+        --weak_labels ../shared/data/radar/nexrad_chunks_KLOT --weak_weather_weight 4
+"""
+
+import argparse
+import glob
+import logging
+import os
+
+import numpy as np
+
+from models.radar_qc.vocabulary import MET, NO_ECHO, NON_MET
+from transforms.radar import reference
+from transforms.radar.reading import DUAL_POL, open_volume
+from transforms.radar.volumes import decode_volume
+
+
+def consensus_labels(masks: dict, echo: np.ndarray) -> np.ndarray:
+    """uint8 labels of a sweep from the references' masks (``fuzzy``, ``rhohv``)."""
+    fuzzy, rhohv = masks["fuzzy"], masks["rhohv"]
+    labels = np.full(echo.shape, NO_ECHO, dtype=np.uint8)
+    labels[echo & ~fuzzy & ~rhohv] = MET
+    labels[echo & fuzzy & rhohv] = NON_MET
+    return labels
+
+
+def volume_sweeps_with_labels(sources, params) -> tuple[list, list[str]]:
+    """(data, labels) of every dual-pol sweep of the volumes, and their volume ids."""
+    sweeps, volume_ids = [], []
+    for source in sources:
+        source = tuple(source)
+        volume = decode_volume(open_volume(source[0] if len(source) == 1 else list(source)),
+                               source)
+        volume_ids.append(volume.first.volume_id)
+        for i, key in enumerate(volume.role_keys(DUAL_POL)):
+            data = volume.stacks[DUAL_POL][i]
+            echo = ~np.isnan(data[..., 0])
+            masks = reference.reference_masks(data, reference.sweep_velocity(
+                volume.tree, key.sweep_number, key.elevation), params)
+            sweeps.append((data, consensus_labels(masks, echo)))
+        volume.tree.close()
+    return sweeps, volume_ids
+
+
+def weak_windows(sweeps, count: int, n_azimuth: int, n_range: int, seed: int):
+    """``count`` windows cut from the labelled sweeps (azimuth wraps; first gate drawn as
+    ``max_gate * u**2``, towards the radar where most non-weather echo is).
+
+    Returns:
+        (data float32 (count, n_azimuth, n_range, 4), labels uint8 (count, n_azimuth, n_range)).
+    """
+    rng = np.random.default_rng(seed)
+    data = np.empty((count, n_azimuth, n_range, sweeps[0][0].shape[-1]), dtype=np.float32)
+    labels = np.empty((count, n_azimuth, n_range), dtype=np.uint8)
+    for i in range(count):
+        sweep, sweep_labels = sweeps[rng.integers(len(sweeps))]
+        rays = (rng.integers(sweep.shape[0]) + np.arange(n_azimuth)) % sweep.shape[0]
+        first = int((sweep.shape[1] - n_range) * rng.random() ** 2)
+        data[i] = sweep[rays, first:first + n_range]
+        labels[i] = sweep_labels[rays, first:first + n_range]
+    return data, labels
+
+
+def weak_training_windows(sources, count: int, seed: int, config_path: str | None = None
+                          ) -> dict:
+    """``count`` windows of the volumes' sweeps with their weak labels, as
+    ``models.radar_qc.train.train`` takes them ({"data", "labels", "volume_ids"})."""
+    from models.radar_qc.train import TRAIN_WINDOW
+
+    params, _ = reference.load_parameters(config_path)
+    sweeps, volume_ids = volume_sweeps_with_labels(sources, params)
+    data, labels = weak_windows(sweeps, count, *TRAIN_WINDOW, seed=seed + 17)
+    return {"data": data, "labels": labels, "volume_ids": volume_ids}
+
+
+def volume_source(text: str) -> tuple[str, ...]:
+    """A --weak_labels value: an archive file, or a folder of one volume's real-time chunks."""
+    if os.path.isdir(text):
+        chunks = tuple(sorted(glob.glob(os.path.join(text, "*"))))
+        if not chunks:
+            raise argparse.ArgumentTypeError(f"{text}: no chunks in this folder")
+        return chunks
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
+    return (text,)
+
+
+def main(argv=None) -> None:
+    from models.radar_qc.train import add_training_arguments, print_published, train
+
+    parser = argparse.ArgumentParser(
+        description="Train the dual-pol radar QC UNet on synthetic windows plus real sweeps "
+                    "labelled by the reference algorithms' consensus, and publish it")
+    add_training_arguments(parser)
+    parser.add_argument("--weak_labels", type=volume_source, action="append", required=True,
+                        metavar="VOLUME",
+                        help="a real volume (archive file, or folder of its chunks) whose "
+                             "reference consensus joins the training; repeatable")
+    parser.add_argument("--weak_windows", type=int, default=0,
+                        help="windows cut from them (default: as many as --train_windows)")
+    parser.add_argument("--weak_weather_weight", type=float, default=1.0,
+                        help="loss weight of a gate both references call weather")
+    parser.add_argument("--reference_config", default=None,
+                        help="the references' settings (default "
+                             "config/evaluation/radar_reference.json)")
+    args = parser.parse_args(argv)
+    if args.polarization != "dual":
+        parser.error("weak labels come from dual-pol references: --polarization dual")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    weak = weak_training_windows(args.weak_labels, args.weak_windows or args.train_windows,
+                                 args.seed, args.reference_config)
+    print_published(train(args.registry, args.seed, args.train_windows, args.holdout_windows,
+                          args.epochs, args.base_filters, args.depth, weak=weak,
+                          weak_weather_weight=args.weak_weather_weight))
+
+
+if __name__ == "__main__":
+    main()
