@@ -476,6 +476,15 @@ JSONL
     --registry "$REGISTRY" --output "$OUT" --sample_rate 1.0 \
     --output_formats cfradial2,cfradial1,odim
 
+  step "radar QC against reference algorithms"
+  echo "== the UNet on the real KLBB and KLOT volumes against wradlib's fuzzy echo"
+  echo "   classification and the RHOHV rule (no per-gate truth exists for real volumes); KLOT"
+  echo "   is refused: the model was trained on its weak labels"
+  "$VENV/bin/python" -m pipelines.radar_reference --registry "$REGISTRY" --output "$OUT" \
+    --input "$DATA_DIR/radar/KLBB20160601_150025_V06" \
+    --chunk_volumes "$DATA_DIR/radar/nexrad_chunks_KLOT" | tee "$OUT/radar_reference.log"
+  RADAR_REFERENCE_REPORT=$(sed -n 's/^  report:  //p' "$OUT/radar_reference.log")
+
   step "radar QC, synthetic truth + evaluation"
   echo "== radar QC of two synthetic volumes with known truth, then their evaluation"
   "$VENV/bin/python" -m transforms.radar.synthetic_volumes \
@@ -499,14 +508,6 @@ JSONL
     --landing "$chunk_landing" --radar KLOT --delay_secs 0.1 --shuffle_seed 1
   wait "$pipeline_pid"
 
-  step "radar QC against reference algorithms"
-  echo "== the UNet on the real KLBB and KLOT volumes against wradlib's fuzzy echo"
-  echo "   classification and the RHOHV rule (no per-gate truth exists for real volumes); KLOT"
-  echo "   is refused: the model was trained on its weak labels"
-  "$VENV/bin/python" -m pipelines.radar_reference --registry "$REGISTRY" --output "$OUT" \
-    --input "$DATA_DIR/radar/KLBB20160601_150025_V06" \
-    --chunk_volumes "$DATA_DIR/radar/nexrad_chunks_KLOT" | tee "$OUT/radar_reference.log"
-  RADAR_REFERENCE_REPORT=$(sed -n 's/^  report:  //p' "$OUT/radar_reference.log")
   step ""
 
   echo
@@ -582,7 +583,7 @@ PY
   echo "   credit, unshifted replay:   $UNSHIFTED_REPORT"
   echo "     decision: $UNSHIFTED_DECISION"
   echo "   the loop: $LOOP_RESULT (decision records in $REGISTRY/credit_german/promotions/)"
-  echo "   radar QC, synthetic truth:  $RADAR_REPORT"
+  echo "   radar QC, synthetic truth (and the real volumes' figures):  $RADAR_REPORT"
   echo "     decision: $RADAR_DECISION"
   echo "   radar QC, real volumes against reference algorithms: $RADAR_REFERENCE_REPORT"
   echo

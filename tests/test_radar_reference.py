@@ -141,3 +141,33 @@ def test_no_volume_is_scored_by_a_model_trained_on_its_weak_labels(klbb_path, tm
     assert os.path.exists(outcome["report"])
     page = open(outcome["report"], encoding="utf-8").read()
     assert "KLOT-20260328T201457Z" in page and "KLBB-20160601T150025Z" not in page
+
+
+def test_the_evaluation_report_shows_the_newest_reference_comparison(tmp_path):
+    """The radar evaluation report (against truth) carries the real volumes' figures of the
+    newest reference run of the same model, with a link to its page."""
+    import json
+
+    from transforms.evaluation.outcome import EvaluationRun, latest_reference
+    from transforms.evaluation.report import reference_section
+
+    masks = {"unet": np.array([[1, 1, 0, 0]], bool), "fuzzy": np.array([[1, 0, 1, 0]], bool),
+             "rhohv": np.array([[1, 0, 1, 1]], bool)}
+    rows = [{**r, "model_name": "radar_qc", "model_version": "v0002", "run_id": "ref-1",
+             "source": "s", "figure": None}
+            for r in agreement_rows({"volume_id": "KLBB-1", "radar": "KLBB", "sweep_number": 0,
+                                     "elevation": 0.5}, masks, np.ones((1, 4), bool),
+                                    np.array([5.0, 10, 30, 60]), [0])]
+    folder = tmp_path / "evaluation" / "reports" / "radar_qc" / "radar_qc"
+    write_reference_report(rows, str(folder / "reference-ref-1"), ReferenceParameters(), [0])
+    assert json.loads((folder / "reference-ref-1" / "summary.json").read_text())["run_id"] == \
+        "ref-1"
+    run = EvaluationRun(pipeline="radar_qc", model_name="radar_qc", run_id="e1",
+                        output=str(tmp_path), registry="r", predictions="p", truth="t",
+                        filters={}, config="c", retraining_rules=None, history_metrics=())
+    found = latest_reference(str(tmp_path), run)
+    assert found["link"] == "../reference-ref-1/index.html"
+    section = reference_section(found)
+    assert "model v0002" in section and "UNet vs consensus" in section
+    assert "href='../reference-ref-1/index.html'" in section
+    assert latest_reference(str(tmp_path / "elsewhere"), run) is None

@@ -116,6 +116,24 @@ def publish_report(directory: str, *args, **kwargs) -> str:
     return FileSystems.join(directory, "index.html")
 
 
+def latest_reference(output: str, run: EvaluationRun) -> dict | None:
+    """The newest comparison of the same model with reference algorithms on real volumes
+    (``pipelines.radar_reference`` writes it beside the evaluation reports), for the report:
+    {"link": relative path of its page, **its summary.json}; None when there is none."""
+    folder = os.path.join(output, EVALUATION, "reports", run.pipeline, run.model_name)
+    if "://" in output or not os.path.isdir(folder):
+        return None
+    found = [os.path.join(folder, name, "summary.json") for name in os.listdir(folder)
+             if name.startswith("reference-")]
+    found = [path for path in found if os.path.exists(path)]
+    if not found:
+        return None
+    newest = max(found, key=os.path.getmtime)
+    with open(newest, encoding="utf-8") as handle:
+        summary = json.load(handle)
+    return {**summary, "link": f"../{os.path.basename(os.path.dirname(newest))}/index.html"}
+
+
 def mask_examples(rows: list[dict], run: EvaluationRun, count: int = 3) -> list:
     """Truth and predicted masks of the worst few labelled sweeps (lowest CSI), for the report."""
     sweeps = sorted((r for r in rows if r["slice"] == "sweep" and r["metric"] == "csi"
@@ -190,7 +208,8 @@ def finish(run: EvaluationRun, now: datetime.datetime) -> dict:
     report_dir = FileSystems.join(output, EVALUATION, "reports", run.pipeline, run.model_name,
                                   run.run_id)
     report = publish_report(report_dir, summary, rows, history, decision, examples,
-                            history_metrics=run.history_metrics)
+                            history_metrics=run.history_metrics,
+                            reference=latest_reference(output, run))
     latest = {**summary, "report": report, "decision": decision,
               "metrics": [{k: v for k, v in r.items() if k not in ("evaluated_at",)}
                           for r in rows]}

@@ -225,9 +225,29 @@ def _model_suffix(summary: dict) -> str:
     return f" ({html.escape(model)})" if model else ""
 
 
+def reference_section(reference: dict) -> str:
+    """Real volumes against reference algorithms (no truth there): the newest comparison's
+    per-volume figures and a link to its page."""
+    body = "".join(
+        f"<tr><td style='text-align:left'>{html.escape(str(v['volume_id']))}</td>"
+        f"<td style='text-align:left'>{html.escape(str(v['pair']))}</td><td>{_fmt(v['pod'])}</td>"
+        f"<td>{_fmt(v['far'])}</td><td>{_fmt(v['csi'])}</td>"
+        f"<td>{_fmt(v.get('weather_removed_share'))}</td></tr>"
+        for v in reference.get("volumes", []))
+    return (f"<h2>Real volumes against reference algorithms (model "
+            f"{html.escape(str(reference.get('model_version')))})</h2>"
+            f"<p>No per-gate truth exists for real volumes; the UNet's removed class against "
+            f"wradlib's fuzzy echo classification, the RHOHV rule and their consensus "
+            f"(run {html.escape(str(reference.get('run_id')))}; per sweep, per range band and "
+            f"the masks: <a href='{html.escape(reference['link'])}'>its report</a>).</p>"
+            f"<table><tr><th>volume</th><th>pair</th><th>POD</th><th>FAR</th><th>CSI</th>"
+            f"<th>weather removed</th></tr>{body}</table>")
+
+
 def write_report(directory: str, summary: dict, rows: list[dict], history: list[dict],
                  decision: dict | None = None, mask_examples=None,
-                 history_metrics: tuple[str, ...] = ("auc",)) -> str:
+                 history_metrics: tuple[str, ...] = ("auc",), reference: dict | None = None
+                 ) -> str:
     """Write index.html, its PNGs and summary.json into ``directory``; returns the html path.
 
     Args:
@@ -238,6 +258,8 @@ def write_report(directory: str, summary: dict, rows: list[dict], history: list[
         decision: the retraining decision record, if one was made.
         mask_examples: radar only, [(prediction id, truth mask, predicted mask)].
         history_metrics: the metrics charted over time (the capability's headline figures).
+        reference: the newest comparison with reference algorithms on real volumes (radar),
+            shown beside the figures against truth.
     """
     os.makedirs(directory, exist_ok=True)
     pipeline = summary["pipeline"]
@@ -312,6 +334,8 @@ def write_report(directory: str, summary: dict, rows: list[dict], history: list[
                             + "<p>A limit is the configured one, raised to the figure's "
                               "99 % sampling-noise floor for the window's row count.</p>"
                             + "<h2>Drift (whole period)</h2>" + drift_table(whole, "drift-all"))
+    if reference:
+        sections.append(reference_section(reference))
     if plot_masks(mask_examples or [], os.path.join(directory, "masks.png")):
         images.append(("Truth vs predicted removal masks", "masks.png"))
     for title, name in images:

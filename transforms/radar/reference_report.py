@@ -6,6 +6,7 @@ group before taking ratios. The page is rendered with jinja2 (autoescaped) besid
 the job wrote, relative links only.
 """
 
+import json
 import os
 
 import jinja2
@@ -115,4 +116,9 @@ def write_reference_report(rows: list[dict], folder: str, params, bands_km) -> s
     path = os.path.join(folder, "index.html")
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(page)
+    # What the evaluation report of the same model shows of this run (see its "reference" part).
+    with open(os.path.join(folder, "summary.json"), "w", encoding="utf-8") as handle:
+        json.dump({"kind": "reference_agreement", "model": first.get("model_name"),
+                   "model_version": first.get("model_version"), "run_id": first.get("run_id"),
+                   "volumes": volume_table(rows)}, handle, indent=2, default=str)
     return path
