@@ -10,7 +10,8 @@ OUT=${BEAMLINE_OUT:-out}
 VENV=.venv
 # The demo's radar UNet: a shorter training than the default (1200 windows, 6 epochs), done
 # beside the credit steps; its hold-out skill is printed. Full training: README, "Radar QC".
-RADAR_DEMO_TRAINING=${BEAMLINE_RADAR_TRAINING:---train_windows 400 --epochs 3}
+RADAR_DEMO_TRAINING=${BEAMLINE_RADAR_TRAINING:---train_windows 800 --epochs 4}
+RADAR_SINGLE_POL_DEMO_TRAINING=${BEAMLINE_RADAR_SINGLE_POL_TRAINING:---train_windows 400 --epochs 3}
 # Loss weight of a real gate both reference algorithms call weather (README, "Radar QC on real
 # volumes": higher removes less weather and less of everything else).
 RADAR_WEAK_WEATHER_WEIGHT=${BEAMLINE_RADAR_WEAK_WEATHER_WEIGHT:-1}
@@ -285,7 +286,8 @@ start_radar_training() {
     echo "== training the radar QC UNets ($missing ) in the background: the dual-pol one on"
     echo "   synthetic sweeps plus the KLOT volume's sweeps labelled by the reference algorithms'"
     echo "   consensus (so KLBB is the radar its real-data skill is measured on), the single-pol"
-    echo "   one on synthetic sweeps ($RADAR_DEMO_TRAINING; log $OUT/radar_training.log)"
+    echo "   one on synthetic sweeps ($RADAR_DEMO_TRAINING; $RADAR_SINGLE_POL_DEMO_TRAINING;"
+    echo "   log $OUT/radar_training.log)"
     # One after the other: two trainings at once would share the same cores.
     (
       for polarization in $missing; do
@@ -297,7 +299,7 @@ start_radar_training() {
         else
           # shellcheck disable=SC2086 - the training options are words
           "$VENV/bin/python" -m models.radar_qc.train --registry "$REGISTRY" \
-            --polarization single $RADAR_DEMO_TRAINING || exit 1
+            --polarization single $RADAR_SINGLE_POL_DEMO_TRAINING || exit 1
         fi
       done
     ) > "$OUT/radar_training.log" 2>&1 &

@@ -114,5 +114,5 @@ def test_progress_lines_come_at_a_steady_rate_with_totals(monkeypatch):
     finally:
         progress.LOGGER.removeHandler(keep)
     # One line 10 s after the start (4 done at t=12), none between, and one at the end.
-    assert lines == ["volumes QC'd: 4 of 6 volumes (0.3 volume/s)  v3",
-                     "volumes QC'd: 6 of 6 volumes (0.2 volume/s)  v5"]
+    assert lines == ["volumes QC'd: 4 of 6 volumes (3.0 s per volume)  v3",
+                     "volumes QC'd: 6 of 6 volumes (5.0 s per volume)  v5"]

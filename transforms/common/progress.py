@@ -48,6 +48,9 @@ class Progress:
         self._last = now
         rate = self._done / max(now - self._started, 1e-9)
         of = f" of {self._total:,}" if self._total is not None else ""
-        LOGGER.info("%s: %s%s %ss (%s %s/s)%s", self._what, f"{self._done:,}", of, self._unit,
-                    f"{rate:,.1f}" if rate < 100 else f"{rate:,.0f}", self._unit,
+        # Below one a second, the time per unit reads better than "0.0 volume/s".
+        speed = (f"{1 / rate:,.1f} s per {self._unit}" if rate < 1 else
+                 f"{rate:,.1f} {self._unit}/s" if rate < 100 else f"{rate:,.0f} {self._unit}/s")
+        LOGGER.info("%s: %s%s %s%s (%s)%s", self._what, f"{self._done:,}", of, self._unit,
+                    "" if self._done == 1 and self._total is None else "s", speed,
                     f"  {note}" if note else "")
