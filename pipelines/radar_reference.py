@@ -74,6 +74,9 @@ def sources(common: CommonOptions, reference: ReferenceOptions) -> list[tuple[st
 
 
 def build(pipeline, options: PipelineOptions) -> dict:
+    """Wire the comparison: volumes -> decoded -> classified (RunInference, the QC pipeline's
+    handler) -> agreement rows (Parquet) and dead letters (undecodable volumes, volumes in
+    the model's weak labels)."""
     common = resolve_common(options)
     reference = options.view_as(ReferenceOptions)
     common.model_name = common.model_name or "radar_qc"
@@ -83,7 +86,8 @@ def build(pipeline, options: PipelineOptions) -> dict:
                                   DEFAULT_SWEEPS_PER_CALL).with_no_batching()
     volumes = (pipeline
                | "VolumeSources" >> beam.Create(sources(common, reference))
-               | "DecodeVolumes" >> beam.ParDo(DecodeVolumeFn(common.run_id)).with_outputs(
+               | "DecodeVolumes" >> beam.ParDo(DecodeVolumeFn(
+                   common.run_id, pipeline=PIPELINE_NAME)).with_outputs(
                    DEAD_LETTERS, main="volumes"))
     classified = (volumes.volumes
                   | "StackSweeps" >> beam.Map(model_input, DUAL_POL)

@@ -51,18 +51,19 @@ class DecodeVolumeFn(beam.DoFn):
     Nothing of a bad file is copied into its dead letter: the origin names it.
     """
 
-    def __init__(self, run_id: str, single_pol: bool = False):
+    def __init__(self, run_id: str, single_pol: bool = False, pipeline: str = PIPELINE_NAME):
         self._run_id = run_id
         self._single_pol = single_pol
+        self._pipeline = pipeline
 
     def process(self, source: tuple[str, ...]):
         try:
             tree = open_volume(source[0] if len(source) == 1 else list(source))
             yield decode_volume(tree, source, self._single_pol)
         except RadarReadError as error:
-            beam.metrics.Metrics.counter(PIPELINE_NAME, "volumes_rejected").inc()
+            beam.metrics.Metrics.counter(self._pipeline, "volumes_rejected").inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
-                pipeline=PIPELINE_NAME, stage="decode", error=error, raw=None,
+                pipeline=self._pipeline, stage="decode", error=error, raw=None,
                 origin=";".join(source), run_id=self._run_id))
 
 

@@ -200,7 +200,7 @@ def volume_agreement(volume, params: ReferenceParameters, bands_km) -> tuple[lis
         lowest dual-pol sweep).
     """
     from models.radar_qc.vocabulary import removed
-    from transforms.radar.reading import DUAL_POL
+    from transforms.radar.reading import DUAL_POL, GRID_GATE_M
 
     keys = volume.role_keys(DUAL_POL)
     stack = volume.stacks[DUAL_POL]
@@ -212,7 +212,7 @@ def volume_agreement(volume, params: ReferenceParameters, bands_km) -> tuple[lis
         masks = {UNET: removed(classes[i]) & echo,
                  **reference_masks(data, sweep_velocity(volume.tree, key.sweep_number,
                                                         key.elevation), params)}
-        range_km = (key.first_gate_m + 250.0 * np.arange(data.shape[1])) / 1000.0
+        range_km = (key.first_gate_m + GRID_GATE_M * np.arange(data.shape[1])) / 1000.0
         rows += agreement_rows({"volume_id": key.volume_id, "radar": key.radar,
                                 "sweep_number": key.sweep_number, "elevation": key.elevation},
                                masks, echo, range_km, bands_km)
