@@ -20,7 +20,6 @@ References' settings: ``config/evaluation/radar_reference.json``.
 
 import glob
 import logging
-import os
 import sys
 
 import apache_beam as beam
@@ -34,7 +33,7 @@ from pipelines.options import CommonOptions, build_and_run, cli, resolve_common
 from transforms.common.dead_letters import DEAD_LETTERS, WriteDeadLetters
 from transforms.common.parquet_sink import WritePartitionedParquet
 from transforms.radar.dofns import DecodeVolumeFn, ReferenceAgreementFn, model_input, record_classes
-from transforms.radar.reading import DUAL_POL
+from transforms.radar.reading import DUAL_POL, RadarReadError, volume_source
 from transforms.radar.reference import load_parameters
 from transforms.radar.reference_report import (
     AGREEMENT_SCHEMA,
@@ -62,12 +61,11 @@ class ReferenceOptions(PipelineOptions):
 def sources(common: CommonOptions, reference: ReferenceOptions) -> list[tuple[str, ...]]:
     """Archive files of ``--input`` and the chunk sets of ``--chunk_volumes``, as volume sources."""
     found = [(p,) for p in sorted(glob.glob(common.input))] if common.input else []
-    for folder in (reference.chunk_volumes or "").split(","):
-        if folder.strip():
-            chunks = sorted(glob.glob(os.path.join(folder.strip(), "*")))
-            if not chunks:
-                raise ValueError(f"--chunk_volumes: no chunks in {folder}")
-            found.append(tuple(chunks))
+    try:
+        found += [volume_source(folder.strip())
+                  for folder in (reference.chunk_volumes or "").split(",") if folder.strip()]
+    except RadarReadError as error:
+        raise ValueError(f"--chunk_volumes: {error}") from None
     if not found:
         raise ValueError("no volumes: give --input (archive files) or --chunk_volumes")
     return found

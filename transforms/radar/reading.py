@@ -115,6 +115,25 @@ class Sweep:
     role: str = DUAL_POL
 
 
+def volume_source(path: str) -> tuple[str, ...]:
+    """A volume named by one path: an archive file, or a folder holding the real-time chunks
+    of one volume (in name order).
+
+    Raises:
+        RadarReadError: nothing there, or a folder without files.
+    """
+    if os.path.isdir(path):
+        chunks = tuple(sorted(os.path.join(path, name) for name in os.listdir(path)
+                              if not name.startswith(".")
+                              and os.path.isfile(os.path.join(path, name))))
+        if not chunks:
+            raise RadarReadError(f"{path}: a folder without chunks")
+        return chunks
+    if not os.path.exists(path):
+        raise RadarReadError(f"{path}: no such file or folder")
+    return (path,)
+
+
 def parse_chunk_name(path: str) -> Chunk:
     """``.../20260328-201457-001-S`` -> Chunk.
 

@@ -287,12 +287,11 @@ def write_cfradial1(tree, path: str) -> str:
     moments, one range coordinate) to ``path``, complete or not at all.
 
     Raises:
-        CfRadial1Error: the sweeps do not share their range gates (before anything is written).
+        CfRadial1Error: the sweeps do not share their range gates (nothing is left written).
     """
-    from transforms.radar import cfradial1
+    from transforms.radar.cfradial1 import write_cfradial1 as write
 
-    cfradial1.shared_range(cfradial1.sweep_datasets(tree))
-    return _write_whole(path, ".nc", lambda temp: cfradial1.write_cfradial1(tree, temp))
+    return _write_whole(path, ".nc", lambda temp: write(tree, temp))
 
 
 def write_odim(tree, path: str, radar: str) -> str:

@@ -18,15 +18,13 @@ Usage (trains and publishes the dual-pol model, synthetic windows plus these)::
 """
 
 import argparse
-import glob
 import logging
-import os
 
 import numpy as np
 
 from models.radar_qc.vocabulary import MET, NO_ECHO, NON_MET
 from transforms.radar import reference
-from transforms.radar.reading import DUAL_POL, open_volume
+from transforms.radar.reading import DUAL_POL, RadarReadError, open_volume, volume_source
 from transforms.radar.volumes import decode_volume
 
 
@@ -88,16 +86,12 @@ def weak_training_windows(sources, count: int, seed: int, config_path: str | Non
     return {"data": data, "labels": labels, "volume_ids": volume_ids}
 
 
-def volume_source(text: str) -> tuple[str, ...]:
+def volume_argument(text: str) -> tuple[str, ...]:
     """A --weak_labels value: an archive file, or a folder of one volume's real-time chunks."""
-    if os.path.isdir(text):
-        chunks = tuple(sorted(glob.glob(os.path.join(text, "*"))))
-        if not chunks:
-            raise argparse.ArgumentTypeError(f"{text}: no chunks in this folder")
-        return chunks
-    if not os.path.exists(text):
-        raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
-    return (text,)
+    try:
+        return volume_source(text)
+    except RadarReadError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def main(argv=None) -> None:
@@ -107,7 +101,7 @@ def main(argv=None) -> None:
         description="Train the dual-pol radar QC UNet on synthetic windows plus real sweeps "
                     "labelled by the reference algorithms' consensus, and publish it")
     add_training_arguments(parser)
-    parser.add_argument("--weak_labels", type=volume_source, action="append", required=True,
+    parser.add_argument("--weak_labels", type=volume_argument, action="append", required=True,
                         metavar="VOLUME",
                         help="a real volume (archive file, or folder of its chunks) whose "
                              "reference consensus joins the training; repeatable")
