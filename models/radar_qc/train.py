@@ -15,6 +15,9 @@ The single-polarization model (legacy NEXRAD and single-pol radars: reflectivity
 and spectrum width where present) trains the same way on the same windows with those moments;
 its hold-out set is the dual-pol model's windows and truth, so the two skills compare directly.
 It has no RHOHV rule to beat.
+
+Real sweeps join the training with weak labels through ``python -m transforms.radar.weak_labels``
+(it reads volumes, which this layer does not), which calls ``train`` with them.
 """
 
 import argparse
