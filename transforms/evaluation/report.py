@@ -225,6 +225,10 @@ def _model_suffix(summary: dict) -> str:
     return f" ({html.escape(model)})" if model else ""
 
 
+def _share(value) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
 def reference_section(reference: dict) -> str:
     """Real volumes against reference algorithms (no truth there): the newest comparison's
     per-volume figures and a link to its page."""
@@ -232,7 +236,7 @@ def reference_section(reference: dict) -> str:
         f"<tr><td style='text-align:left'>{html.escape(str(v['volume_id']))}</td>"
         f"<td style='text-align:left'>{html.escape(str(v['pair']))}</td><td>{_fmt(v['pod'])}</td>"
         f"<td>{_fmt(v['far'])}</td><td>{_fmt(v['csi'])}</td>"
-        f"<td>{_fmt(v.get('weather_removed_share'))}</td></tr>"
+        f"<td>{_share(v.get('weather_removed_share'))}</td></tr>"
         for v in reference.get("volumes", []))
     return (f"<h2>Real volumes against reference algorithms (model "
             f"{html.escape(str(reference.get('model_version')))})</h2>"

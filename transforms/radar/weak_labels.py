@@ -19,6 +19,7 @@ Usage (trains and publishes the dual-pol model, synthetic windows plus these)::
 
 import argparse
 import logging
+import sys
 
 import numpy as np
 
@@ -118,9 +119,10 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     weak = weak_training_windows(args.weak_labels, args.weak_windows or args.train_windows,
                                  args.seed, args.reference_config)
+    command = " ".join(["python -m transforms.radar.weak_labels", *(argv or sys.argv[1:])])
     print_published(train(args.registry, args.seed, args.train_windows, args.holdout_windows,
-                          args.epochs, args.base_filters, args.depth, weak=weak,
-                          weak_weather_weight=args.weak_weather_weight))
+                          args.epochs, args.base_filters, args.depth, command=command,
+                          weak=weak, weak_weather_weight=args.weak_weather_weight))
 
 
 if __name__ == "__main__":
