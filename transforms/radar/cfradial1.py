@@ -16,6 +16,8 @@ Notes:
 
 import numpy as np
 
+from transforms.radar.reading import sweep_names
+
 # Moments are stored as int16: 65,533 steps across each moment's finite range.
 PACKED_FILL = np.int16(-32768)
 PACKED_STEPS = 65533.0
@@ -29,9 +31,7 @@ class CfRadial1Error(ValueError):
 
 
 def sweep_datasets(tree) -> list:
-    names = sorted((n for n in tree.children if n.startswith("sweep_")),
-                   key=lambda n: int(n.split("_")[-1]))
-    return [tree[n].to_dataset(inherit=False) for n in names]
+    return [tree[n].to_dataset(inherit=False) for n in sweep_names(tree)]
 
 
 def shared_range(sweeps) -> np.ndarray:

@@ -115,6 +115,12 @@ class Sweep:
     role: str = DUAL_POL
 
 
+def sweep_names(tree) -> list[str]:
+    """The volume's ``sweep_<n>`` groups in sweep order (``sweep_10`` after ``sweep_9``)."""
+    return sorted((n for n in tree.children if n.startswith("sweep_")),
+                  key=lambda n: int(n.split("_")[-1]))
+
+
 def volume_source(path: str) -> tuple[str, ...]:
     """A volume named by one path: an archive file, or a folder holding the real-time chunks
     of one volume (in name order).
@@ -313,9 +319,7 @@ def open_volume(source: str | list[str]):
 def _unwrap_legacy_ranges(tree) -> None:
     """Message-1 Doppler passes start before the radar (-375 m, a signed 16-bit number that
     xradar reads unsigned as 65,161 m): give their gates their real ranges."""
-    for name in tree.children:
-        if not name.startswith("sweep_"):
-            continue
+    for name in sweep_names(tree):
         ds = tree[name].to_dataset(inherit=False)
         ranges = ds["range"].values
         if len(ranges) and ranges[0] >= 32768:
@@ -484,8 +488,7 @@ def volume_sweeps(tree, single_pol: bool = False) -> tuple[list[Sweep], list[int
     start = start.decode() if isinstance(start, bytes) else start  # CF/Radial 1: char arrays
     volume_time = (datetime.datetime.fromisoformat(start.replace("Z", "+00:00"))
                    if start else None)
-    names = sorted((n for n in tree.children if n.startswith("sweep_")),
-                   key=lambda n: int(n.split("_")[-1]))
+    names = sweep_names(tree)
     datasets = [tree[name].ds for name in names]
     for number, dataset in enumerate(datasets):
         mode = str(dataset["sweep_mode"].values) if "sweep_mode" in dataset else ""

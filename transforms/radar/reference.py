@@ -178,10 +178,9 @@ def summed(rows: list[dict]) -> dict:
 def sweep_velocity(tree, number: int, elevation: float) -> np.ndarray | None:
     """Radial velocity on the model grid for sweep ``number``: its own, else the Doppler pass's
     at the same fixed angle (split cuts); None when the volume has neither."""
-    from transforms.radar.reading import SAME_ANGLE_DEG, sweep_array
+    from transforms.radar.reading import SAME_ANGLE_DEG, sweep_array, sweep_names
 
-    names = sorted((n for n in tree.children if n.startswith("sweep_")),
-                   key=lambda n: int(n.split("_")[-1]))
+    names = sweep_names(tree)
     candidates = [names[number]] + [n for i, n in enumerate(names) if i != number]
     for name in candidates:
         ds = tree[name].ds

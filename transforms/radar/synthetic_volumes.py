@@ -31,7 +31,13 @@ import pyarrow.parquet as pq
 
 from models.radar_qc.synthetic import synthetic_sweep
 from models.radar_qc.vocabulary import BIO, CHANNELS, CLUTTER
-from transforms.radar.reading import N_AZIMUTH, N_RANGE, open_volume, regrid_indices
+from transforms.radar.reading import (
+    N_AZIMUTH,
+    N_RANGE,
+    open_volume,
+    regrid_indices,
+    sweep_names,
+)
 from transforms.radar.volumes import volume_id, write_cfradial
 
 TRUTH_SCHEMA = pa.schema([
@@ -134,8 +140,7 @@ def write_single_pol_copy(template_path: str, path: str, sweeps: int = 4) -> str
     template = open_volume(template_path)
     radar = str(template.attrs.get("instrument_name", "unknown"))
     nodes = {"/": template.to_dataset(inherit=False)}
-    names = sorted((n for n in template.children if n.startswith("sweep_")),
-                   key=lambda n: int(n.split("_")[-1]))[:sweeps]
+    names = sweep_names(template)[:sweeps]
     for name in names:
         ds = template[name].to_dataset(inherit=False)
         drop = [v for v, var in ds.data_vars.items()

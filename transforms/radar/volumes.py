@@ -32,6 +32,7 @@ from transforms.radar.reading import (
     ROLE_CHANNELS,
     SAME_ANGLE_DEG,
     grid_gates,
+    sweep_names,
     volume_sweeps,
 )
 
@@ -154,7 +155,7 @@ def expected_sweeps(tree) -> int | None:
 
 
 def sweep_count(tree) -> int:
-    return sum(1 for name in tree.children if name.startswith("sweep_"))
+    return len(sweep_names(tree))
 
 
 def decode_volume(tree, source: tuple[str, ...], single_pol: bool = False) -> DecodedVolume:
@@ -189,10 +190,6 @@ def native_classes(grid_classes: np.ndarray, azimuths: np.ndarray, ranges: np.nd
     return out
 
 
-def _sweep_nodes(tree) -> list[str]:
-    return sorted(tree.children, key=lambda name: int(name.split("_")[-1]))
-
-
 def apply_qc(tree, classes_by_sweep: dict[int, np.ndarray], model_attrs: dict,
              in_place: bool = False, model_by_sweep: dict[int, str] | None = None):
     """The volume with every (azimuth, range) moment set to NaN where a gate is not weather.
@@ -212,7 +209,7 @@ def apply_qc(tree, classes_by_sweep: dict[int, np.ndarray], model_attrs: dict,
     if not in_place:
         tree = tree.copy(deep=True)
     model_by_sweep = model_by_sweep or {}
-    names = _sweep_nodes(tree)
+    names = sweep_names(tree)
     angles = {n: float(tree[names[n]].ds["sweep_fixed_angle"].values) for n in classes_by_sweep}
     first_gates = {n: float(tree[names[n]].ds["range"].values[0]) for n in classes_by_sweep}
     for number, name in enumerate(names):
@@ -300,7 +297,7 @@ def write_odim(tree, path: str, radar: str) -> str:
     radar (``NOD:<radar>``)."""
     import xradar
 
-    for name in _sweep_nodes(tree):
+    for name in sweep_names(tree):
         if tree[name].ds.sizes.get("azimuth", 0) < 2:
             raise ValueError(f"ODIM_H5 output needs 2 rays or more per sweep (xradar's writer "
                              f"derives ray times from their differences); {name} has "
