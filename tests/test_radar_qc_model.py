@@ -219,6 +219,48 @@ def test_gates_of_any_spacing_go_to_the_grid_and_back():
     assert (grid_gates(fine) == np.arange(1832)).all()
 
 
+
+def test_domain_randomisation_adds_what_real_radars_show_and_keeps_the_plain_windows(
+        synthetic):
+    from models.radar_qc.synthetic import synthetic_sweep
+
+    data, labels = synthetic_set(seed=11, count=40, randomise=True)
+    again, again_labels = synthetic_set(seed=11, count=40, randomise=True)
+    np.testing.assert_array_equal(data, again)
+    np.testing.assert_array_equal(labels, again_labels)
+    # The plain windows are drawn exactly as before randomisation existed.
+    np.testing.assert_array_equal(synthetic_set(seed=11, count=40)[0], synthetic[0])
+    assert not np.array_equal(labels, synthetic[1])
+
+    plain, randomised = [], []
+    for seed in range(12):  # whole rays from the radar out to 128 km
+        plain.append(synthetic_sweep(np.random.default_rng(seed), 64, 512))
+        randomised.append(synthetic_sweep(np.random.default_rng(seed), 64, 512,
+                                          domain_rng=np.random.default_rng([seed, 2])))
+    range_km = (np.arange(512) + 0.5) * 0.25
+
+    def gates(windows, label, where):
+        return sum(int((where(d, range_km[None, :]) & (lab == label)).sum())
+                   for d, lab in windows)
+
+    def anomalous_propagation(d, r):
+        return (r > 50.0) & (d[..., DBZH] > 20.0)
+
+    def clear_air(d, r):
+        return (r < 30.0) & (d[..., DBZH] < 5.0) & (d[..., RHOHV] > 0.95)
+
+    def noise_corrected(d, r):
+        return d[..., RHOHV] > 1.0
+
+    # Strong clutter far beyond the usual clutter ring (anomalous propagation).
+    assert gates(plain, CLUTTER, anomalous_propagation) == 0
+    assert gates(randomised, CLUTTER, anomalous_propagation) > 300
+    # Weak, highly correlated weather near the radar (clear-air return) is kept as weather.
+    assert gates(randomised, MET, clear_air) > 2 * gates(plain, MET, clear_air)
+    # Noise-corrected RHOHV exceeds 1 at low SNR; the plain radar biases it low instead.
+    assert gates(randomised, MET, noise_corrected) > 2 * gates(plain, MET, noise_corrected)
+
+
 # --- the single-polarization model (legacy and single-pol volumes) ---
 
 def test_doppler_moments_keep_the_same_windows_and_follow_their_physics():

@@ -30,6 +30,15 @@ Notes:
       rain (more in convection), 3-7 m/s in biological echo. Some windows have no Doppler
       moments at all (legacy surveillance scans) or none beyond the Doppler range.
 
+    - Domain randomisation (``randomise=True``; its own random stream again, so the plain
+      windows stay as they were): what differs between real radars and days. Clear-air return
+      (Bragg scatter and weak boundary-layer echo near the radar, ``MET``: RHOHV high, ZDR near
+      0); second-trip echo (radially stretched weak echo folded in from beyond the
+      unambiguous range, ``CLUTTER``); anomalous propagation (ground clutter patches out to
+      120 km, ``CLUTTER``); the radar's sensitivity (-4 to +8 dB), its ZDR calibration (offset,
+      sd 0.3 dB), noisier ZDR and PHIDP estimators, and noise-corrected RHOHV (as the WSR-88D
+      reports it: no low bias at low SNR, spread instead, values above 1) in half the windows.
+
     Measurement noise grows as the signal-to-noise ratio falls: the radar's sensitivity is
     ``-42 + 20 log10(range / 1 km)`` dBZ, RHOHV is biased low by ``SNR / (1 + SNR)`` and its
     noise grows at low SNR. This is what makes a fixed RHOHV threshold remove weak
@@ -123,6 +132,51 @@ def _noise(rng, range_km, shape):
     return dbz
 
 
+def _clear_air(rng, range_km, shape):
+    """Bragg scatter and weak boundary-layer return around the radar (meteorological)."""
+    if rng.random() < 0.5:
+        return np.full(shape, -np.inf)
+    reach = rng.uniform(15.0, 70.0)
+    level = rng.uniform(-12.0, 8.0)
+    dbz = level + 3.0 * _smooth_noise(rng, shape, sigma=rng.uniform(2, 6)) \
+        - 20.0 * (range_km[None, :] / reach) ** 2
+    return np.where(range_km[None, :] < 1.3 * reach, dbz, -np.inf)
+
+
+def _second_trip(rng, range_km, shape):
+    """Weak echo from beyond the unambiguous range: stretched along the rays, in a sector."""
+    dbz = np.full(shape, -np.inf)
+    if rng.random() < 0.35:
+        rays = rng.integers(0, shape[0], 2)
+        width = rng.integers(4, max(5, shape[0] // 2))
+        sector = (np.arange(shape[0]) - rays[0]) % shape[0] < width
+        streaks = ndimage.gaussian_filter(rng.standard_normal(shape), (0.7, 12.0), mode="wrap")
+        streaks /= max(streaks.std(), 1e-6)
+        start = rng.uniform(0.0, range_km[-1])
+        hit = sector[:, None] & (range_km[None, :] > start) & (streaks > rng.uniform(0.0, 1.0))
+        dbz[hit] = rng.uniform(0.0, 20.0) + 4.0 * streaks[hit]
+    return dbz
+
+
+def _anomalous_propagation(rng, range_km, shape):
+    """Ground clutter from a ducted beam: patches well beyond the usual clutter ring."""
+    dbz = np.full(shape, -np.inf)
+    if rng.random() < 0.3:
+        blobs = _smooth_noise(rng, shape, sigma=rng.uniform(1.5, 4.0))
+        threshold = rng.uniform(1.2, 2.2)
+        ring = (range_km > rng.uniform(15.0, 40.0)) & (range_km < rng.uniform(60.0, 120.0))
+        hit = (blobs > threshold) & ring[None, :]
+        dbz[hit] = rng.uniform(20.0, 45.0) + 8.0 * (blobs[hit] - threshold)
+    return dbz
+
+
+# Class of each echo source, in the order synthetic_sweep stacks them (precipitation,
+# biological, ground clutter, noise, then the randomised ones: clear air, second trip, AP).
+SOURCE_CLASSES = np.array([MET, BIO, CLUTTER, CLUTTER, MET, CLUTTER, CLUTTER], dtype=np.uint8)
+# How the Doppler moments treat each source: 0 air, 1 biological, 2 ground, 3 noise.
+SOURCE_DOPPLER = np.array([0, 1, 2, 3, 0, 3, 2])
+
+
 def _doppler(rng, azimuth, range_km, dbz, strongest, labels, noise_scale):
     """Radial velocity (m/s, folded) and spectrum width (m/s) of every gate, NaN where the
     window has no Doppler measurement."""
@@ -164,12 +218,15 @@ def _doppler(rng, azimuth, range_km, dbz, strongest, labels, noise_scale):
 
 def synthetic_sweep(rng: np.random.Generator, n_azimuth: int = 128, n_range: int = 256,
                     first_azimuth: float = 0.0, first_gate: int = 0,
-                    doppler_rng: np.random.Generator | None = None):
+                    doppler_rng: np.random.Generator | None = None,
+                    domain_rng: np.random.Generator | None = None):
     """One synthetic sweep window and its truth.
 
     Args:
         doppler_rng: when given, velocity and spectrum width are drawn from it and added as
             channels 5 and 6 (``SYNTHETIC_MOMENTS``); ``rng`` draws exactly as without them.
+        domain_rng: when given, the window is domain-randomised (see the module notes) with
+            draws from it; ``rng`` draws exactly as without it.
 
     Returns:
         (data, labels): float32 (n_azimuth, n_range, 4) moments in CHANNELS order (6 in
@@ -184,16 +241,24 @@ def synthetic_sweep(rng: np.random.Generator, n_azimuth: int = 128, n_range: int
         _clutter(rng, range_km, shape),
         _noise(rng, range_km, shape),
     ])
+    if domain_rng is not None:
+        sources = np.concatenate([sources, np.stack([
+            _clear_air(domain_rng, range_km, shape),
+            _second_trip(domain_rng, range_km, shape),
+            _anomalous_propagation(domain_rng, range_km, shape),
+        ])])
     # Melting layer: a ring where rain's reflectivity and ZDR rise and RHOHV falls.
     melting_centre = rng.uniform(20.0, 200.0)
     melting = np.abs(range_km - melting_centre) < rng.uniform(2.0, 8.0)
     sources[0] = np.where(melting[None, :], sources[0] + 5.0, sources[0])
 
     floor = sensitivity_dbz(range_km)[None, :]
+    if domain_rng is not None:
+        floor = floor + domain_rng.uniform(-4.0, 8.0)
     strongest = sources.argmax(axis=0)
     dbz = sources.max(axis=0)
     echo = dbz > floor
-    labels = np.where(strongest == 3, CLUTTER, strongest).astype(np.uint8)
+    labels = SOURCE_CLASSES[strongest]
     labels[~echo] = NO_ECHO
 
     snr_db = np.where(echo, dbz - floor, 0.0)
@@ -220,8 +285,17 @@ def synthetic_sweep(rng: np.random.Generator, n_azimuth: int = 128, n_range: int
     rhohv[is_clutter] = rng.uniform(0.1, 0.95, shape)[is_clutter]
     phidp_noise[is_clutter] = rng.uniform(-180.0, 180.0, shape)[is_clutter]
 
-    # Low SNR biases RHOHV low and spreads it (all classes: it is the measurement).
-    rhohv = rhohv * snr / (1.0 + snr) + rng.normal(0, 0.01, shape) * noise_scale
+    # Low SNR biases RHOHV low and spreads it (all classes: it is the measurement), unless
+    # the radar corrects it for noise, which leaves the spread.
+    spread = rng.normal(0, 0.01, shape) * noise_scale
+    if domain_rng is not None:
+        zdr += domain_rng.normal(0.0, 0.3)  # calibration offset; gates without echo are NaN
+        zdr += domain_rng.uniform(0.0, 1.0) * domain_rng.standard_normal(shape) * noise_scale
+        phidp_noise *= domain_rng.uniform(1.0, 2.0)
+    if domain_rng is not None and domain_rng.random() < 0.5:
+        rhohv = rhohv + 2.0 * spread
+    else:
+        rhohv = rhohv * snr / (1.0 + snr) + spread
     rhohv = np.clip(rhohv, 0.05, 1.05)
 
     # KDP from rain above ~35 dBZ (deg/km), integrated two-way along each ray.
@@ -232,19 +306,21 @@ def synthetic_sweep(rng: np.random.Generator, n_azimuth: int = 128, n_range: int
     moments = [dbz, zdr, rhohv, phidp]
     if doppler_rng is not None:
         azimuth = np.deg2rad(first_azimuth + (np.arange(n_azimuth) + 0.5) * RAY_DEG)
-        moments += _doppler(doppler_rng, azimuth, range_km, dbz, strongest, labels,
-                            noise_scale)
+        moments += _doppler(doppler_rng, azimuth, range_km, dbz, SOURCE_DOPPLER[strongest],
+                            labels, noise_scale)
     data = np.stack(moments, axis=-1).astype(np.float32)
     data[~echo] = np.nan
     return data, labels
 
 
 def synthetic_set(seed: int, count: int, n_azimuth: int = 128, n_range: int = 256,
-                  max_gate: int = 1840, channels: tuple[str, ...] = CHANNELS):
+                  max_gate: int = 1840, channels: tuple[str, ...] = CHANNELS,
+                  randomise: bool = False):
     """``count`` windows at random azimuths and ranges (weighted towards the radar, where
     biological and clutter echoes live), with the moments ``channels`` (any of
     ``SYNTHETIC_MOMENTS``). The same seed gives the same windows and labels whatever the
     channels, so the dual- and single-polarization models are scored on the same truth.
+    ``randomise`` domain-randomises every window (module notes) from a stream of its own.
 
     Returns:
         (data float32 (count, n_azimuth, n_range, len(channels)),
@@ -256,6 +332,7 @@ def synthetic_set(seed: int, count: int, n_azimuth: int = 128, n_range: int = 25
     rng = np.random.default_rng(seed)
     with_doppler = not set(channels) <= set(CHANNELS)
     doppler_rng = np.random.default_rng([seed, 1]) if with_doppler else None
+    domain_rng = np.random.default_rng([seed, 2]) if randomise else None
     drawn = SYNTHETIC_MOMENTS if with_doppler else CHANNELS
     pick = [drawn.index(c) for c in channels]
     data = np.empty((count, n_azimuth, n_range, len(channels)), dtype=np.float32)
@@ -263,6 +340,7 @@ def synthetic_set(seed: int, count: int, n_azimuth: int = 128, n_range: int = 25
     for i in range(count):
         first_gate = int((max_gate - n_range) * rng.random() ** 2)
         window, labels[i] = synthetic_sweep(
-            rng, n_azimuth, n_range, rng.uniform(0.0, 360.0), first_gate, doppler_rng)
+            rng, n_azimuth, n_range, rng.uniform(0.0, 360.0), first_gate, doppler_rng,
+            domain_rng)
         data[i] = window[..., pick]
     return data, labels

@@ -122,7 +122,8 @@ def main(argv=None) -> None:
     command = " ".join(["python -m transforms.radar.weak_labels", *(argv or sys.argv[1:])])
     print_published(train(args.registry, args.seed, args.train_windows, args.holdout_windows,
                           args.epochs, args.base_filters, args.depth, command=command,
-                          weak=weak, weak_weather_weight=args.weak_weather_weight))
+                          weak=weak, weak_weather_weight=args.weak_weather_weight,
+                          randomise=args.domain_randomise))
 
 
 if __name__ == "__main__":
