@@ -10,7 +10,12 @@ from models.radar_qc.vocabulary import MET, NO_ECHO, NON_MET
 from transforms.radar import reference
 from transforms.radar.reference import ReferenceParameters, agreement_rows, summed
 from transforms.radar.reference_report import write_reference_report
-from transforms.radar.weak_labels import consensus_labels, weak_training_windows, weak_windows
+from transforms.radar.weak_labels import (
+    consensus_labels,
+    parse_arguments,
+    weak_training_windows,
+    weak_windows,
+)
 
 
 def test_agreement_rows_on_a_hand_made_sweep():
@@ -88,6 +93,24 @@ def test_weak_labels_keep_only_the_references_consensus():
     # Each window is a block of the sweep: consecutive rays (wrapping), consecutive gates.
     rays = data[..., 0, 0] // (32 * 4)
     assert np.all((np.diff(rays, axis=1) % 16) == 1)
+
+
+def test_weak_label_training_defaults_and_refusals(klbb_path, capsys):
+    args = parse_arguments(["--weak_labels", klbb_path, "--train_windows", "300"])
+    assert args.weak_labels == [(klbb_path,)]
+    # Twice as many real windows as synthetic ones, and more epochs than synthetic-only.
+    assert (args.weak_windows, args.epochs) == (600, 8)
+    assert parse_arguments(["--weak_labels", klbb_path, "--weak_windows", "50",
+                            "--epochs", "2"]).weak_windows == 50
+    for argv, words in ((["--weak_labels", "/nowhere/KXXX"], "--weak_labels"),
+                        (["--weak_labels", klbb_path, "--polarization", "single"],
+                         "weak labels come from dual-pol references"),
+                        (["--weak_labels", klbb_path, "--weak_windows", "-1"],
+                         "a count of windows")):
+        with pytest.raises(SystemExit) as exit_:
+            parse_arguments(argv)
+        assert exit_.value.code == 2
+        assert words in capsys.readouterr().err
 
 
 def test_the_weak_label_loss_is_cross_entropy_and_takes_non_weather():

@@ -14,7 +14,7 @@ volume is scored by a model trained on its own labels (``pipelines.radar_referen
 Usage (trains and publishes the dual-pol model, synthetic windows plus these)::
 
     python -m transforms.radar.weak_labels --registry registry \\
-        --weak_labels ../shared/data/radar/nexrad_chunks_KLOT --weak_weather_weight 4
+        --weak_labels ../shared/data/radar/nexrad_chunks_KLOT
 """
 
 import argparse
@@ -95,10 +95,12 @@ def volume_argument(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def main(argv=None) -> None:
-    from models.radar_qc.train import add_training_arguments, print_published, train
+def parse_arguments(argv=None) -> argparse.Namespace:
+    """The CLI's options; ``weak_windows`` resolved to its default (twice the synthetic)."""
+    from models.radar_qc.train import add_training_arguments
 
     parser = argparse.ArgumentParser(
+        prog="python -m transforms.radar.weak_labels",
         description="Train the dual-pol radar QC UNet on synthetic windows plus real sweeps "
                     "labelled by the reference algorithms' consensus, and publish it")
     add_training_arguments(parser)
@@ -107,18 +109,31 @@ def main(argv=None) -> None:
                         help="a real volume (archive file, or folder of its chunks) whose "
                              "reference consensus joins the training; repeatable")
     parser.add_argument("--weak_windows", type=int, default=0,
-                        help="windows cut from them (default: as many as --train_windows)")
+                        help="windows cut from them (default: twice --train_windows; with "
+                             "as many the model underfits the real labels)")
     parser.add_argument("--weak_weather_weight", type=float, default=1.0,
                         help="loss weight of a gate both references call weather")
     parser.add_argument("--reference_config", default=None,
                         help="the references' settings (default "
                              "config/evaluation/radar_reference.json)")
+    # More epochs than synthetic-only training: the real windows take longer to fit.
+    parser.set_defaults(epochs=8)
     args = parser.parse_args(argv)
     if args.polarization != "dual":
         parser.error("weak labels come from dual-pol references: --polarization dual")
+    if args.weak_windows < 0:
+        parser.error("--weak_windows: a count of windows, 0 or more")
+    args.weak_windows = args.weak_windows or 2 * args.train_windows
+    return args
+
+
+def main(argv=None) -> None:
+    from models.radar_qc.train import print_published, train
+
+    args = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    weak = weak_training_windows(args.weak_labels, args.weak_windows or args.train_windows,
-                                 args.seed, args.reference_config)
+    weak = weak_training_windows(args.weak_labels, args.weak_windows, args.seed,
+                                 args.reference_config)
     command = " ".join(["python -m transforms.radar.weak_labels", *(argv or sys.argv[1:])])
     print_published(train(args.registry, args.seed, args.train_windows, args.holdout_windows,
                           args.epochs, args.base_filters, args.depth, command=command,
