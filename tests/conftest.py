@@ -153,7 +153,10 @@ def radar_registry(tmp_path_factory) -> str:
     registry = str(tmp_path_factory.mktemp("radar_registry"))
     for polarization in ("dual", "single"):
         train(registry, seed=5, train_windows=160, holdout_windows=6, epochs=2,
-              command="pytest fixture", polarization=polarization)
+              command=(f"python -m models.radar_qc.train --registry {registry} --seed 5 "
+                       f"--train_windows 160 --holdout_windows 6 --epochs 2 "
+                       f"--polarization {polarization}"),
+              polarization=polarization)
     return registry
 
 

@@ -249,7 +249,9 @@ def test_radar_sweeps_are_scored_against_truth_masks(radar_evaluation):
     assert sum(hits_misses) == next(r["count"] for r in rows
                                     if r["slice"] == "all" and r["metric"] == "csi")
     decision = outcome["decision"]
-    assert decision["command"].startswith("python -m models.radar_qc.train")
+    # Retrained as the evaluated version was (its manifest's command).
+    assert decision["command"].startswith("python -m models.radar_qc.train --registry ")
+    assert decision["command"].endswith("--epochs 2 --polarization dual")
     assert {c["name"] for c in decision["checks"]} >= {"csi_drop", "pod_drop", "far_rise"}
 
 

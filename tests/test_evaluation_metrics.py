@@ -333,6 +333,17 @@ def test_metric_drop_fires_and_asks_to_retrain():
     assert RETRAIN_EXIT_STATUS not in (0, 1, 2)
 
 
+def test_retrain_command_can_repeat_how_the_version_in_service_was_trained():
+    rows = _rows(auc=0.70, labelled=150)
+    rules = {**RULES, "retrain_command": "{training_command}"}
+    trained = ("python -m transforms.radar.weak_labels --registry reg "
+               "--weak_labels volumes/KLOT")
+    decision = decide(rows, rules, {"auc": 0.83}, T0, registry="reg", training_command=trained)
+    assert decision["command"] == trained
+    assert decide(rows, rules, {"auc": 0.83}, T0)["command"] == (
+        "(the manifest records no training command)")
+
+
 def test_no_rule_fires_on_a_healthy_window():
     decision = decide(_rows(auc=0.82, labelled=150), RULES, {"auc": 0.83}, T0)
     assert not decision["retrain"] and decision["reason"] == "no rule fired"

@@ -82,7 +82,8 @@ def test_manifest_reports_unet_and_rule_skill(radar_model_ref):
         assert 0.0 <= metrics[name]["csi"] <= 1.0
     assert manifest["input_schema"]["moments"]["channels"] == list(CHANNELS)
     assert set(manifest["feature_statistics"]) == set(CHANNELS)
-    assert manifest["training_command"] == "pytest fixture"
+    assert manifest["training_command"].startswith("python -m models.radar_qc.train --registry ")
+    assert "randomise=False" in manifest["training_data"]
 
 
 def test_export_round_trip_gives_the_same_classes(radar_model_ref, synthetic):

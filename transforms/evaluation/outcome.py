@@ -194,7 +194,7 @@ def finish(run: EvaluationRun, now: datetime.datetime) -> dict:
                                           verify=False).manifest
         decision = decide(rows, run.retraining_rules, manifest.get("holdout_metrics", {}), now,
                           previous_decision(decisions_dir), run.registry,
-                          manifest.get("holdout_slices"))
+                          manifest.get("holdout_slices"), manifest.get("training_command"))
         if snapshot:
             # Train on the snapshot, holding out the newest window for challenger vs champion.
             decision["snapshot"] = snapshot["snapshot_id"]

@@ -235,7 +235,7 @@ def evidence_sentence(check: dict, most: int = 3) -> str:
 
 def decide(rows: list[dict], rules: dict, holdout: dict, now: datetime.datetime,
            previous: dict | None = None, registry: str = "registry",
-           holdout_slices: dict | None = None) -> dict:
+           holdout_slices: dict | None = None, training_command: str | None = None) -> dict:
     """The retraining decision record for one evaluation run.
 
     Args:
@@ -245,7 +245,9 @@ def decide(rows: list[dict], rules: dict, holdout: dict, now: datetime.datetime,
         holdout_slices: the manifest's hold-out slice gaps (baseline of "compare": "holdout").
         now: the decision time (schedules are judged on it).
         previous: the previous decision record of this pipeline, if any.
-        registry: substituted into the retrain command.
+        registry: substituted into the retrain command (``{registry}``).
+        training_command: the command that trained the evaluated version (its manifest),
+            substituted for ``{training_command}``: "retrain as the version in service was".
     """
     rows = served_rows(rows)  # a shadow's figures are evidence for a person, not a trigger
     version = current_model_version(rows)
@@ -279,5 +281,7 @@ def decide(rows: list[dict], rules: dict, holdout: dict, now: datetime.datetime,
                                   if r["metric"] == "rows_by_rules_version"}),
         "code_releases": sorted({r["detail"] for r in judged
                                  if r["metric"] == "rows_by_code_release"}),
-        "command": rules.get("retrain_command", "").format(registry=registry),
+        "command": rules.get("retrain_command", "").format(
+            registry=registry,
+            training_command=training_command or "(the manifest records no training command)"),
     }
