@@ -14,7 +14,7 @@ CLIS = ["pipelines.credit_scoring", "pipelines.radar_qc", "pipelines.evaluate",
         "models.credit.scenarios", "models.credit.compare", "models.promotion",
         "models.radar_qc.train", "services.model_server", "services.offers_api",
         "services.bank_offers", "services.chunk_feed", "transforms.radar.synthetic_volumes",
-        "bench.serving"]
+        "bench.serving", "pipelines.radar_reference", "transforms.radar.weak_labels"]
 NOISE = ("cuda", "cuInit", "oneDNN", "absl::InitializeLog", "GCSFileSystem", "apitools",
          "cpu_feature_guard")
 
