@@ -16,6 +16,7 @@ compares against for drift.
 import argparse
 import datetime
 import logging
+import shlex
 import sys
 import tempfile
 
@@ -229,7 +230,8 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
                             "half_life_days": half_life_days},
         "code_version": code_version(),
         "library_versions": library_versions(),
-        "training_command": command or " ".join(["python -m models.credit.train", *sys.argv[1:]]),
+        "training_command": command or shlex.join(["python", "-m", "models.credit.train",
+                                                    *sys.argv[1:]]),
         "seed": seed,
         "epochs": epochs,
         "split": {"kind": "stratified holdout", "holdout_fraction": holdout_fraction,

@@ -23,6 +23,7 @@ Real sweeps join the training with weak labels through ``python -m transforms.ra
 import argparse
 import datetime
 import logging
+import shlex
 import sys
 import tempfile
 
@@ -167,7 +168,7 @@ def train(registry: str, seed: int = 42, train_windows: int = 1200, holdout_wind
                           f"randomise={randomise})"),
         "code_version": code_version(),
         "library_versions": library_versions(),
-        "training_command": command or " ".join(["python -m models.radar_qc.train",
+        "training_command": command or shlex.join(["python", "-m", "models.radar_qc.train",
                                                  *sys.argv[1:]]),
         "seed": seed,
         "epochs": epochs,

@@ -19,6 +19,7 @@ Usage (trains and publishes the dual-pol model, synthetic windows plus these)::
 
 import argparse
 import logging
+import shlex
 import sys
 
 import numpy as np
@@ -134,7 +135,9 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     weak = weak_training_windows(args.weak_labels, args.weak_windows, args.seed,
                                  args.reference_config)
-    command = " ".join(["python -m transforms.radar.weak_labels", *(argv or sys.argv[1:])])
+    # Quoted as a shell would need it: the retrain command of the rules file repeats it.
+    command = shlex.join(["python", "-m", "transforms.radar.weak_labels",
+                          *(argv or sys.argv[1:])])
     print_published(train(args.registry, args.seed, args.train_windows, args.holdout_windows,
                           args.epochs, args.base_filters, args.depth, command=command,
                           weak=weak, weak_weather_weight=args.weak_weather_weight,
