@@ -138,6 +138,10 @@ def test_the_report_shows_every_table_and_escapes_names(tmp_path):
     assert "fuzzy vs RHOHV rule" in page and "25-50 km" in page and "&gt;50 km" in page
     assert "<b>X</b>" not in page and "&lt;b&gt;X&lt;/b&gt;" in page
     assert page.count("<h3>") == 2  # one figure per volume
+    assert "It learnt from synthetic sweeps only." in page
+    page = open(write_reference_report(rows, str(tmp_path), ReferenceParameters(), [0],
+                                       ["KLOT-20260328T201457Z"]), encoding="utf-8").read()
+    assert "It learnt from the reference consensus of KLOT-20260328T201457Z" in page
 
 
 @pytest.mark.slow
@@ -163,7 +167,10 @@ def test_no_volume_is_scored_by_a_model_trained_on_its_weak_labels(klbb_path, tm
     assert "trained on its weak labels" in dead[0]["message"]
     assert os.path.exists(outcome["report"])
     page = open(outcome["report"], encoding="utf-8").read()
-    assert "KLOT-20260328T201457Z" in page and "KLBB-20160601T150025Z" not in page
+    assert "KLOT-20260328T201457Z" in page
+    # KLBB is named once, as what the model learnt from, and scored nowhere.
+    assert "reference consensus of KLBB-20160601T150025Z" in page
+    assert page.count("KLBB-20160601T150025Z") == 1
 
 
 def test_the_evaluation_report_shows_the_newest_reference_comparison(tmp_path):

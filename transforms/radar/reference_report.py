@@ -99,8 +99,13 @@ def sweep_table(rows: list[dict]) -> list[dict]:
     return out
 
 
-def write_reference_report(rows: list[dict], folder: str, params, bands_km) -> str:
-    """Render ``index.html`` into ``folder`` (where the figures are); returns its path."""
+def write_reference_report(rows: list[dict], folder: str, params, bands_km,
+                           weak_label_volumes: list[str] = ()) -> str:
+    """Render ``index.html`` into ``folder`` (where the figures are); returns its path.
+
+    ``weak_label_volumes``: the volumes whose weak labels the model learnt from (its manifest),
+    named so a reader knows which radars the figures are cross-radar for.
+    """
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                                      autoescape=True, undefined=jinja2.StrictUndefined)
     environment.filters["f3"] = lambda v: "–" if v is None else f"{v:.3f}"
@@ -111,7 +116,7 @@ def write_reference_report(rows: list[dict], folder: str, params, bands_km) -> s
         model=f"{first.get('model_name', '?')} {first.get('model_version', '?')}",
         run_id=first.get("run_id", "?"), params=params, bands=bands_km,
         volumes=volume_table(rows), band_rows=band_table(rows), sweeps=sweep_table(rows),
-        figures=figures)
+        figures=figures, weak_label_volumes=list(weak_label_volumes))
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "index.html")
     with open(path, "w", encoding="utf-8") as handle:
