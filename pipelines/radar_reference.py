@@ -122,9 +122,11 @@ def run(argv=None, test_pipeline=None) -> dict:
                           common.run_id)
     params, bands = load_parameters(
         options.view_as(ReferenceOptions).reference_config)
-    learnt_from = model_registry.resolve(common.registry, common.model_name or "radar_qc",
-                                         common.model_version).manifest.get(
-        "weak_label_volumes", [])
+    # The version that scored (the rows name it; an alias may have moved since), manifest only.
+    scored = model_registry.resolve(
+        common.registry, common.model_name or "radar_qc",
+        rows[0]["model_version"] if rows else common.model_version, verify=False)
+    learnt_from = scored.manifest.get("weak_label_volumes", [])
     report = write_reference_report(rows, report_dir(common), params, bands, learnt_from)
     print(f"{PIPELINE_NAME} run {common.run_id}: {result.state}\n"
           f"  agreement rows: {len(rows)} in {common.output.rstrip('/')}/evaluation/{AGREEMENT}/"
