@@ -8,7 +8,10 @@ setup(
     description="Apache Beam pipelines that invoke ML models (credit offers, radar QC).",
     python_requires=">=3.11,<3.12",
     packages=find_packages(
-        include=["pipelines*", "transforms*", "models*", "services*", "runners*", "config"]),
+        include=["beamline*", "pipelines*", "transforms*", "models*", "services*", "runners*",
+                 "bench*", "config"]),
+    # One command, a subcommand per job (beamline/cli.py); `python -m <module>` aliases stay.
+    entry_points={"console_scripts": ["beamline = beamline.cli:main"]},
     # Configuration travels with the package, so installed CLIs find their defaults.
     package_data={"config": ["*/*.json"], "transforms.radar": ["templates/*.j2"]},
     install_requires=[

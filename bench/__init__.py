@@ -3,9 +3,10 @@
 import os
 import secrets
 
-from models.quiet import quiet_imports
+from models.quiet import quiet_imports, starting_as_program
 
-quiet_imports()  # before any Beam or TensorFlow import of this package
+if starting_as_program():  # `python -m bench.<name>`: a program starts
+    quiet_imports()
 # The German data set pseudonymises national ids under this key; benches use a throwaway one
 # (subprocesses they start inherit it).
 os.environ.setdefault("BEAMLINE_PII_KEY", secrets.token_hex(32))

@@ -32,6 +32,7 @@ from models import registry as model_registry
 from models.credit.dataset import load_dataset, read_data
 from models.credit.replay import replay_requests
 from models.credit.train import train
+from models.exit_codes import run_command
 
 DATA = "../shared/data/credit/german.data"
 MODEL = "credit_german"
@@ -111,4 +112,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

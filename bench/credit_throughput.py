@@ -48,6 +48,7 @@ from models.credit.handler import credit_model_handler
 from models.credit.model import predict_scores
 from models.credit.replay import replay_requests, write_jsonl
 from models.credit.train import train
+from models.exit_codes import run_command
 from pipelines import credit_scoring
 from services.bank_offers import Faults, running_offer_service
 
@@ -220,4 +221,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -34,6 +34,7 @@ import time
 
 from bench.baseline import BASELINE, MEASURE, ROOT, checkout
 from models import registry as model_registry
+from models.exit_codes import run_command
 from models.radar_qc.handler import (
     DEFAULT_SWEEPS_PER_CALL,
     classify_sweeps,
@@ -160,4 +161,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

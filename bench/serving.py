@@ -19,13 +19,15 @@ import datetime
 import json
 import os
 import platform
-import socket
+import sys
 import tempfile
 import threading
 import time
 
 import numpy as np
 import requests
+
+from models.exit_codes import run_command
 
 DATA = os.path.join(os.environ.get("BEAMLINE_DATA", "../shared/data"), "credit", "german.data")
 MODEL = "credit_german"
@@ -76,32 +78,6 @@ def applicant_bodies(count: int, prefix: str, data: str = DATA) -> list[bytes]:
     return [json.dumps(r).encode() for r in replay_requests(records, count, start, 1, prefix)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(module: str, *args: str) -> tuple[str, object]:
-    """Start a service in its own process (as it runs in production) on a free port."""
-    import subprocess
-    import sys
-
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", module, *args, "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            requests.get(url, timeout=5)
-            return url, process
-        except requests.RequestException:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"{module} did not start")
-
-
 def serving_function(url: str, bodies: list[dict], clients: int) -> tuple[float, list]:
     """(predictions/s, latencies) of one-instance requests from ``clients`` threads."""
     session_local = threading.local()
@@ -144,6 +120,7 @@ def main(argv=None) -> None:
     from models.credit.train import train
     from pipelines import credit_scoring
     from services.bank_offers import Faults, running_offer_service
+    from services.processes import running_service
 
     with tempfile.TemporaryDirectory() as workdir:
         registry = args.registry or os.path.join(workdir, "registry")
@@ -152,27 +129,21 @@ def main(argv=None) -> None:
         bodies = [json.loads(b) for b in applicant_bodies(args.requests, "bench", args.data)]
         instances = [{k: v for k, v in b.items() if k not in ("request_id", "event_time")}
                      for b in bodies]
-        url, server = _start("services.model_server", "--registry", registry)
-        try:
+        with running_service("services.model_server", "--registry", registry) as url:
             serving_function(url, instances[:50], 4)  # warm up: load the version
             rows = []
             for clients in (1, 8, 32):
                 rate, latencies = serving_function(url, instances, clients)
                 rows.append((clients, rate, latencies))
 
-            with running_offer_service(Faults(latency_ms=2.0)) as bank:
-                offers_url, offers_server = _start(
+            with running_offer_service(Faults(latency_ms=2.0)) as bank, running_service(
                     "services.offers_api", "--registry", registry, "--offer_url", bank.url,
-                    "--output", os.path.join(workdir, "online"))
-                try:
-                    offers_load(f"{offers_url}/v1/offers",
-                                applicant_bodies(20, "warm", args.data), 20)
-                    offers = offers_load(f"{offers_url}/v1/offers",
-                                         applicant_bodies(args.count, "online", args.data),
-                                         args.rate)
-                finally:
-                    offers_server.terminate()
-                    offers_server.wait(timeout=60)
+                    "--output", os.path.join(workdir, "online")) as offers_url:
+                offers_load(f"{offers_url}/v1/offers",
+                            applicant_bodies(20, "warm", args.data), 20)
+                offers = offers_load(f"{offers_url}/v1/offers",
+                                     applicant_bodies(args.count, "online", args.data),
+                                     args.rate)
 
             with open(os.path.join(workdir, "requests.jsonl"), "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(b) + "\n" for b in bodies)
@@ -185,9 +156,6 @@ def main(argv=None) -> None:
             credit_scoring.run([*common, "--output", os.path.join(workdir, "remote"),
                                 "--model_endpoint", url])
             remote = args.requests / (time.perf_counter() - started)
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
 
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, "
           f"{platform.python_implementation()} {platform.python_version()}")
@@ -203,4 +171,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -3,6 +3,7 @@ training statistics, and one package per model (credit, radar_qc) with its build
 RunInference handler. Imports nothing from transforms or pipelines.
 """
 
-from models.quiet import quiet_imports
+from models.quiet import quiet_imports, starting_as_program
 
-quiet_imports()
+if starting_as_program():  # `python -m` of one of its modules: a program starts
+    quiet_imports()

@@ -22,6 +22,7 @@ import sys
 import numpy as np
 
 from models import registry as model_registry
+from models.exit_codes import run_command
 from models.registry import PRODUCTION, ModelRef, RegistryError
 
 SCORE_TOLERANCE = 1e-5
@@ -153,6 +154,21 @@ def _who(command: str) -> str:
     return f"{user} via models.promotion {command}"
 
 
+def status_main(argv=None) -> int:
+    """``beamline models status``: ``main`` with its first word given."""
+    return main(["status", *(argv or [])])
+
+
+def promote_main(argv=None) -> int:
+    """``beamline models promote``."""
+    return main(["promote", *(argv or [])])
+
+
+def rollback_main(argv=None) -> int:
+    """``beamline models rollback``."""
+    return main(["rollback", *(argv or [])])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -189,4 +205,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -11,6 +11,10 @@ keeps the notices.
 Beam is imported at once; TensorFlow only when something imports it (an import hook silences
 that first import), so a process that never needs it (the radar pipeline on ONNX Runtime, the
 offers API) does not carry its ~400 MB.
+
+Only a program's start does this (``beamline``'s ``main``, or a package of the project while
+``python -m`` locates one of its modules): importing a package of the project from a notebook,
+a test or a worker unpickling a DoFn changes nothing in that process.
 """
 
 import contextlib
@@ -72,6 +76,12 @@ class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
         if spec is not None and spec.loader is not None:
             spec.loader = _QuietTensorFlowLoader(spec.loader)
         return spec
+
+
+def starting_as_program() -> bool:
+    """True while ``python -m package.module`` is locating its module: Python sets
+    ``sys.argv[0]`` to ``-m`` only then, so an import from a notebook or a worker is not."""
+    return sys.argv[:1] == ["-m"]
 
 
 def quiet_imports() -> None:

@@ -2,6 +2,7 @@
 explain CLI, and the capability table they look capabilities up in.
 """
 
-from models.quiet import quiet_imports
+from models.quiet import quiet_imports, starting_as_program
 
-quiet_imports()  # before any Beam or TensorFlow import of this package
+if starting_as_program():  # `python -m` of one of its modules: a program starts
+    quiet_imports()

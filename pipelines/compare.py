@@ -32,9 +32,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from models.credit import compare
 from models.credit.handler import credit_model_handler
 from models.credit.snapshots import read_file_rows, snapshot_files
+from models.exit_codes import PROMOTION_REFUSED
 from models.promotion import promote
 from models.registry import PRODUCTION, is_alias
-from pipelines.options import CommonOptions, build_and_run, cli, resolve_common
+from pipelines.launch import build_and_run, cli
+from pipelines.options import CommonOptions, CompareOptions, resolve_common
 from transforms.common.dead_letters import DEAD_LETTERS
 from transforms.evaluation.join import resolve_join
 from transforms.evaluation.reading import (
@@ -44,29 +46,6 @@ from transforms.evaluation.reading import (
     read_truth_file,
     truth_files,
 )
-
-
-class CompareOptions(PipelineOptions):
-    """Options of the comparison job (with --registry and --model_name from CommonOptions)."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        parser.add_argument("--challenger", default=None, help="the new version, e.g. v0002")
-        parser.add_argument("--champion", default=PRODUCTION,
-                            help="the version in service: an alias or a version")
-        parser.add_argument("--snapshots", default=None,
-                            help="comma-separated snapshots holding the window's labels "
-                                 "(default: all of the model's)")
-        parser.add_argument("--promotion_rules", default=None,
-                            help="promotion rules (default config/promotion/<model>.json)")
-        parser.add_argument("--promote", action="store_true", default=False,
-                            help="move the champion's alias to an accepted challenger")
-        parser.add_argument("--shadow_evidence", default=None,
-                            help="output root of credit scoring runs where the challenger was "
-                                 "the shadow: judge on those live rows (needs --shadow_truth)")
-        parser.add_argument("--shadow_truth", default=None,
-                            help="with --shadow_evidence: glob of the late labels (as "
-                                 "pipelines.evaluate --truth reads them)")
 
 
 def validate(options: PipelineOptions) -> tuple[CommonOptions, CompareOptions]:
@@ -184,7 +163,7 @@ def run(argv=None, test_pipeline=None) -> int:
     Returns:
         0 accepted, 4 refused.
     """
-    _, options = build_and_run(argv, test_pipeline, __doc__.split("\n")[0], CompareOptions,
+    _, options = build_and_run(argv, test_pipeline, "compare", __doc__.split("\n")[0],
                                build, writes_output=False)
     common, args = options.view_as(CommonOptions), options.view_as(CompareOptions)
     path, record = _newest_record(common.registry, common.model_name, args.challenger)
@@ -194,7 +173,7 @@ def run(argv=None, test_pipeline=None) -> int:
         entry = promote(common.registry, common.model_name, record["challenger"]["version"],
                         alias, reason="challenger accepted against champion", decision=path)
         print(f"  promoted: {alias} {entry['from']} -> {entry['to']}")
-    return 0 if record["accepted"] else compare.REFUSED_EXIT_STATUS
+    return 0 if record["accepted"] else PROMOTION_REFUSED
 
 
 def _newest_record(registry: str, model_name: str, challenger: str) -> tuple[str, dict]:
@@ -206,5 +185,7 @@ def _newest_record(registry: str, model_name: str, challenger: str) -> tuple[str
         return path, json.loads(f.read().decode("utf-8"))
 
 
+main = run  # the command: 0 accepted, 4 refused
+
 if __name__ == "__main__":
-    sys.exit(cli(run))
+    sys.exit(cli(main))

@@ -43,13 +43,12 @@ from models.credit.dataset import dataset_from_manifest
 from models.credit.handler import RemoteCreditHandler, credit_batch_handler
 from models.credit.shadow import choose_shadow
 from models.provenance import code_version
+from pipelines.launch import cli, pipeline_runner, run_outputs
 from pipelines.options import (
     CommonOptions,
+    CreditScoringOptions,
     check_sources,
-    cli,
-    pipeline_runner,
     resolve_common,
-    run_outputs,
 )
 from transforms.common.dead_letters import DEAD_LETTERS
 from transforms.common.file_sources import ReadLinesFromFiles, WatchDirectory
@@ -59,8 +58,6 @@ from transforms.common.outputs import PrimaryDataset, write_run_outputs
 from transforms.common.parquet_sink import file_windows
 from transforms.credit import rows as credit_rows
 from transforms.credit.dedup import (
-    DEFAULT_BUCKETS,
-    DEFAULT_HORIZON_SECS,
     DeduplicateBatches,
     DeduplicateStream,
 )
@@ -72,7 +69,6 @@ from transforms.credit.dofns import (
 )
 from transforms.credit.offers import RequestOffers
 from transforms.credit.privacy import privacy_for
-from transforms.credit.requests import DEFAULT_MAX_REQUEST_BYTES
 from transforms.credit.rules import (
     archive_rules,
     check_rules_fit,
@@ -88,60 +84,6 @@ RESPONSES = PrimaryDataset(
     name="responses", label="WriteResponses", schema=credit_rows.RESPONSE_SCHEMA,
     partitions=credit_rows.RESPONSE_PARTITIONS)
 
-
-class CreditScoringOptions(PipelineOptions):
-    """Options of the credit offers pipeline."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        parser.add_argument("--input_dir", default=None,
-                            help="streaming: landing directory watched for new *.jsonl files")
-        parser.add_argument("--input_topic", default=None,
-                            help="streaming: Pub/Sub topic of requests (one JSON per message)")
-        parser.add_argument("--pubsub_id_attribute", default=None,
-                            help="Dataflow: the message attribute holding the request id, so "
-                                 "Pub/Sub redeliveries are dropped at the source (id_label)")
-        parser.add_argument("--rules", default=None,
-                            help="offer rules file (decision thresholds, bank limits; default "
-                                 "config/offer_rules/<model name>.json)")
-        parser.add_argument("--offer_url", default=None,
-                            help="base URL of the banks' offer API; without it approved "
-                                 "requests get no offer (offer_status not_requested)")
-        parser.add_argument("--offer_timeout_secs", type=float, default=2.0,
-                            help="timeout of one offer API call")
-        parser.add_argument("--offer_retries", type=int, default=3,
-                            help="retries of a transient offer API failure (backoff doubles)")
-        parser.add_argument("--offer_batch_size", type=int, default=50,
-                            help="most quote requests per offer API call")
-        parser.add_argument("--max_request_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
-                            help="longer request lines go to dead letters")
-        parser.add_argument("--min_batch_size", type=int, default=64,
-                            help="smallest batch of requests parsed and scored together")
-        parser.add_argument("--no_dedup", action="store_true",
-                            help="skip deduplication by request_id (a backfill of requests "
-                                 "deduplicated when first scored: saves a shuffle)")
-        parser.add_argument("--dedup_horizon_secs", type=float, default=DEFAULT_HORIZON_SECS,
-                            help="streaming: how long a request_id is remembered (event time)")
-        parser.add_argument("--dedup_buckets", type=int, default=DEFAULT_BUCKETS,
-                            help="batch: groups the deduplication shuffle spreads ids over")
-        parser.add_argument("--model_endpoint", default=None,
-                            help="base URL of the serving function (services.model_server, "
-                                 "TF Serving REST): score there instead of in the worker")
-        parser.add_argument("--model_endpoint_token", default=None,
-                            help="bearer token for --model_endpoint")
-        parser.add_argument("--model_endpoint_retries", type=int, default=3,
-                            help="retries of a call the serving function failed (5xx, 429, "
-                                 "no answer), with backoff")
-        parser.add_argument("--shadow_version", default=None,
-                            help="a version or alias scored beside the one in service, its "
-                                 "answers written to the sampled predictions only (default: "
-                                 "the registry's shadow alias when set, none in a backfill; "
-                                 "none = no shadow)")
-        parser.add_argument("--alias_poll_secs", type=float, default=60.0,
-                            help="streaming with an alias as --model_version: how often the "
-                                 "alias is read, so a promotion or rollback reaches the running "
-                                 "pipeline without a restart (0 = keep the version resolved at "
-                                 "start)")
 
 
 def validate(options: PipelineOptions) -> tuple[CommonOptions, CreditScoringOptions]:
@@ -327,7 +269,13 @@ def output_folders(common: CommonOptions) -> dict:
             "dead letters": f"{out}/{DEAD_LETTERS}/pipeline={PIPELINE_NAME}/{model}/"}
 
 
-run = pipeline_runner(__doc__, CreditScoringOptions, build, PIPELINE_NAME, output_folders)
+run = pipeline_runner(__doc__, PIPELINE_NAME, build, output_folders)
+
+
+def main(argv=None) -> int:
+    """The command: run to the end; exit status 0 (errors raise, ``cli`` maps them)."""
+    run(argv)
+    return 0
 
 if __name__ == "__main__":
-    sys.exit(cli(run))
+    sys.exit(cli(main))

@@ -48,8 +48,10 @@ from models import registry as model_registry
 from models.config import default_path, load_evaluation_config, load_retraining_rules
 from models.credit.dataset import dataset_from_manifest
 from models.credit.snapshots import snapshot_dir, snapshot_schema
-from pipelines.capabilities import CAPABILITIES, Capability, capability
-from pipelines.options import CommonOptions, build_and_run, cli, resolve_common
+from models.exit_codes import RETRAIN
+from pipelines.capabilities import Capability, capability
+from pipelines.launch import build_and_run, cli
+from pipelines.options import CommonOptions, EvaluateOptions, resolve_common
 from transforms.common.dead_letters import DEAD_LETTERS, WriteDeadLetters
 from transforms.common.parquet_sink import WritePartitionedParquet
 from transforms.evaluation import join as evaluation
@@ -64,49 +66,12 @@ from transforms.evaluation.reading import (
     read_truth_file,
     truth_files,
 )
-from transforms.evaluation.retraining import RETRAIN_EXIT_STATUS, evidence_sentence
+from transforms.evaluation.retraining import evidence_sentence
 from transforms.evaluation.snapshots import snapshot_row
 
 LOGGER = logging.getLogger(__name__)
 PIPELINE_NAME = "evaluate"
 
-
-class EvaluateOptions(PipelineOptions):
-    """Options of the evaluation job (with --registry, --output, --run_id, --model_name from
-    CommonOptions)."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        parser.add_argument("--pipeline", dest="evaluated_pipeline", default="credit_scoring",
-                            choices=sorted(CAPABILITIES), help="whose predictions to evaluate")
-        parser.add_argument("--predictions", default="out",
-                            help="output root of the evaluated pipeline (holding predictions/)")
-        parser.add_argument("--truth", default=None,
-                            help="glob of ground-truth files (.parquet, .csv, .jsonl): "
-                                 "prediction_id, label (or mask_packed + mask_shape), label_time")
-        parser.add_argument("--model_versions", default=None,
-                            help="comma-separated model versions to evaluate (default: all)")
-        parser.add_argument("--dt_from", default=None, help="first event date, YYYY-MM-DD")
-        parser.add_argument("--dt_to", default=None, help="last event date, YYYY-MM-DD")
-        parser.add_argument("--window", default=None, choices=evaluation.WINDOWS,
-                            help="time windows besides the whole period (default: config's)")
-        parser.add_argument("--config", default=None,
-                            help="evaluation config: slices, drift limits (default: "
-                                 "config/evaluation/<model name>.json)")
-        parser.add_argument("--retraining_rules", default=None,
-                            help="retraining rules (default: "
-                                 "config/retraining/<model name>.json)")
-        parser.add_argument("--decide", action="store_true", default=False,
-                            help="apply the retraining rules, write a decision record and "
-                                 f"exit {RETRAIN_EXIT_STATUS} if retraining is due")
-        parser.add_argument("--no_snapshot", action="store_true", default=False,
-                            help="do not keep the labelled rows as a training snapshot in the "
-                                 "registry (credit; kept by default)")
-        parser.add_argument("--snapshot_id", default=None,
-                            help="name of the training snapshot written (default "
-                                 "snap-<run id>)")
-        parser.add_argument("--now", default=None,
-                            help="decision time, ISO-8601 (default: now; schedules use it)")
 
 
 def validate(options: PipelineOptions) -> tuple[CommonOptions, EvaluateOptions]:
@@ -269,8 +234,8 @@ def run(argv=None, test_pipeline=None) -> dict:
     Returns:
         {"report": html path, "decision": record or None, "summary": ..., "rows": metric rows}
     """
-    result, options = build_and_run(argv, test_pipeline, __doc__.split("\n")[0],
-                                    EvaluateOptions, build)
+    result, options = build_and_run(argv, test_pipeline, PIPELINE_NAME,
+                                    __doc__.split("\n")[0], build)
     common = options.view_as(CommonOptions)
     evaluate = options.view_as(EvaluateOptions)
     now = (evaluation.parse_time(evaluate.now) if evaluate.now
@@ -317,7 +282,7 @@ def main(argv=None) -> int:
     """The CLI: exit status 3 when the decision is to retrain."""
     outcome = run(argv)
     decision = outcome["decision"]
-    return RETRAIN_EXIT_STATUS if decision and decision["retrain"] else 0
+    return RETRAIN if decision and decision["retrain"] else 0
 
 
 if __name__ == "__main__":

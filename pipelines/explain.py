@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from models import registry as model_registry
 from models.config import ConfigError
+from models.exit_codes import run_command
 from models.provenance import code_version
 from pipelines.capabilities import CAPABILITIES, capability
 from transforms.common.predictions import PARTITION_COLUMNS, PREDICTIONS
@@ -195,4 +196,4 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    sys.exit(main())
+    sys.exit(run_command(main))

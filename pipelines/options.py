@@ -1,21 +1,33 @@
-"""Options shared by every pipeline, and the checks across them."""
+"""Every pipeline's options (PipelineOptions classes), and the checks across them.
+
+One module for all of them: Beam refuses a flag defined in two classes once both are imported,
+and ``--help`` of a pipeline is built from here without importing the pipeline itself (its
+graph pulls TensorFlow, ONNX Runtime, xradar: seconds before the first line of help).
+"""
 
 import argparse
 import datetime
 import logging
-import sys
 import uuid
 
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from transforms.common.outputs import RunOutputs, is_output_failure, output_failure
+from models.exit_codes import RETRAIN, epilog
+from models.radar_qc.engine import ENGINES
+from models.registry import PRODUCTION
 from transforms.common.parquet_sink import DEFAULT_MAX_ROWS_PER_FILE
+from transforms.credit.dedup import DEFAULT_BUCKETS, DEFAULT_HORIZON_SECS
+from transforms.credit.requests import DEFAULT_MAX_REQUEST_BYTES
+from transforms.evaluation.join import WINDOWS
+from transforms.radar.volumes import CFRADIAL2_OUT, OUTPUT_FORMATS
 
 LOGGER = logging.getLogger(__name__)
 RUN_MODES = ("batch", "streaming", "backfill")
 BACKFILLS = "backfills"
+DEFAULT_SINGLE_POL_MODEL = "radar_qc_single"
+# The pipelines the evaluation reads (the keys of pipelines.capabilities.CAPABILITIES, which a
+# test holds equal: the capabilities import every metric and replay, too slow for --help).
+EVALUATED_PIPELINES = ("credit_scoring", "radar_qc")
 
 
 class CommonOptions(PipelineOptions):
@@ -133,198 +145,187 @@ def check_sources(options: PipelineOptions, batch: dict, streaming: dict) -> str
     return given[0]
 
 
-def run_outputs(options: PipelineOptions) -> RunOutputs:
-    """Where a pipeline run writes, from the resolved common options."""
-    common = options.view_as(CommonOptions)
-    streaming = options.view_as(StandardOptions).streaming
-    return RunOutputs(output=common.output, run_id=common.run_id,
-                      model_name=common.model_name, sample_rate=common.sample_rate,
-                      window_secs=common.window_secs if streaming else 0,
-                      max_rows_per_file=common.max_rows_per_file)
+class CreditScoringOptions(PipelineOptions):
+    """Options of the credit offers pipeline."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--input_dir", default=None,
+                            help="streaming: landing directory watched for new *.jsonl files")
+        parser.add_argument("--input_topic", default=None,
+                            help="streaming: Pub/Sub topic of requests (one JSON per message)")
+        parser.add_argument("--pubsub_id_attribute", default=None,
+                            help="Dataflow: the message attribute holding the request id, so "
+                                 "Pub/Sub redeliveries are dropped at the source (id_label)")
+        parser.add_argument("--rules", default=None,
+                            help="offer rules file (decision thresholds, bank limits; default "
+                                 "config/offer_rules/<model name>.json)")
+        parser.add_argument("--offer_url", default=None,
+                            help="base URL of the banks' offer API; without it approved "
+                                 "requests get no offer (offer_status not_requested)")
+        parser.add_argument("--offer_timeout_secs", type=float, default=2.0,
+                            help="timeout of one offer API call")
+        parser.add_argument("--offer_retries", type=int, default=3,
+                            help="retries of a transient offer API failure (backoff doubles)")
+        parser.add_argument("--offer_batch_size", type=int, default=50,
+                            help="most quote requests per offer API call")
+        parser.add_argument("--max_request_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+                            help="longer request lines go to dead letters")
+        parser.add_argument("--min_batch_size", type=int, default=64,
+                            help="smallest batch of requests parsed and scored together")
+        parser.add_argument("--no_dedup", action="store_true",
+                            help="skip deduplication by request_id (a backfill of requests "
+                                 "deduplicated when first scored: saves a shuffle)")
+        parser.add_argument("--dedup_horizon_secs", type=float, default=DEFAULT_HORIZON_SECS,
+                            help="streaming: how long a request_id is remembered (event time)")
+        parser.add_argument("--dedup_buckets", type=int, default=DEFAULT_BUCKETS,
+                            help="batch: groups the deduplication shuffle spreads ids over")
+        parser.add_argument("--model_endpoint", default=None,
+                            help="base URL of the serving function (services.model_server, "
+                                 "TF Serving REST): score there instead of in the worker")
+        parser.add_argument("--model_endpoint_token", default=None,
+                            help="bearer token for --model_endpoint")
+        parser.add_argument("--model_endpoint_retries", type=int, default=3,
+                            help="retries of a call the serving function failed (5xx, 429, "
+                                 "no answer), with backoff")
+        parser.add_argument("--shadow_version", default=None,
+                            help="a version or alias scored beside the one in service, its "
+                                 "answers written to the sampled predictions only (default: "
+                                 "the registry's shadow alias when set, none in a backfill; "
+                                 "none = no shadow)")
+        parser.add_argument("--alias_poll_secs", type=float, default=60.0,
+                            help="streaming with an alias as --model_version: how often the "
+                                 "alias is read, so a promotion or rollback reaches the running "
+                                 "pipeline without a restart (0 = keep the version resolved at "
+                                 "start)")
 
 
-class OutputUnavailable(OSError):
-    """The output folder cannot be written (read-only, missing rights, a full disk)."""
+class RadarQcOptions(PipelineOptions):
+    """Options of the radar QC pipeline."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--chunk_dir", default=None,
+                            help="streaming: landing directory of real-time chunks, laid out "
+                                 "<chunk_dir>/<RADAR>/<YYYYMMDD-HHMMSS-NNN-T>")
+        parser.add_argument("--engine", default="auto", choices=ENGINES,
+                            help="what runs the UNet: onnx (ONNX Runtime, CPU; the version's "
+                                 "export), tensorflow (GPU, or versions without the export), "
+                                 "auto = onnx when the version has the export")
+        parser.add_argument("--output_formats", default=CFRADIAL2_OUT,
+                            help=f"comma-separated formats of the QC'd volumes: "
+                                 f"{', '.join(OUTPUT_FORMATS)} (CF/Radial 2 NetCDF, "
+                                 f"CF/Radial 1.4 NetCDF, ODIM_H5)")
+        parser.add_argument("--single_pol_model", default=DEFAULT_SINGLE_POL_MODEL,
+                            help="registered model for sweeps without dual-pol moments "
+                                 "(legacy NEXRAD, single-pol radars); 'none' sends volumes "
+                                 "without any dual-pol sweep to dead letters. Used when "
+                                 "registered")
+        parser.add_argument("--single_pol_version", default="production",
+                            help="its version or alias (pinned in a backfill, like "
+                                 "--model_version)")
+        parser.add_argument("--chunk_timeout_secs", type=float, default=900.0,
+                            help="a volume still missing chunks this long after its first "
+                                 "chunk goes to dead letters")
 
 
-def check_output_writable(output: str, run_id: str) -> None:
-    """Write and delete a small hidden file under the output root, so an output that cannot
-    be written stops the run at start, before any input is read.
+class EvaluateOptions(PipelineOptions):
+    """Options of the evaluation job (with --registry, --output, --run_id, --model_name from
+    CommonOptions)."""
 
-    Raises:
-        OutputUnavailable: naming the folder and the operating system's reason.
-    """
-    probe = FileSystems.join(output, f".write-check-{run_id}")
-    try:
-        if not FileSystems.exists(output):
-            FileSystems.mkdirs(output)
-        with FileSystems.create(probe) as f:
-            f.write(b"beamline write check\n")
-        FileSystems.delete([probe])
-    except Exception as error:  # noqa: BLE001 - every filesystem has its own error classes
-        raise OutputUnavailable(f"output folder {output} cannot be written: "
-                                f"{output_failure(error)}") from error
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--pipeline", dest="evaluated_pipeline", default="credit_scoring",
+                            choices=EVALUATED_PIPELINES, help="whose predictions to evaluate")
+        parser.add_argument("--predictions", default="out",
+                            help="output root of the evaluated pipeline (holding predictions/)")
+        parser.add_argument("--truth", default=None,
+                            help="glob of ground-truth files (.parquet, .csv, .jsonl): "
+                                 "prediction_id, label (or mask_packed + mask_shape), label_time")
+        parser.add_argument("--model_versions", default=None,
+                            help="comma-separated model versions to evaluate (default: all)")
+        parser.add_argument("--dt_from", default=None, help="first event date, YYYY-MM-DD")
+        parser.add_argument("--dt_to", default=None, help="last event date, YYYY-MM-DD")
+        parser.add_argument("--window", default=None, choices=WINDOWS,
+                            help="time windows besides the whole period (default: config's)")
+        parser.add_argument("--config", default=None,
+                            help="evaluation config: slices, drift limits (default: "
+                                 "config/evaluation/<model name>.json)")
+        parser.add_argument("--retraining_rules", default=None,
+                            help="retraining rules (default: "
+                                 "config/retraining/<model name>.json)")
+        parser.add_argument("--decide", action="store_true", default=False,
+                            help="apply the retraining rules, write a decision record and "
+                                 f"exit {RETRAIN} if retraining is due")
+        parser.add_argument("--no_snapshot", action="store_true", default=False,
+                            help="do not keep the labelled rows as a training snapshot in the "
+                                 "registry (credit; kept by default)")
+        parser.add_argument("--snapshot_id", default=None,
+                            help="name of the training snapshot written (default "
+                                 "snap-<run id>)")
+        parser.add_argument("--now", default=None,
+                            help="decision time, ISO-8601 (default: now; schedules use it)")
 
 
-def clear_backfill_output(common: CommonOptions) -> None:
-    """A backfill owns ``<output>/backfills/<run id>/``: delete it before the run writes, so
-    re-running the same backfill replaces its output instead of adding to it."""
-    if common.run_mode == "backfill" and FileSystems.exists(common.output):
-        FileSystems.delete([common.output])
+class CompareOptions(PipelineOptions):
+    """Options of the comparison job (with --registry and --model_name from CommonOptions)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--challenger", default=None, help="the new version, e.g. v0002")
+        parser.add_argument("--champion", default=PRODUCTION,
+                            help="the version in service: an alias or a version")
+        parser.add_argument("--snapshots", default=None,
+                            help="comma-separated snapshots holding the window's labels "
+                                 "(default: all of the model's)")
+        parser.add_argument("--promotion_rules", default=None,
+                            help="promotion rules (default config/promotion/<model>.json)")
+        parser.add_argument("--promote", action="store_true", default=False,
+                            help="move the champion's alias to an accepted challenger")
+        parser.add_argument("--shadow_evidence", default=None,
+                            help="output root of credit scoring runs where the challenger was "
+                                 "the shadow: judge on those live rows (needs --shadow_truth)")
+        parser.add_argument("--shadow_truth", default=None,
+                            help="with --shadow_evidence: glob of the late labels (as "
+                                 "pipelines.evaluate --truth reads them)")
 
 
-def print_help_if_asked(argv, description: str, *option_classes) -> None:
-    """Print the options of this pipeline (not Beam's hundreds) and exit on -h / --help.
+class ReferenceOptions(PipelineOptions):
+    """Options of the radar reference comparison."""
 
-    Beam's PipelineOptions ignores --help, so without this a user would see nothing.
-    """
-    argv = sys.argv[1:] if argv is None else argv
-    if "-h" not in argv and "--help" not in argv:
-        return
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--chunk_volumes", default=None,
+                            help="comma-separated folders, each holding the real-time chunks "
+                                 "of one volume")
+        parser.add_argument("--reference_config", default=None,
+                            help="the references' settings (default "
+                                 "config/evaluation/radar_reference.json)")
+
+
+# Each runnable pipeline's own options (CommonOptions comes with every one).
+PIPELINE_OPTIONS = {
+    "credit_scoring": (CreditScoringOptions,),
+    "radar_qc": (RadarQcOptions,),
+    "evaluate": (EvaluateOptions,),
+    "compare": (CompareOptions,),
+    "radar_reference": (ReferenceOptions,),
+}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                     argparse.RawDescriptionHelpFormatter):
+    """Defaults shown; the epilog's table kept as written."""
+
+
+def help_parser(pipeline: str, description: str, prog: str | None = None
+                ) -> argparse.ArgumentParser:
+    """The parser ``--help`` prints for a pipeline: its own options and the common ones (not
+    Beam's hundreds), and the exit-code table."""
     parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog=prog, description=description, formatter_class=_HelpFormatter,
         epilog="Any Beam pipeline option (--runner, --project, --temp_location, ...) is "
-               "accepted too.")
-    for option_class in (*option_classes, CommonOptions):
+               "accepted too.\n\n" + epilog())
+    for option_class in (*PIPELINE_OPTIONS[pipeline], CommonOptions):
         option_class._add_argparse_args(parser.add_argument_group(option_class.__name__))
-    parser.print_help()
-    sys.exit(0)
-
-
-def pipeline_runner(description: str, option_class, build, name: str, outputs):
-    """The ``run`` function of a pipeline module.
-
-    Args:
-        description: the module docstring (its first line heads ``--help``).
-        option_class: the pipeline's own PipelineOptions.
-        build: ``build(pipeline, options)`` wiring its graph.
-        name: the pipeline's name, heading the closing summary.
-        outputs: ``outputs(common options) -> {label: path}`` for the summary.
-    """
-
-    def run(argv=None, test_pipeline=None):
-        """Parse options, build, run to the end and print where the outputs went.
-
-        Args:
-            argv: command-line arguments (default: sys.argv).
-            test_pipeline: a TestPipeline to build into instead of a new Pipeline.
-
-        Returns:
-            The finished PipelineResult.
-        """
-        started = datetime.datetime.now(datetime.UTC)
-        result, options = build_and_run(argv, test_pipeline, description.split("\n")[0],
-                                        option_class, build)
-        common = options.view_as(CommonOptions)
-        seconds = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
-        folders = outputs(common)
-        width = max(len(label) for label in folders) + 2
-        print("\n".join([f"{name} run {common.run_id}: {result.state} in {seconds:.1f} s"]
-                        + [f"  {label + ':':<{width}}{path}" for label, path in folders.items()]
-                        + counts_summary(result, seconds)))
-        return result
-
-    return run
-
-
-def counts_summary(result, seconds: float) -> list[str]:
-    """Rows written per dataset and dead letters per stage, from the run's Beam counters
-    (nothing when the runner does not report metrics)."""
-    from apache_beam.metrics.metric import MetricsFilter
-
-    from transforms.common.dead_letters import BY_STAGE, DEAD_LETTERS
-    from transforms.common.parquet_sink import ROWS_WRITTEN
-
-    try:
-        counters = result.metrics().query(MetricsFilter())["counters"]
-    except Exception:  # noqa: BLE001 - a runner without metrics gets no counts
-        return []
-    totals: dict[tuple[str, str], int] = {}
-    for counter in counters:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        key = (counter.key.metric.namespace, counter.key.metric.name)
-        totals[key] = totals.get(key, 0) + int(value or 0)
-    written = {name: n for (space, name), n in totals.items() if space == ROWS_WRITTEN}
-    stages = {name: n for (space, name), n in totals.items() if space == BY_STAGE}
-    if not written and not stages:
-        return []
-    primary = sum(n for name, n in written.items() if name not in ("predictions", DEAD_LETTERS))
-    inputs = primary + sum(stages.values())
-    lines = ["  rows written: " + ", ".join(f"{name} {n:,}" for name, n in sorted(
-        written.items()))]
-    lines.append("  dead letters: " + (", ".join(f"{stage} {n:,}" for stage, n in sorted(
-        stages.items())) if stages else "none"))
-    if seconds > 0 and inputs:
-        rate = inputs / seconds
-        lines.append(f"  {inputs:,} inputs ended in an output or a dead letter: "
-                     f"{rate:,.0f} inputs/s" if rate >= 10 else
-                     f"  {inputs:,} inputs ended in an output or a dead letter: "
-                     f"{rate:.2f} inputs/s ({seconds / inputs:.1f} s each)")
-    return lines
-
-
-def build_and_run(argv, test_pipeline, description: str, option_class, build,
-                  writes_output: bool = True):
-    """What every pipeline's ``run`` does: help, parse, build, run to the end.
-
-    A backfill's own output folder is cleared after the graph is built (options checked) and
-    before anything is written.
-
-    Returns:
-        (the finished PipelineResult, the PipelineOptions).
-    """
-    print_help_if_asked(argv, description, option_class)
-    options = PipelineOptions(argv)
-    pipeline = test_pipeline or beam.Pipeline(options=options)
-    build(pipeline, options)
-    common = options.view_as(CommonOptions)
-    if writes_output:  # (the comparison job writes to the registry only)
-        check_output_writable(common.output, common.run_id)
-    clear_backfill_output(common)
-    try:
-        result = pipeline.run()
-        result.wait_until_finish()
-    except Exception as error:
-        if not is_output_failure(error):
-            raise
-        removed = remove_run_files(common.output, common.run_id)
-        raise OutputUnavailable(
-            f"writing under {common.output} failed: {output_failure(error)}; run "
-            f"{common.run_id} stopped and the {removed} file(s) it had written were removed, so "
-            f"running it again after freeing space does not double any row") from error
-    return result, options
-
-
-def remove_run_files(output: str, run_id: str) -> int:
-    """Delete the files a failed run wrote under ``output``, finished or not (their names
-    start with the run id, hidden ones with a dot before it); returns how many."""
-    try:
-        found = FileSystems.match([FileSystems.join(output, "**", f"{run_id}-*"),
-                                   FileSystems.join(output, "**", f".{run_id}-*")])
-        paths = [m.path for result in found for m in result.metadata_list]
-        if paths:
-            FileSystems.delete(paths)
-        return len(paths)
-    except Exception:  # noqa: BLE001 - the error being reported matters more
-        LOGGER.warning("could not remove the finished files of run %s under %s", run_id, output)
-        return 0
-
-
-def cli(main, argv=None) -> int:
-    """Run a pipeline's entry point as a command: a configuration or option error (a missing
-    model, a bad flag combination, a configuration file that breaks its rules) ends with one
-    line on stderr and exit status 2 instead of a traceback.
-
-    Returns:
-        The exit status: ``main``'s own when it returns an int (anything else counts as 0),
-        or 2.
-    """
-    from models.registry import RegistryError
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        status = main(argv)
-        return status if isinstance(status, int) else 0
-    except (ValueError, RegistryError, OutputUnavailable) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return parser

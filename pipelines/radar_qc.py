@@ -39,15 +39,15 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from models import registry as model_registry
 from models.provenance import code_version
-from models.radar_qc.engine import ENGINES, choose_engine
+from models.radar_qc.engine import choose_engine
 from models.radar_qc.handler import DEFAULT_SWEEPS_PER_CALL, radar_model_handler
+from pipelines.launch import cli, pipeline_runner, run_outputs
 from pipelines.options import (
+    DEFAULT_SINGLE_POL_MODEL,
     CommonOptions,
+    RadarQcOptions,
     check_sources,
-    cli,
-    pipeline_runner,
     resolve_common,
-    run_outputs,
 )
 from transforms.common.dead_letters import DEAD_LETTERS
 from transforms.common.file_sources import WatchNewFiles
@@ -68,43 +68,14 @@ from transforms.radar.dofns import (
     record_classes,
 )
 from transforms.radar.reading import DUAL_POL, SINGLE_POL
-from transforms.radar.volumes import CFRADIAL2_OUT, OUTPUT_FORMATS
+from transforms.radar.volumes import OUTPUT_FORMATS
 
 LOGGER = logging.getLogger(__name__)
 DEFAULT_MODEL = "radar_qc"
-DEFAULT_SINGLE_POL_MODEL = "radar_qc_single"
 INDEX = PrimaryDataset(
     name="qc_volumes", label="WriteVolumeIndex", schema=radar_rows.VOLUME_SCHEMA,
     partitions=radar_rows.VOLUME_PARTITIONS)
 
-
-class RadarQcOptions(PipelineOptions):
-    """Options of the radar QC pipeline."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        parser.add_argument("--chunk_dir", default=None,
-                            help="streaming: landing directory of real-time chunks, laid out "
-                                 "<chunk_dir>/<RADAR>/<YYYYMMDD-HHMMSS-NNN-T>")
-        parser.add_argument("--engine", default="auto", choices=ENGINES,
-                            help="what runs the UNet: onnx (ONNX Runtime, CPU; the version's "
-                                 "export), tensorflow (GPU, or versions without the export), "
-                                 "auto = onnx when the version has the export")
-        parser.add_argument("--output_formats", default=CFRADIAL2_OUT,
-                            help=f"comma-separated formats of the QC'd volumes: "
-                                 f"{', '.join(OUTPUT_FORMATS)} (CF/Radial 2 NetCDF, "
-                                 f"CF/Radial 1.4 NetCDF, ODIM_H5)")
-        parser.add_argument("--single_pol_model", default=DEFAULT_SINGLE_POL_MODEL,
-                            help="registered model for sweeps without dual-pol moments "
-                                 "(legacy NEXRAD, single-pol radars); 'none' sends volumes "
-                                 "without any dual-pol sweep to dead letters. Used when "
-                                 "registered")
-        parser.add_argument("--single_pol_version", default="production",
-                            help="its version or alias (pinned in a backfill, like "
-                                 "--model_version)")
-        parser.add_argument("--chunk_timeout_secs", type=float, default=900.0,
-                            help="a volume still missing chunks this long after its first "
-                                 "chunk goes to dead letters")
 
 
 def validate(options: PipelineOptions) -> tuple[CommonOptions, RadarQcOptions]:
@@ -260,7 +231,13 @@ def output_folders(common: CommonOptions) -> dict:
             "dead letters": f"{out}/{DEAD_LETTERS}/pipeline={PIPELINE_NAME}/{model}/"}
 
 
-run = pipeline_runner(__doc__, RadarQcOptions, build, PIPELINE_NAME, output_folders)
+run = pipeline_runner(__doc__, PIPELINE_NAME, build, output_folders)
+
+
+def main(argv=None) -> int:
+    """The command: run to the end; exit status 0 (errors raise, ``cli`` maps them)."""
+    run(argv)
+    return 0
 
 if __name__ == "__main__":
-    sys.exit(cli(run))
+    sys.exit(cli(main))

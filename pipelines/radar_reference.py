@@ -29,7 +29,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from models import registry as model_registry
 from models.radar_qc.engine import choose_engine
 from models.radar_qc.handler import DEFAULT_SWEEPS_PER_CALL, radar_model_handler
-from pipelines.options import CommonOptions, build_and_run, cli, resolve_common
+from pipelines.launch import build_and_run, cli
+from pipelines.options import CommonOptions, ReferenceOptions, resolve_common
 from transforms.common.dead_letters import DEAD_LETTERS, WriteDeadLetters
 from transforms.common.parquet_sink import WritePartitionedParquet
 from transforms.radar.dofns import DecodeVolumeFn, ReferenceAgreementFn, model_input, record_classes
@@ -46,16 +47,6 @@ LOGGER = logging.getLogger(__name__)
 PIPELINE_NAME = "radar_reference"
 AGREEMENT = "reference_agreement"
 
-
-class ReferenceOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        parser.add_argument("--chunk_volumes", default=None,
-                            help="comma-separated folders, each holding the real-time chunks "
-                                 "of one volume")
-        parser.add_argument("--reference_config", default=None,
-                            help="the references' settings (default "
-                                 "config/evaluation/radar_reference.json)")
 
 
 def sources(common: CommonOptions, reference: ReferenceOptions) -> list[tuple[str, ...]]:
@@ -115,8 +106,8 @@ def report_dir(common: CommonOptions) -> str:
 
 def run(argv=None, test_pipeline=None) -> dict:
     """Run the job, then write the report from its rows; returns {"report", "rows"}."""
-    result, options = build_and_run(argv, test_pipeline, __doc__.split("\n")[0],
-                                    ReferenceOptions, build)
+    result, options = build_and_run(argv, test_pipeline, PIPELINE_NAME,
+                                    __doc__.split("\n")[0], build)
     common = options.view_as(CommonOptions)
     rows = read_agreement(f"{common.output.rstrip('/')}/evaluation/{AGREEMENT}",
                           common.run_id)
@@ -145,5 +136,11 @@ def run(argv=None, test_pipeline=None) -> dict:
     return {"report": report, "rows": rows}
 
 
+def main(argv=None) -> int:
+    """The command: run to the end; exit status 0 (errors raise, ``cli`` maps them)."""
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(cli(run))
+    sys.exit(cli(main))

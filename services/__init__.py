@@ -1,5 +1,6 @@
 """Processes that are not pipelines: the banks offer API stand-in and the real-time chunk feed."""
 
-from models.quiet import quiet_imports
+from models.quiet import quiet_imports, starting_as_program
 
-quiet_imports()  # before any Beam or TensorFlow import of this package
+if starting_as_program():  # `python -m` of one of its modules: a program starts
+    quiet_imports()

@@ -31,9 +31,12 @@ import logging
 import pathlib
 import random
 import signal
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from models.exit_codes import run_command
 
 LOGGER = logging.getLogger(__name__)
 RATES_VERSION = "2026-11-27"
@@ -208,6 +211,13 @@ class OfferServer(ThreadingHTTPServer):
         self._answers: dict[str, dict] = {}  # idempotency key -> first answer
         self._attempts: dict[str, int] = {}  # idempotency key -> calls that carried it
 
+    def handle_error(self, request, client_address):
+        """A caller that gave up before an injected hang ended is expected, not an error worth
+        a traceback on the console of whoever runs the service in process."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
+
     def draw_failure(self) -> str | None:
         with self._lock:
             if self._random.random() < self.faults.fail_rate:
@@ -313,4 +323,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

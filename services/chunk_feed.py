@@ -14,7 +14,10 @@ import argparse
 import os
 import random
 import shutil
+import sys
 import time
+
+from models.exit_codes import run_command
 
 
 def chunk_files(folder: str) -> list[str]:
@@ -67,4 +70,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -40,6 +40,7 @@ from starlette.routing import Route
 from models import registry as model_registry
 from models.config import ConfigError
 from models.credit.dataset import Dataset, dataset_from_manifest
+from models.exit_codes import run_command
 from models.provenance import sha256_file
 from models.registry import PRODUCTION, RegistryError
 from transforms.credit.requests import RequestError, validate_field
@@ -273,4 +274,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -44,6 +44,7 @@ from starlette.routing import Route
 from models import registry as model_registry
 from models.credit.dataset import dataset_from_manifest
 from models.credit.shadow import choose_shadow
+from models.exit_codes import run_command
 from models.provenance import code_version
 from transforms.common import dead_letters as dead
 from transforms.common.parquet_sink import partition_path, write_table_atomically
@@ -413,4 +414,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -226,7 +226,7 @@ def test_command_line_tools_refuse_a_bad_configuration_in_words(tmp_path, capsys
 
 def test_the_pipeline_refuses_rules_that_read_fields_the_served_data_set_lacks(
         crx_registry, tmp_path, capsys):
-    from pipelines.options import cli
+    from pipelines.launch import cli
     from transforms.credit.rules import default_rules_path
 
     requests = write_jsonl(tmp_path / "r.jsonl", ["{}"])

@@ -13,11 +13,11 @@ import pytest
 from models.config import default_path, load_evaluation_config
 from models.credit.replay import write_jsonl
 from models.credit.scenarios import generate, parse_scenarios
+from models.exit_codes import RETRAIN as RETRAIN_EXIT_STATUS
 from models.slices import group_names
 from pipelines import credit_scoring, evaluate, radar_qc
 from tests.conftest import german_scenarios, load_german
 from transforms.evaluation.join import METRIC_SCHEMA
-from transforms.evaluation.retraining import RETRAIN_EXIT_STATUS
 from transforms.radar.synthetic_volumes import write_synthetic_volumes
 
 pytestmark = pytest.mark.slow  # pipeline runs; the fast tier is -m 'not slow'

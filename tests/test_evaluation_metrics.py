@@ -10,6 +10,7 @@ import pytest
 
 from models.config import ConfigError, load_evaluation_config
 from models.credit.scenarios import generate, parse_scenarios
+from models.exit_codes import RETRAIN as RETRAIN_EXIT_STATUS
 from models.metrics import (
     calibration_table,
     detection_scores,
@@ -32,7 +33,7 @@ from transforms.evaluation.join import (
     window_start,
 )
 from transforms.evaluation.metrics import credit_group_metrics, radar_group_metrics
-from transforms.evaluation.retraining import RETRAIN_EXIT_STATUS, check_rule, decide
+from transforms.evaluation.retraining import check_rule, decide
 
 SCENARIOS = german_scenarios()
 UTC = datetime.UTC

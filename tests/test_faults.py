@@ -18,7 +18,7 @@ import pytest
 
 from models import registry as model_registry
 from pipelines import credit_scoring
-from pipelines.options import check_output_writable, cli
+from pipelines.launch import check_output_writable, cli
 from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.slow

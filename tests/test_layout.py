@@ -87,3 +87,16 @@ def test_no_data_set_field_name_is_written_in_code(model_name):
             if hits:
                 found[str(path.relative_to(ROOT))] = sorted(hits)
     assert not found, f"field names of {model_name} in code: {found}"
+
+
+@pytest.mark.parametrize("folder", ["models", "transforms", "pipelines", "services", "runners"])
+def test_nothing_below_the_command_imports_it(folder):
+    for path in _modules(folder):
+        assert not {m for m in _imports(path) if m.split(".")[0] == "beamline"}, path
+
+
+def test_the_evaluated_pipelines_of_the_options_are_the_capabilities():
+    from pipelines.capabilities import CAPABILITIES
+    from pipelines.options import EVALUATED_PIPELINES
+
+    assert sorted(EVALUATED_PIPELINES) == sorted(CAPABILITIES)

@@ -14,6 +14,7 @@ from models.credit import compare
 from models.credit.replay import write_jsonl
 from models.credit.scenarios import generate, parse_scenarios
 from models.credit.train import train
+from models.exit_codes import PROMOTION_REFUSED
 from models.promotion import PromotionError, promote, rollback
 from models.registry import RegistryError
 from tests.conftest import german_scenarios, load_german, rows_of
@@ -164,7 +165,7 @@ def test_challenger_against_champion_on_the_held_out_window(challenger, loop_reg
     assert "decision record:" in text and "champion" in text
     production = model_registry.read_alias(loop_registry, MODEL, "production")["version"]
     assert (status == 0) == (production == ref.version)
-    assert status in (0, compare.REFUSED_EXIT_STATUS)
+    assert status in (0, PROMOTION_REFUSED)
 
     # A challenger without a held-out window is refused outright; a much worse one is
     # refused by the rules.
@@ -301,7 +302,7 @@ def test_the_beam_comparison_decides_like_the_command(challenger, loop_registry)
     status = compare_job.run(["--registry", loop_registry, "--model_name", MODEL,
                               "--challenger", ref.version, "--champion", "v0001"])
     _, record = compare_job._newest_record(loop_registry, MODEL, ref.version)
-    assert status == (0 if in_process["accepted"] else compare.REFUSED_EXIT_STATUS)
+    assert status == (0 if in_process["accepted"] else PROMOTION_REFUSED)
     assert record["window"]["rows"] == in_process["window"]["rows"]
     for side in ("champion", "challenger"):
         for name, value in in_process["figures"][side].items():

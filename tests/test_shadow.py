@@ -18,6 +18,7 @@ from models import registry as model_registry
 from models.credit.handler import CreditInference
 from models.credit.model import predict_scores
 from models.credit.shadow import choose_shadow
+from models.exit_codes import PROMOTION_REFUSED
 from models.metrics import roc_auc
 from models.promotion import promote
 from pipelines import credit_scoring
@@ -209,7 +210,6 @@ def test_the_offers_api_writes_the_shadow_beside_its_own_answer(shadow_registry,
 
 def test_the_comparison_can_judge_on_the_shadows_live_rows(runs, shadow_registry,
                                                            german_records, tmp_path):
-    from models.credit import compare
     from pipelines import compare as compare_job
 
     _, labels = german_records
@@ -221,7 +221,7 @@ def test_the_comparison_can_judge_on_the_shadows_live_rows(runs, shadow_registry
                               "--challenger", "v0002", "--shadow_evidence",
                               str(runs["alias_out"]), "--shadow_truth", str(truth)])
     _, record = compare_job._newest_record(shadow_registry, "credit_german", "v0002")
-    assert status in (0, compare.REFUSED_EXIT_STATUS)
+    assert status in (0, PROMOTION_REFUSED)
     assert record["window"]["rows"] == 150
     assert record["window"]["evidence"].startswith("live requests v0002 scored as the shadow "
                                                    "of v0001")

@@ -35,13 +35,13 @@ from models.config import (
 )
 from models.credit.dataset import Dataset, dataset_from_manifest
 from models.credit.snapshots import SnapshotError, list_snapshots, read_snapshot
+from models.exit_codes import PROMOTION_REFUSED, run_command
 from models.files import write_file
 from models.metrics import expected_cost, log_loss, roc_auc
 from models.promotion import promote
 from models.registry import PRODUCTION, RegistryError
 from models.slices import fairness_gaps, group_members
 
-REFUSED_EXIT_STATUS = 4
 PROMOTIONS = "promotions"
 
 
@@ -326,17 +326,26 @@ def describe(record: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--registry", default="registry")
-    parser.add_argument("--model", default="credit_german", help="model name")
+    # The Beam job's spellings (pipelines.compare) are accepted too: one command, two engines.
+    parser.add_argument("--model", "--model_name", dest="model", default="credit_german",
+                        help="model name")
     parser.add_argument("--challenger", required=True, help="the new version, e.g. v0002")
     parser.add_argument("--champion", default=PRODUCTION,
                         help="the version in service: an alias or a version")
     parser.add_argument("--snapshot", action="append", default=[],
-                        help="snapshots holding the window's labels (default: all)")
-    parser.add_argument("--rules", default=None,
+                        help="snapshots holding the window's labels (default: all); repeat it")
+    parser.add_argument("--snapshots", default=None,
+                        help="the same, comma-separated")
+    parser.add_argument("--rules", "--promotion_rules", dest="rules", default=None,
                         help="promotion rules (default config/promotion/<model>.json)")
     parser.add_argument("--promote", action="store_true",
                         help="move the champion's alias to an accepted challenger")
+    parser.add_argument("--on_beam", action="store_true",
+                        help="beamline credit compare: run the comparison as a Beam job "
+                             "(pipelines.compare; any Beam option then applies, and "
+                             "--shadow_evidence/--shadow_truth judge a shadow's live rows)")
     args = parser.parse_args(argv)
+    args.snapshot += [s.strip() for s in (args.snapshots or "").split(",") if s.strip()]
     try:
         record = compare(args.registry, args.model, args.challenger, args.champion,
                          args.snapshot, args.rules)
@@ -350,8 +359,8 @@ def main(argv=None) -> int:
     except (CompareError, RegistryError, SnapshotError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return 0 if record["accepted"] else REFUSED_EXIT_STATUS
+    return 0 if record["accepted"] else PROMOTION_REFUSED
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -20,6 +20,7 @@ from models.credit.dataset import (
     read_data,
     resolve_data_path,
 )
+from models.exit_codes import run_command
 
 
 def client_value(value):
@@ -70,4 +71,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -43,6 +43,7 @@ from models.credit.dataset import (
     resolve_data_path,
 )
 from models.credit.replay import client_value, write_jsonl
+from models.exit_codes import run_command
 
 KINDS = ("surge", "scale", "worsen_outcomes")
 
@@ -222,4 +223,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

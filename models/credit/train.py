@@ -42,6 +42,7 @@ from models.credit.snapshots import (
     read_snapshot,
     recency_weights,
 )
+from models.exit_codes import run_command
 from models.metrics import accuracy, brier_score, expected_cost, log_loss, roc_auc
 from models.promotion import promote_first
 from models.provenance import code_version, library_versions, sha256_file
@@ -308,4 +309,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -30,6 +30,7 @@ import tempfile
 import numpy as np
 
 from models import registry as model_registry
+from models.exit_codes import run_command
 from models.metrics import detection_scores
 from models.promotion import promote_first, radar_smoke
 from models.provenance import code_version, library_versions
@@ -243,4 +244,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

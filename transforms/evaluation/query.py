@@ -17,6 +17,7 @@ import sys
 import jinja2
 
 from models.config import default_path, load_evaluation_config
+from models.exit_codes import run_command
 from models.provenance import PROJECT_ROOT
 
 SQL_FOLDER = pathlib.Path(PROJECT_ROOT) / "sql"
@@ -79,4 +80,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

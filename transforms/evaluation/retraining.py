@@ -24,7 +24,6 @@ import math
 
 from transforms.evaluation.join import ALL, served_rows
 
-RETRAIN_EXIT_STATUS = 3
 # event -> (metric row counting what the window saw, key of the decision record keeping it)
 EVENTS = {"rules_version_changed": ("rows_by_rules_version", "rules_versions"),
           "code_release_changed": ("rows_by_code_release", "code_releases")}

@@ -24,11 +24,13 @@ Usage::
 import argparse
 import datetime
 import os
+import sys
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from models.exit_codes import run_command
 from models.radar_qc.synthetic import synthetic_sweep
 from models.radar_qc.vocabulary import BIO, CHANNELS, CLUTTER
 from transforms.radar.reading import (
@@ -176,4 +178,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

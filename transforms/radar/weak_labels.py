@@ -24,6 +24,7 @@ import sys
 
 import numpy as np
 
+from models.exit_codes import run_command
 from models.radar_qc.vocabulary import MET, NO_ECHO, NON_MET
 from transforms.radar import reference
 from transforms.radar.reading import DUAL_POL, RadarReadError, open_volume, volume_source
@@ -145,4 +146,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

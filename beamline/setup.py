@@ -1,0 +1,51 @@
+"""``beamline setup``: the set-up steps beyond the venv and ``pip install``.
+
+Today: the pseudonymisation key of national ids (generated once into ``.secrets/pii.key``,
+readable by its owner only, unless ``BEAMLINE_PII_KEY`` gives one), and a check that the shared
+data folder is where the demo looks. Each step says in one line what it did or what is missing.
+"""
+
+import argparse
+import os
+import secrets
+
+KEY_FILE = os.path.join(".secrets", "pii.key")
+KEY_ENV = "BEAMLINE_PII_KEY"
+
+
+def pseudonymisation_key(path: str = KEY_FILE) -> str:
+    """Make sure this process has the key: the environment's, or the key file's (written once
+    with a fresh random key). The same key must be used by every run whose pseudonyms are to be
+    joined: keep the file, back it up.
+
+    Returns:
+        Where the key came from, in words.
+    """
+    if os.environ.get(KEY_ENV):
+        return f"the pseudonymisation key from ${KEY_ENV}"
+    made = ""
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        made = "generated "
+    with open(path, encoding="utf-8") as f:
+        os.environ[KEY_ENV] = f.read().strip()  # the runs this process starts read it here
+    return f"{made}the pseudonymisation key {path} (keep it; back it up)"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=os.environ.get("BEAMLINE_DATA", "../shared/data"),
+                        help="the shared data folder the demo reads")
+    args = parser.parse_args(argv)
+    print(f"setup: {pseudonymisation_key()}")
+    german = os.path.join(args.data, "credit", "german.data")
+    if os.path.exists(german):
+        print(f"setup: data folder {args.data} found")
+    else:
+        print(f"setup: no {german}: give the demo --data, or set BEAMLINE_DATA to the shared "
+              f"data folder")
+        return 2
+    return 0

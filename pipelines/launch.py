@@ -1,0 +1,193 @@
+"""What every pipeline's ``run`` does around its graph: help, parse, build, check the output,
+run to the end, print the summary; and the command wrapper with the exit-code table."""
+
+import datetime
+import logging
+import sys
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from models.exit_codes import run_command
+from pipelines.options import CommonOptions, help_parser
+from transforms.common.outputs import RunOutputs, is_output_failure, output_failure
+
+LOGGER = logging.getLogger(__name__)
+
+
+def run_outputs(options: PipelineOptions) -> RunOutputs:
+    """Where a pipeline run writes, from the resolved common options."""
+    common = options.view_as(CommonOptions)
+    streaming = options.view_as(StandardOptions).streaming
+    return RunOutputs(output=common.output, run_id=common.run_id,
+                      model_name=common.model_name, sample_rate=common.sample_rate,
+                      window_secs=common.window_secs if streaming else 0,
+                      max_rows_per_file=common.max_rows_per_file)
+
+
+class OutputUnavailable(OSError):
+    """The output folder cannot be written (read-only, missing rights, a full disk)."""
+
+
+def check_output_writable(output: str, run_id: str) -> None:
+    """Write and delete a small hidden file under the output root, so an output that cannot
+    be written stops the run at start, before any input is read.
+
+    Raises:
+        OutputUnavailable: naming the folder and the operating system's reason.
+    """
+    probe = FileSystems.join(output, f".write-check-{run_id}")
+    try:
+        if not FileSystems.exists(output):
+            FileSystems.mkdirs(output)
+        with FileSystems.create(probe) as f:
+            f.write(b"beamline write check\n")
+        FileSystems.delete([probe])
+    except Exception as error:  # noqa: BLE001 - every filesystem has its own error classes
+        raise OutputUnavailable(f"output folder {output} cannot be written: "
+                                f"{output_failure(error)}") from error
+
+
+def clear_backfill_output(common: CommonOptions) -> None:
+    """A backfill owns ``<output>/backfills/<run id>/``: delete it before the run writes, so
+    re-running the same backfill replaces its output instead of adding to it."""
+    if common.run_mode == "backfill" and FileSystems.exists(common.output):
+        FileSystems.delete([common.output])
+
+
+def print_help_if_asked(argv, pipeline: str, description: str) -> None:
+    """Print the options of this pipeline (not Beam's hundreds) and exit on -h / --help.
+
+    Beam's PipelineOptions ignores --help, so without this a user would see nothing.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        help_parser(pipeline, description).print_help()
+        sys.exit(0)
+
+
+def pipeline_runner(description: str, name: str, build, outputs):
+    """The ``run`` function of a pipeline module.
+
+    Args:
+        description: the module docstring (its first line heads ``--help``).
+        name: the pipeline's name (its options in ``pipelines.options.PIPELINE_OPTIONS``),
+            heading the closing summary.
+        build: ``build(pipeline, options)`` wiring its graph.
+        outputs: ``outputs(common options) -> {label: path}`` for the summary.
+    """
+
+    def run(argv=None, test_pipeline=None):
+        """Parse options, build, run to the end and print where the outputs went.
+
+        Args:
+            argv: command-line arguments (default: sys.argv).
+            test_pipeline: a TestPipeline to build into instead of a new Pipeline.
+
+        Returns:
+            The finished PipelineResult.
+        """
+        started = datetime.datetime.now(datetime.UTC)
+        result, options = build_and_run(argv, test_pipeline, name, description.split("\n")[0],
+                                        build)
+        common = options.view_as(CommonOptions)
+        seconds = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
+        folders = outputs(common)
+        width = max(len(label) for label in folders) + 2
+        print("\n".join([f"{name} run {common.run_id}: {result.state} in {seconds:.1f} s"]
+                        + [f"  {label + ':':<{width}}{path}" for label, path in folders.items()]
+                        + counts_summary(result, seconds)))
+        return result
+
+    return run
+
+
+def counts_summary(result, seconds: float) -> list[str]:
+    """Rows written per dataset and dead letters per stage, from the run's Beam counters
+    (nothing when the runner does not report metrics)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from transforms.common.dead_letters import BY_STAGE, DEAD_LETTERS
+    from transforms.common.parquet_sink import ROWS_WRITTEN
+
+    try:
+        counters = result.metrics().query(MetricsFilter())["counters"]
+    except Exception:  # noqa: BLE001 - a runner without metrics gets no counts
+        return []
+    totals: dict[tuple[str, str], int] = {}
+    for counter in counters:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        key = (counter.key.metric.namespace, counter.key.metric.name)
+        totals[key] = totals.get(key, 0) + int(value or 0)
+    written = {name: n for (space, name), n in totals.items() if space == ROWS_WRITTEN}
+    stages = {name: n for (space, name), n in totals.items() if space == BY_STAGE}
+    if not written and not stages:
+        return []
+    primary = sum(n for name, n in written.items() if name not in ("predictions", DEAD_LETTERS))
+    inputs = primary + sum(stages.values())
+    lines = ["  rows written: " + ", ".join(f"{name} {n:,}" for name, n in sorted(
+        written.items()))]
+    lines.append("  dead letters: " + (", ".join(f"{stage} {n:,}" for stage, n in sorted(
+        stages.items())) if stages else "none"))
+    if seconds > 0 and inputs:
+        rate = inputs / seconds
+        lines.append(f"  {inputs:,} inputs ended in an output or a dead letter: "
+                     f"{rate:,.0f} inputs/s" if rate >= 10 else
+                     f"  {inputs:,} inputs ended in an output or a dead letter: "
+                     f"{rate:.2f} inputs/s ({seconds / inputs:.1f} s each)")
+    return lines
+
+
+def build_and_run(argv, test_pipeline, name: str, description: str, build,
+                  writes_output: bool = True):
+    """What every pipeline's ``run`` does: help, parse, build, run to the end.
+
+    A backfill's own output folder is cleared after the graph is built (options checked) and
+    before anything is written.
+
+    Returns:
+        (the finished PipelineResult, the PipelineOptions).
+    """
+    print_help_if_asked(argv, name, description)
+    options = PipelineOptions(argv)
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    build(pipeline, options)
+    common = options.view_as(CommonOptions)
+    if writes_output:  # (the comparison job writes to the registry only)
+        check_output_writable(common.output, common.run_id)
+    clear_backfill_output(common)
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as error:
+        if not is_output_failure(error):
+            raise
+        removed = remove_run_files(common.output, common.run_id)
+        raise OutputUnavailable(
+            f"writing under {common.output} failed: {output_failure(error)}; run "
+            f"{common.run_id} stopped and the {removed} file(s) it had written were removed, so "
+            f"running it again after freeing space does not double any row") from error
+    return result, options
+
+
+def remove_run_files(output: str, run_id: str) -> int:
+    """Delete the files a failed run wrote under ``output``, finished or not (their names
+    start with the run id, hidden ones with a dot before it); returns how many."""
+    try:
+        found = FileSystems.match([FileSystems.join(output, "**", f"{run_id}-*"),
+                                   FileSystems.join(output, "**", f".{run_id}-*")])
+        paths = [m.path for result in found for m in result.metadata_list]
+        if paths:
+            FileSystems.delete(paths)
+        return len(paths)
+    except Exception:  # noqa: BLE001 - the error being reported matters more
+        LOGGER.warning("could not remove the finished files of run %s under %s", run_id, output)
+        return 0
+
+
+def cli(main, argv=None) -> int:
+    """Run a pipeline's entry point as a command under the exit-code table
+    (``models.exit_codes``): a configuration or option error (a missing model, a bad flag
+    combination, an output that cannot be written) ends with one line on stderr and exit 2."""
+    return run_command(main, argv)

@@ -1,0 +1,49 @@
+"""The demo, reduced (small inputs, short trainings, the credit part): every step runs through
+the commands' entry points and its summary holds what the full demo promises."""
+
+import shutil
+
+import pytest
+
+from beamline import demo as demo_module
+from tests.conftest import DATA_DIR
+
+CREDIT_STEPS = ["credit model training, demo inputs", "credit scoring, batch",
+                "credit scoring, streaming", "second data set (credit_crx)",
+                "serving function + offers API", "evaluation, retraining loop",
+                "backfill + explain"]
+
+
+@pytest.mark.slow
+def test_the_reduced_demo_runs_every_credit_step_and_sums_up(crx_registry, tmp_path, capsys):
+    registry = tmp_path / "registry"
+    shutil.copytree(crx_registry, registry)  # the loop promotes and rolls back: a copy
+    demo = demo_module.Demo(data=str(DATA_DIR), registry=str(registry),
+                            out=str(tmp_path / "out"), sizes=demo_module.SMALL)
+    summary = demo_module.run_demo(demo, ("credit",))
+    printed = capsys.readouterr().out
+
+    assert [name for name, _ in summary["steps"]] == CREDIT_STEPS
+    assert "== time per step" in printed
+    sent, leaks, files = summary["personal_data"]
+    assert sent > 0 and files > 0 and leaks == 0
+    tables = {folder.split("/out/")[1]: rows for rows, folder in summary["counts"]}
+    assert tables["responses/model_name=credit_german"] > 0
+    assert tables["responses/model_name=credit_crx"] > 0
+    german = summary["dead_letters"]["pipeline=credit_scoring/model_name=credit_german"]
+    # The bad lines: malformed and not-an-object (parse), mistyped (validate), delivered twice.
+    assert german["parse"] >= 3 and german["validate"] >= 2 and german["duplicate"] >= 1
+    assert set(summary["decisions"]) == {"shifted", "unshifted"}
+    assert summary["decisions"]["unshifted"] == "no retraining"
+    assert summary["replay"] == "every replayed decision identical"
+    if summary["decisions"]["shifted"].startswith("RETRAIN"):
+        assert summary["loop"].endswith("then rolled back")
+    assert demo.results["online_joined"] > 0
+    assert sum(demo.results["online_statuses"].values()) == demo_module.SMALL.online_requests
+
+
+def test_the_demo_refuses_an_unknown_part(capsys):
+    from beamline import cli
+
+    assert cli.main(["demo", "--parts", "credit,weather"]) == 2
+    assert "--parts takes credit, radar" in capsys.readouterr().err
