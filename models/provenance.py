@@ -61,3 +61,13 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def new_run_id(prefix: str) -> str:
+    """A fresh run id, ``<prefix>-<UTC time>-<random>``: the one place run ids are minted
+    (pipelines, the evaluation, the offers API), so every id sorts by time and names its kind."""
+    import datetime
+    import uuid
+
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{prefix}-{stamp}-{uuid.uuid4().hex[:6]}"

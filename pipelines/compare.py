@@ -36,7 +36,7 @@ from models.exit_codes import PROMOTION_REFUSED
 from models.promotion import promote
 from models.registry import PRODUCTION, is_alias
 from pipelines.launch import build_and_run, cli
-from pipelines.options import CommonOptions, CompareOptions, resolve_common
+from pipelines.options import CompareOptions, RunConfig, resolve_run
 from transforms.common.dead_letters import DEAD_LETTERS
 from transforms.evaluation.join import resolve_join
 from transforms.evaluation.reading import (
@@ -48,15 +48,16 @@ from transforms.evaluation.reading import (
 )
 
 
-def validate(options: PipelineOptions) -> tuple[CommonOptions, CompareOptions]:
-    common = resolve_common(options)
-    compare_options = options.view_as(CompareOptions)
-    common.model_name = common.model_name or "credit_german"
-    if not compare_options.challenger:
+def prepare(options: PipelineOptions) -> RunConfig:
+    """Check options once (the options are not written); the versions are resolved when the
+    comparison is prepared in ``build``, which reads their manifests."""
+    config = resolve_run(options, "compare", "credit_german")
+    args = config.view(CompareOptions)
+    if not args.challenger:
         raise ValueError("give --challenger, the version to compare with the champion")
-    if bool(compare_options.shadow_evidence) != bool(compare_options.shadow_truth):
+    if bool(args.shadow_evidence) != bool(args.shadow_truth):
         raise ValueError("--shadow_evidence and --shadow_truth go together")
-    return common, compare_options
+    return config
 
 
 def shadow_pair(row: dict, champion: str, challenger: str) -> list[tuple[str, dict]]:
@@ -68,9 +69,9 @@ def shadow_pair(row: dict, champion: str, challenger: str) -> list[tuple[str, di
     return [(row["prediction_id"], row)]
 
 
-def live_rows(pipeline, common: CommonOptions, args, comparison):
+def live_rows(pipeline, config: RunConfig, args, comparison):
     """(prediction id, joined row) of the live requests both versions answered, labelled."""
-    files = prediction_files(args.shadow_evidence, "credit_scoring", common.model_name,
+    files = prediction_files(args.shadow_evidence, "credit_scoring", config.model_name,
                              [comparison.champion.version])
     if not files:
         raise ValueError(f"no sampled predictions of {comparison.champion.version} under "
@@ -83,7 +84,7 @@ def live_rows(pipeline, common: CommonOptions, args, comparison):
     truth = (pipeline
              | "TruthFiles" >> beam.Create(truth_files(args.shadow_truth))
              | "ReadTruth" >> beam.FlatMap(read_truth_file)
-             | "ParseTruth" >> beam.ParDo(ParseTruthFn("compare", common.run_id))
+             | "ParseTruth" >> beam.ParDo(ParseTruthFn("compare", config.run_id))
              .with_outputs(DEAD_LETTERS, main="rows"))
     return ({"predictions": predictions,
              "truth": truth.rows | "KeyTruth" >> beam.Map(lambda r: (r["prediction_id"], r))}
@@ -101,22 +102,22 @@ def decide_live(items, comparison, evidence: str) -> dict:
                           [r["shadow_score"] for r in rows], live=evidence)
 
 
-def build(pipeline, options: PipelineOptions) -> dict:
+def build(pipeline, config: RunConfig) -> dict:
     """Wire the comparison; returns {"decision": a one-element PCollection of the record}."""
-    common, args = validate(options)
+    args = config.view(CompareOptions)
     comparison = compare.prepare(
-        common.registry, common.model_name, args.challenger, args.champion,
+        config.registry, config.model_name, args.challenger, args.champion,
         tuple(s for s in (args.snapshots or "").split(",") if s), args.promotion_rules,
         live=bool(args.shadow_evidence))
     if args.shadow_evidence:
         evidence = (f"live requests {comparison.challenger.version} scored as the shadow of "
                     f"{comparison.champion.version} (sampled rows under "
                     f"{args.shadow_evidence}, labels {args.shadow_truth})")
-        decision = (live_rows(pipeline, common, args, comparison)
+        decision = (live_rows(pipeline, config, args, comparison)
                     | "GatherLive" >> beam.combiners.ToList()
                     | "DecideLive" >> beam.Map(decide_live, comparison, evidence)
                     | "WriteLiveRecord" >> beam.Map(lambda record: (compare.write_record(
-                        common.registry, record), record)))
+                        config.registry, record), record)))
         return {"decision": decision}
     dataset = comparison.dataset
     start = compare.window_start(comparison.challenger.manifest)
@@ -153,7 +154,7 @@ def build(pipeline, options: PipelineOptions) -> dict:
                 | "Gather" >> beam.combiners.ToList()
                 | "Decide" >> beam.Map(gather)
                 | "WriteRecord" >> beam.Map(lambda record: (compare.write_record(
-                    common.registry, record), record)))
+                    config.registry, record), record)))
     return {"decision": decision}
 
 
@@ -163,14 +164,14 @@ def run(argv=None, test_pipeline=None) -> int:
     Returns:
         0 accepted, 4 refused.
     """
-    _, options = build_and_run(argv, test_pipeline, "compare", __doc__.split("\n")[0],
-                               build, writes_output=False)
-    common, args = options.view_as(CommonOptions), options.view_as(CompareOptions)
-    path, record = _newest_record(common.registry, common.model_name, args.challenger)
+    _, config = build_and_run(argv, test_pipeline, "compare", __doc__.split("\n")[0],
+                              prepare, build, writes_output=False)
+    args = config.view(CompareOptions)
+    path, record = _newest_record(config.registry, config.model_name, args.challenger)
     print(compare.describe(record) + f"\n  decision record: {path}")
     if record["accepted"] and args.promote:
         alias = args.champion if is_alias(args.champion) else PRODUCTION
-        entry = promote(common.registry, common.model_name, record["challenger"]["version"],
+        entry = promote(config.registry, config.model_name, record["challenger"]["version"],
                         alias, reason="challenger accepted against champion", decision=path)
         print(f"  promoted: {alias} {entry['from']} -> {entry['to']}")
     return 0 if record["accepted"] else PROMOTION_REFUSED

@@ -36,19 +36,16 @@ import os
 import sys
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import registry as model_registry
-from models.credit.dataset import dataset_from_manifest
 from models.credit.handler import RemoteCreditHandler, credit_batch_handler
-from models.credit.shadow import choose_shadow
-from models.provenance import code_version
 from pipelines.launch import cli, pipeline_runner, run_outputs
 from pipelines.options import (
-    CommonOptions,
     CreditScoringOptions,
+    RunConfig,
     check_sources,
-    resolve_common,
+    resolve_run,
 )
 from transforms.common.dead_letters import DEAD_LETTERS
 from transforms.common.file_sources import ReadLinesFromFiles, WatchDirectory
@@ -69,12 +66,7 @@ from transforms.credit.dofns import (
 )
 from transforms.credit.offers import RequestOffers
 from transforms.credit.privacy import privacy_for
-from transforms.credit.rules import (
-    archive_rules,
-    check_rules_fit,
-    default_rules_path,
-    load_rules,
-)
+from transforms.credit.setup import credit_setup
 from transforms.credit.shadow import ShadowScores
 
 LOGGER = logging.getLogger(__name__)
@@ -86,35 +78,45 @@ RESPONSES = PrimaryDataset(
 
 
 
-def validate(options: PipelineOptions) -> tuple[CommonOptions, CreditScoringOptions]:
-    """Resolve and cross-check options once, with messages that name the flags.
+def resolve(options: PipelineOptions) -> RunConfig:
+    """Check options once, with messages that name the flags (the options are not written).
 
     Raises:
         ValueError: no source or more than one, or a source that does not fit the mode.
     """
-    common = resolve_common(options)
-    credit = options.view_as(CreditScoringOptions)
-    common.model_name = common.model_name or DEFAULT_MODEL
-    credit.rules = credit.rules or default_rules_path(common.model_name)
-    if common.max_batch_size is None:
-        common.max_batch_size = 2048
-    check_sources(options, {"input": common.input},
+    config = resolve_run(options, PIPELINE_NAME, DEFAULT_MODEL, default_batch_size=2048)
+    credit = config.view(CreditScoringOptions)
+    check_sources(options, {"input": config.input},
                   {"input_dir": credit.input_dir, "input_topic": credit.input_topic})
-    if credit.min_batch_size > common.max_batch_size:
+    if credit.min_batch_size > config.max_batch_size:
         raise ValueError("--min_batch_size exceeds --max_batch_size")
     if credit.dedup_buckets < 1 or credit.dedup_horizon_secs <= 0:
         raise ValueError("--dedup_buckets must be at least 1 and --dedup_horizon_secs positive")
-    return common, credit
+    return config
 
 
-def read_requests(pipeline, credit: CreditScoringOptions, common: CommonOptions):
+def prepare(options: PipelineOptions) -> RunConfig:
+    """The launch step: checked options, then the credit set-up (the served version resolved
+    and hashed, the key read, the rules checked and archived, the shadow chosen)."""
+    config = resolve(options)
+    credit = config.view(CreditScoringOptions)
+    # A backfill replays decisions with a pinned version: no shadow unless one is asked for.
+    requested = credit.shadow_version or ("none" if config.run_mode == "backfill" else None)
+    setup = credit_setup(config.registry, config.model_name, config.model_version,
+                         credit.rules, requested)
+    models = {"served": setup.model, **({"shadow": setup.shadow} if setup.shadow else {})}
+    return config.launched(models, setup.notes(), setup)
+
+
+def read_requests(pipeline, config: RunConfig):
     """The configured source as (origin, line) pairs; None when no source is configured."""
-    if common.input:
-        return pipeline | "ReadRequestFiles" >> ReadLinesFromFiles(common.input)
+    credit = config.view(CreditScoringOptions)
+    if config.input:
+        return pipeline | "ReadRequestFiles" >> ReadLinesFromFiles(config.input)
     if credit.input_dir:
         pattern = os.path.join(credit.input_dir, "*.jsonl")
         return pipeline | "WatchLandingDir" >> WatchDirectory(
-            pattern, common.poll_secs, common.stop_after_secs)
+            pattern, config.poll_secs, config.stop_after_secs)
     if credit.input_topic:
         topic = credit.input_topic
         return (pipeline
@@ -124,27 +126,27 @@ def read_requests(pipeline, credit: CreditScoringOptions, common: CommonOptions)
     return None
 
 
-def deduplicate(scored, credit: CreditScoringOptions, common: CommonOptions, streaming: bool,
-                dataset, schema, window_secs: int):
+def deduplicate(scored, config: RunConfig, dataset, schema):
     """(first arrivals, [dead letters of later arrivals]) of the scored batches."""
+    credit = config.view(CreditScoringOptions)
     if credit.no_dedup:
         return scored, []
-    if not streaming:
+    if not config.streaming:
         deduped = scored | "Deduplicate" >> DeduplicateBatches(
-            tuple(dataset.stored_kinds), PIPELINE_NAME, common.run_id, credit.dedup_buckets)
+            tuple(dataset.stored_kinds), PIPELINE_NAME, config.run_id, credit.dedup_buckets)
         return deduped["requests"], [deduped[DEAD_LETTERS]]
     deduped = scored | "Deduplicate" >> DeduplicateStream(
-        tuple(dataset.stored_kinds), PIPELINE_NAME, common.run_id, schema,
-        file_windows(window_secs), credit.dedup_horizon_secs)
+        tuple(dataset.stored_kinds), PIPELINE_NAME, config.run_id, schema,
+        file_windows(config.window_secs), credit.dedup_horizon_secs)
     return deduped["requests"], [deduped[DEAD_LETTERS]]
 
 
-def build(pipeline, options: PipelineOptions, requests=None, model_updates=None) -> dict:
+def build(pipeline, config: RunConfig, requests=None, model_updates=None) -> dict:
     """Wire the credit offers graph.
 
     Args:
         pipeline: the Pipeline to add to.
-        options: all pipeline options.
+        config: the launched run configuration (``prepare``).
         requests: optional PCollection of (origin, line) replacing the configured source
             (tests feed TestStream or Create here).
         model_updates: optional PCollection of ModelMetadata, one per window, replacing the
@@ -154,30 +156,17 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
         The PCollections: responses, predictions (the scored rows, before sampling),
         dead_letters, and the written file paths of each sink (``*_files``).
     """
-    common, credit = validate(options)
-    streaming = options.view_as(StandardOptions).streaming
+    credit, setup = config.view(CreditScoringOptions), config.setup
+    streaming = config.streaming
     if requests is None:
-        requests = read_requests(pipeline, credit, common)
+        requests = read_requests(pipeline, config)
     if requests is None:
         raise ValueError("no request source: give --input, --input_dir or --input_topic")
-    model = model_registry.resolve(common.registry, common.model_name, common.model_version)
-    dataset = dataset_from_manifest(model.manifest)
-    privacy_for(dataset)  # a configured key that cannot be read stops the run here
-    rules = load_rules(credit.rules)
-    check_rules_fit(rules, dataset.kinds, credit.rules)
-    archive_rules(common.registry, model.name, credit.rules)
-    context = {
-        "pipeline": PIPELINE_NAME, "run_mode": common.run_mode, "run_id": common.run_id,
-        "code_version": code_version(),
-        "models": {model.path: (model.name, model.version, model.sha256)},
-    }
-    outputs = run_outputs(options)
+    model, dataset, rules, shadow = setup.model, setup.dataset, setup.rules, setup.shadow
+    context = config.row_context()
+    outputs = run_outputs(config)
     LOGGER.info("serving %s %s (%s, data set %s), rules %s", model.name, model.version,
                 model.path, dataset.version, rules.version)
-    # A backfill replays decisions with a pinned version: no shadow unless one is asked for.
-    requested = credit.shadow_version or ("none" if common.run_mode == "backfill" else None)
-    shadow, shadow_why = choose_shadow(common.registry, model, requested)
-    LOGGER.info("%s", shadow_why)
 
     if streaming:
         requests = requests | "WindowRequests" >> file_windows(outputs.window_secs)
@@ -186,17 +175,17 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
     parsed = (
         requests
         | "BatchRequests" >> beam.BatchElements(
-            min_batch_size=credit.min_batch_size, max_batch_size=common.max_batch_size,
-            max_batch_duration_secs=(common.max_batch_duration_secs or None) if streaming
+            min_batch_size=credit.min_batch_size, max_batch_size=config.max_batch_size,
+            max_batch_duration_secs=(config.max_batch_duration_secs or None) if streaming
             else None)
         | "ParseRequests" >> beam.ParDo(ParseRequestBatchFn(
-            PIPELINE_NAME, common.run_id, credit.max_request_bytes, dataset.fields,
+            PIPELINE_NAME, config.run_id, credit.max_request_bytes, dataset.fields,
             privacy_for(dataset, load_key=False), dataset.privacy_key)).with_outputs(
             DEAD_LETTERS, main="requests"))
     if credit.model_endpoint:
         # The serving function resolves the version or alias itself, on every call.
         handler = RemoteCreditHandler(
-            credit.model_endpoint, model.name, common.model_version,
+            credit.model_endpoint, model.name, config.model_version,
             credit.model_endpoint_token, num_retries=credit.model_endpoint_retries,
             min_batch_size=1, max_batch_size=1,
             resolved={"name": model.name, "version": model.version, "sha256": model.sha256},
@@ -204,32 +193,30 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
     else:
         handler = credit_batch_handler(model.path, dataset.kinds)
     follow = (model_updates is None and streaming and credit.alias_poll_secs > 0
-              and not credit.model_endpoint and model_registry.is_alias(common.model_version))
-    runner = str(options.view_as(StandardOptions).runner or "DirectRunner")
-    if follow and common.max_batch_duration_secs and runner.endswith("DirectRunner"):
+              and not credit.model_endpoint and model_registry.is_alias(config.model_version))
+    if follow and config.max_batch_duration_secs and config.runner.endswith("DirectRunner"):
         # Beam's local runner cannot replace a splittable source (the alias poll) once a
         # real-time timer puts the graph on its bundle-based runner; Dataflow and Flink can.
         LOGGER.warning("the local DirectRunner cannot follow %s beside "
-                       "--max_batch_duration_secs; this run keeps %s", common.model_version,
+                       "--max_batch_duration_secs; this run keeps %s", config.model_version,
                        model.version)
         follow = False
     if follow:
         model_updates = pipeline | "FollowAlias" >> FollowAlias(
-            common.registry, model.name, common.model_version, model, credit.alias_poll_secs,
-            outputs.window_secs, common.stop_after_secs)
+            config.registry, model.name, config.model_version, model, credit.alias_poll_secs,
+            outputs.window_secs, config.stop_after_secs)
     # A batch the model fails on is scored again a request at a time, so only the request
     # that fails is dead-lettered.
     scores, failed = parsed.requests | "ScoreCredit" >> RunInferenceIsolatingFailures(
         handler, functools.partial(credit_rows.chunks, size=1), model_updates)
     inference_failed = failed | "InferenceDeadLetters" >> beam.FlatMap(
-        credit_rows.inference_dead_letters, PIPELINE_NAME, common.run_id)
+        credit_rows.inference_dead_letters, PIPELINE_NAME, config.run_id)
 
     schema = credit_rows.scored_schema(dataset.stored_kinds)
     scored = scores | "DecideAndChooseBank" >> beam.Map(
         lambda result: credit_rows.scored_batch(
             result.example, result.inference, result.model_id, context, rules, schema))
-    scored, dedup_dead = deduplicate(scored, credit, common, streaming, dataset, schema,
-                                     outputs.window_secs)
+    scored, dedup_dead = deduplicate(scored, config, dataset, schema)
     if credit.offer_url:
         settled, to_ask = scored | "NeedsOffer" >> beam.ParDo(
             SplitForOffers(credit.offer_batch_size)).with_outputs(ASK, main="settled")
@@ -261,15 +248,15 @@ def build(pipeline, options: PipelineOptions, requests=None, model_updates=None)
     }
 
 
-def output_folders(common: CommonOptions) -> dict:
+def output_folders(config: RunConfig) -> dict:
     """Where a run's outputs go, for its closing summary."""
-    out, model = common.output.rstrip("/"), f"model_name={common.model_name}"
+    out, model = config.output.rstrip("/"), f"model_name={config.model_name}"
     return {"responses": f"{out}/{RESPONSES.name}/{model}/",
             "predictions": f"{out}/predictions/pipeline={PIPELINE_NAME}/{model}/",
             "dead letters": f"{out}/{DEAD_LETTERS}/pipeline={PIPELINE_NAME}/{model}/"}
 
 
-run = pipeline_runner(__doc__, PIPELINE_NAME, build, output_folders)
+run = pipeline_runner(__doc__, PIPELINE_NAME, prepare, build, output_folders)
 
 
 def main(argv=None) -> int:

@@ -36,10 +36,10 @@ Notes:
     every score of the group at once.
 """
 
+import dataclasses
 import datetime
 import logging
 import sys
-import uuid
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -51,7 +51,7 @@ from models.credit.snapshots import snapshot_dir, snapshot_schema
 from models.exit_codes import RETRAIN
 from pipelines.capabilities import Capability, capability
 from pipelines.launch import build_and_run, cli
-from pipelines.options import CommonOptions, EvaluateOptions, resolve_common
+from pipelines.options import EvaluateOptions, RunConfig, resolve_run
 from transforms.common.dead_letters import DEAD_LETTERS, WriteDeadLetters
 from transforms.common.parquet_sink import WritePartitionedParquet
 from transforms.evaluation import join as evaluation
@@ -74,30 +74,66 @@ PIPELINE_NAME = "evaluate"
 
 
 
-def validate(options: PipelineOptions) -> tuple[CommonOptions, EvaluateOptions]:
-    """Resolve defaults and check inputs exist, with messages that name the flags.
+def resolve(options: PipelineOptions) -> RunConfig:
+    """Check options once, with messages that name the flags (the options are not written).
 
     Raises:
-        ValueError: no --truth, nothing to evaluate, or an unusable date range.
+        ValueError: no --truth, or an unusable date range.
     """
-    common = options.view_as(CommonOptions)
-    if common.run_id is None:
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-        common.run_id = f"eval-{stamp}-{uuid.uuid4().hex[:6]}"
-    resolve_common(options)
     evaluate = options.view_as(EvaluateOptions)
-    common.model_name = (common.model_name
-                         or capability(evaluate.evaluated_pipeline).default_model)
-    evaluate.config = evaluate.config or default_path(EVALUATION, common.model_name)
-    evaluate.retraining_rules = (evaluate.retraining_rules
-                                 or default_path("retraining", common.model_name))
+    config = resolve_run(options, PIPELINE_NAME,
+                         capability(evaluate.evaluated_pipeline).default_model,
+                         run_id_prefix="eval")
     if not evaluate.truth:
         raise ValueError("give --truth, a glob of ground-truth files")
-    if evaluate.decide:
-        load_retraining_rules(evaluate.retraining_rules)  # a bad rules file stops the run here
     if evaluate.dt_from and evaluate.dt_to and evaluate.dt_from > evaluate.dt_to:
         raise ValueError(f"--dt_from {evaluate.dt_from} is after --dt_to {evaluate.dt_to}")
-    return common, evaluate
+    return config
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationPlan:
+    """What the launch step found for an evaluation run: the prediction files it reads, the
+    evaluated versions' manifests, the configuration files and the snapshot it writes."""
+
+    files: tuple[str, ...]
+    versions: tuple[str, ...]
+    manifests: dict
+    dataset: object
+    config_path: str
+    rules_path: str
+    metric_config: dict
+    snapshot_id: str | None
+
+
+def prepare(options: PipelineOptions) -> RunConfig:
+    """The launch step: checked options, the prediction files listed, the versions'
+    manifests read, the configuration and (with --decide) the retraining rules checked."""
+    config = resolve(options)
+    evaluate = config.view(EvaluateOptions)
+    name, model_name = evaluate.evaluated_pipeline, config.model_name
+    cap = capability(name)
+    rules_path = evaluate.retraining_rules or default_path("retraining", model_name)
+    if evaluate.decide:
+        load_retraining_rules(rules_path)  # a bad rules file stops the run here
+    versions = evaluate.model_versions.split(",") if evaluate.model_versions else None
+    files = prediction_files(evaluate.predictions, name, model_name, versions,
+                             evaluate.dt_from, evaluate.dt_to)
+    if not files:
+        raise ValueError(f"no sampled predictions of {name} model {model_name} under "
+                         f"{evaluate.predictions}/predictions/ for the given filters")
+    found_versions = sorted({partition_values(p)["model_version"] for p in files})
+    manifests = model_manifests(config.registry, model_name, found_versions)
+    dataset = newest_dataset(cap, manifests)
+    config_path = evaluate.config or default_path(EVALUATION, model_name)
+    plan = EvaluationPlan(
+        files=tuple(files), versions=tuple(found_versions), manifests=manifests,
+        dataset=dataset, config_path=config_path, rules_path=rules_path,
+        metric_config=metric_config(config_path, dataset),
+        snapshot_id=snapshot_id(evaluate, config.run_id, dataset))
+    return config.launched({}, [
+        f"{len(files)} prediction files of {name} {model_name} (versions "
+        f"{', '.join(found_versions)}); evaluation configuration {config_path}"], plan)
 
 
 def model_manifests(registry: str, model_name: str, versions: list[str]) -> dict:
@@ -141,42 +177,33 @@ def metric_config(config_path: str, dataset) -> dict:
     return {**load_evaluation_config(config_path, dataset.stored_kinds), "costs": dataset.costs}
 
 
-def snapshot_id(evaluate: EvaluateOptions, common: CommonOptions, dataset) -> str | None:
+def snapshot_id(evaluate: EvaluateOptions, run_id: str, dataset) -> str | None:
     """The training snapshot this run writes: credit runs keep their labelled rows unless told
     not to."""
     if dataset is None or evaluate.no_snapshot:
         return None
-    return evaluate.snapshot_id or f"snap-{common.run_id}"
+    return evaluate.snapshot_id or f"snap-{run_id}"
 
 
-def build(pipeline, options: PipelineOptions) -> dict:
+def build(pipeline, config: RunConfig) -> dict:
     """Wire the evaluation graph.
 
     Returns:
         The PCollections: metrics (rows), dead_letters, metrics_files, dead_letters_files.
     """
-    common, evaluate = validate(options)
-    name, model_name = evaluate.evaluated_pipeline, common.model_name
+    evaluate, plan = config.view(EvaluateOptions), config.setup
+    name, model_name = evaluate.evaluated_pipeline, config.model_name
     cap = capability(name)
-    versions = evaluate.model_versions.split(",") if evaluate.model_versions else None
-    files = prediction_files(evaluate.predictions, name, model_name, versions,
-                             evaluate.dt_from, evaluate.dt_to)
-    if not files:
-        raise ValueError(f"no sampled predictions of {name} model {model_name} under "
-                         f"{evaluate.predictions}/predictions/ for the given filters")
-    found_versions = sorted({partition_values(p)["model_version"] for p in files})
-    manifests = model_manifests(common.registry, model_name, found_versions)
-    dataset = newest_dataset(cap, manifests)
-    config = metric_config(evaluate.config, dataset)
-    snapshot = evaluate.snapshot_id = snapshot_id(evaluate, common, dataset)
+    files, found_versions, manifests = list(plan.files), list(plan.versions), plan.manifests
+    dataset, metrics_config, snapshot = plan.dataset, plan.metric_config, plan.snapshot_id
     # Drift of a shadow version is measured against its own training statistics.
-    others = sorted(set(model_registry.list_versions(common.registry, model_name))
+    others = sorted(set(model_registry.list_versions(config.registry, model_name))
                     - set(found_versions)) if cap.tabular else []
     statistics = ({v: drift_statistics(m) for v, m in {
-        **manifests, **model_manifests(common.registry, model_name, others)}.items()}
+        **manifests, **model_manifests(config.registry, model_name, others)}.items()}
         if cap.tabular else {})
-    window = evaluate.window or config.get("window", "week")
-    run = {"run_id": common.run_id, "evaluated_at": datetime.datetime.now(datetime.UTC)}
+    window = evaluate.window or metrics_config.get("window", "week")
+    run = {"run_id": config.run_id, "evaluated_at": datetime.datetime.now(datetime.UTC)}
     LOGGER.info("evaluating %d prediction files of %s %s (versions %s)", len(files), name,
                 model_name, ", ".join(found_versions))
 
@@ -188,7 +215,7 @@ def build(pipeline, options: PipelineOptions) -> dict:
              | "TruthFiles" >> beam.Create(truth_files(evaluate.truth))
              | "SpreadTruthFiles" >> beam.Reshuffle()
              | "ReadTruth" >> beam.FlatMap(read_truth_file)
-             | "ParseTruth" >> beam.ParDo(ParseTruthFn(PIPELINE_NAME, common.run_id))
+             | "ParseTruth" >> beam.ParDo(ParseTruthFn(PIPELINE_NAME, config.run_id))
              .with_outputs(DEAD_LETTERS, main="rows"))
     joined = (
         {"predictions": predictions | "KeyPredictions" >> beam.Map(
@@ -206,25 +233,25 @@ def build(pipeline, options: PipelineOptions) -> dict:
                          lambda r: [(k, r) for k in evaluation.group_keys(r, window)])
                      | "GroupForMetrics" >> beam.GroupByKey()
                      | "ComputeMetrics" >> beam.ParDo(GroupMetricsFn(
-                         name, cap.group_metrics, config, statistics, run)))
+                         name, cap.group_metrics, metrics_config, statistics, run)))
     metrics = (counts, group_metrics) | "AllMetrics" >> beam.Flatten()
-    base = f"{common.output.rstrip('/')}/{EVALUATION}/{METRICS}"
+    base = f"{config.output.rstrip('/')}/{EVALUATION}/{METRICS}"
     if snapshot:
         _ = (joined.rows
              | "LabelledRows" >> beam.Filter(lambda r: r.get("label") is not None)
              | "SnapshotRows" >> beam.Map(snapshot_row, dataset.field_names)
              | "WriteSnapshot" >> WritePartitionedParquet(
-                 base=snapshot_dir(common.registry, model_name, snapshot),
+                 base=snapshot_dir(config.registry, model_name, snapshot),
                  schema=snapshot_schema(dataset.kinds), partition_columns=(),
-                 file_prefix=common.run_id, max_rows_per_file=common.max_rows_per_file))
+                 file_prefix=config.run_id, max_rows_per_file=config.max_rows_per_file))
     return {
         "metrics": metrics,
         "dead_letters": truth[DEAD_LETTERS],
         "metrics_files": metrics | "WriteMetrics" >> WritePartitionedParquet(
             base=base, schema=METRIC_SCHEMA, partition_columns=("pipeline", "model_name"),
-            file_prefix=common.run_id, max_rows_per_file=common.max_rows_per_file),
+            file_prefix=config.run_id, max_rows_per_file=config.max_rows_per_file),
         "dead_letters_files": truth[DEAD_LETTERS] | "WriteDeadLetters" >> WriteDeadLetters(
-            common.output, common.run_id, model_name),
+            config.output, config.run_id, model_name),
     }
 
 
@@ -234,31 +261,30 @@ def run(argv=None, test_pipeline=None) -> dict:
     Returns:
         {"report": html path, "decision": record or None, "summary": ..., "rows": metric rows}
     """
-    result, options = build_and_run(argv, test_pipeline, PIPELINE_NAME,
-                                    __doc__.split("\n")[0], build)
-    common = options.view_as(CommonOptions)
-    evaluate = options.view_as(EvaluateOptions)
+    result, config = build_and_run(argv, test_pipeline, PIPELINE_NAME,
+                                   __doc__.split("\n")[0], prepare, build)
+    evaluate, plan = config.view(EvaluateOptions), config.setup
     now = (evaluation.parse_time(evaluate.now) if evaluate.now
            else datetime.datetime.now(datetime.UTC))
     cap = capability(evaluate.evaluated_pipeline)
     outcome = finish(EvaluationRun(
-        pipeline=cap.pipeline, model_name=common.model_name, run_id=common.run_id,
-        output=common.output, registry=common.registry, predictions=evaluate.predictions,
-        truth=evaluate.truth, config=evaluate.config,
+        pipeline=cap.pipeline, model_name=config.model_name, run_id=config.run_id,
+        output=config.output, registry=config.registry, predictions=evaluate.predictions,
+        truth=evaluate.truth, config=plan.config_path,
         filters={"model_versions": evaluate.model_versions, "dt_from": evaluate.dt_from,
                  "dt_to": evaluate.dt_to},
-        retraining_rules=(load_retraining_rules(evaluate.retraining_rules) if evaluate.decide
+        retraining_rules=(load_retraining_rules(plan.rules_path) if evaluate.decide
                           else None),
         history_metrics=cap.history_metrics, mask_examples=cap.mask_examples,
-        snapshot_id=evaluate.snapshot_id), now)
+        snapshot_id=plan.snapshot_id), now)
     join = outcome["summary"]["join"]
-    print(f"evaluate {cap.pipeline} {common.model_name} run {common.run_id}: {result.state}\n"
+    print(f"evaluate {cap.pipeline} {config.model_name} run {config.run_id}: {result.state}\n"
           f"  joined {join.get('matched', 0)} predictions with truth; unmatched: "
           f"{join.get('predictions_unmatched', 0)} predictions, {join.get('truth_unmatched', 0)}"
           f" truth rows; {join.get('truth_duplicates', 0)} duplicate truth rows (last "
           f"label_time kept)\n"
-          f"  metrics: {common.output.rstrip('/')}/{EVALUATION}/{METRICS}/"
-          f"pipeline={cap.pipeline}/model_name={common.model_name}/\n"
+          f"  metrics: {config.output.rstrip('/')}/{EVALUATION}/{METRICS}/"
+          f"pipeline={cap.pipeline}/model_name={config.model_name}/\n"
           f"  report:  {outcome['report']}")
     snapshot = outcome["summary"].get("snapshot")
     if snapshot:

@@ -7,23 +7,21 @@ import sys
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.exit_codes import run_command
-from pipelines.options import CommonOptions, help_parser
+from pipelines.options import RunConfig, help_parser
 from transforms.common.outputs import RunOutputs, is_output_failure, output_failure
 
 LOGGER = logging.getLogger(__name__)
 
 
-def run_outputs(options: PipelineOptions) -> RunOutputs:
-    """Where a pipeline run writes, from the resolved common options."""
-    common = options.view_as(CommonOptions)
-    streaming = options.view_as(StandardOptions).streaming
-    return RunOutputs(output=common.output, run_id=common.run_id,
-                      model_name=common.model_name, sample_rate=common.sample_rate,
-                      window_secs=common.window_secs if streaming else 0,
-                      max_rows_per_file=common.max_rows_per_file)
+def run_outputs(config: RunConfig) -> RunOutputs:
+    """Where a pipeline run writes, from its run configuration."""
+    return RunOutputs(output=config.output, run_id=config.run_id,
+                      model_name=config.model_name, sample_rate=config.sample_rate,
+                      window_secs=config.window_secs,
+                      max_rows_per_file=config.max_rows_per_file)
 
 
 class OutputUnavailable(OSError):
@@ -49,11 +47,11 @@ def check_output_writable(output: str, run_id: str) -> None:
                                 f"{output_failure(error)}") from error
 
 
-def clear_backfill_output(common: CommonOptions) -> None:
+def clear_backfill_output(config: RunConfig) -> None:
     """A backfill owns ``<output>/backfills/<run id>/``: delete it before the run writes, so
     re-running the same backfill replaces its output instead of adding to it."""
-    if common.run_mode == "backfill" and FileSystems.exists(common.output):
-        FileSystems.delete([common.output])
+    if config.run_mode == "backfill" and FileSystems.exists(config.output):
+        FileSystems.delete([config.output])
 
 
 def print_help_if_asked(argv, pipeline: str, description: str) -> None:
@@ -67,19 +65,20 @@ def print_help_if_asked(argv, pipeline: str, description: str) -> None:
         sys.exit(0)
 
 
-def pipeline_runner(description: str, name: str, build, outputs):
+def pipeline_runner(description: str, name: str, prepare, build, outputs):
     """The ``run`` function of a pipeline module.
 
     Args:
         description: the module docstring (its first line heads ``--help``).
         name: the pipeline's name (its options in ``pipelines.options.PIPELINE_OPTIONS``),
             heading the closing summary.
-        build: ``build(pipeline, options)`` wiring its graph.
-        outputs: ``outputs(common options) -> {label: path}`` for the summary.
+        prepare: ``prepare(options) -> RunConfig``: checks and the launch step.
+        build: ``build(pipeline, config)`` wiring its graph.
+        outputs: ``outputs(config) -> {label: path}`` for the summary.
     """
 
     def run(argv=None, test_pipeline=None):
-        """Parse options, build, run to the end and print where the outputs went.
+        """Parse options, launch, build, run to the end and print where the outputs went.
 
         Args:
             argv: command-line arguments (default: sys.argv).
@@ -89,13 +88,12 @@ def pipeline_runner(description: str, name: str, build, outputs):
             The finished PipelineResult.
         """
         started = datetime.datetime.now(datetime.UTC)
-        result, options = build_and_run(argv, test_pipeline, name, description.split("\n")[0],
-                                        build)
-        common = options.view_as(CommonOptions)
+        result, config = build_and_run(argv, test_pipeline, name, description.split("\n")[0],
+                                       prepare, build)
         seconds = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
-        folders = outputs(common)
+        folders = outputs(config)
         width = max(len(label) for label in folders) + 2
-        print("\n".join([f"{name} run {common.run_id}: {result.state} in {seconds:.1f} s"]
+        print("\n".join([f"{name} run {config.run_id}: {result.state} in {seconds:.1f} s"]
                         + [f"  {label + ':':<{width}}{path}" for label, path in folders.items()]
                         + counts_summary(result, seconds)))
         return result
@@ -139,36 +137,39 @@ def counts_summary(result, seconds: float) -> list[str]:
     return lines
 
 
-def build_and_run(argv, test_pipeline, name: str, description: str, build,
+def build_and_run(argv, test_pipeline, name: str, description: str, prepare, build,
                   writes_output: bool = True):
-    """What every pipeline's ``run`` does: help, parse, build, run to the end.
+    """What every pipeline's ``run`` does: help, parse, launch, build, run to the end.
 
-    A backfill's own output folder is cleared after the graph is built (options checked) and
-    before anything is written.
+    The launch step (``prepare``: options checked, model versions resolved and hashed, rules
+    archived) comes before the graph is built, and says what it did; a backfill's own output
+    folder is cleared after the graph is built and before anything is written.
 
     Returns:
-        (the finished PipelineResult, the PipelineOptions).
+        (the finished PipelineResult, the RunConfig).
     """
     print_help_if_asked(argv, name, description)
     options = PipelineOptions(argv)
+    config = prepare(options)
+    for note in config.launch_notes:
+        print(f"{name} launch: {note}", flush=True)
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    build(pipeline, options)
-    common = options.view_as(CommonOptions)
+    build(pipeline, config)
     if writes_output:  # (the comparison job writes to the registry only)
-        check_output_writable(common.output, common.run_id)
-    clear_backfill_output(common)
+        check_output_writable(config.output, config.run_id)
+    clear_backfill_output(config)
     try:
         result = pipeline.run()
         result.wait_until_finish()
     except Exception as error:
         if not is_output_failure(error):
             raise
-        removed = remove_run_files(common.output, common.run_id)
+        removed = remove_run_files(config.output, config.run_id)
         raise OutputUnavailable(
-            f"writing under {common.output} failed: {output_failure(error)}; run "
-            f"{common.run_id} stopped and the {removed} file(s) it had written were removed, so "
+            f"writing under {config.output} failed: {output_failure(error)}; run "
+            f"{config.run_id} stopped and the {removed} file(s) it had written were removed, so "
             f"running it again after freeing space does not double any row") from error
-    return result, options
+    return result, config
 
 
 def remove_run_files(output: str, run_id: str) -> int:

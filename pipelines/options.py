@@ -6,13 +6,16 @@ graph pulls TensorFlow, ONNX Runtime, xradar: seconds before the first line of h
 """
 
 import argparse
-import datetime
+import dataclasses
 import logging
-import uuid
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from models.exit_codes import RETRAIN, epilog
+from models.provenance import code_version, new_run_id
 from models.radar_qc.engine import ENGINES
 from models.registry import PRODUCTION
 from transforms.common.parquet_sink import DEFAULT_MAX_ROWS_PER_FILE
@@ -83,25 +86,99 @@ class CommonOptions(PipelineOptions):
                                  "many seconds and drain (demos, tests); 0 = run forever")
 
 
-def resolve_common(options: PipelineOptions) -> CommonOptions:
-    """Fill in run id and run mode, and check the rules that span options.
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One run's configuration: parsed and checked once (``resolve_run``), completed by the
+    pipeline's launch step (model versions resolved and their files hashed, rules archived)
+    before the graph is built, and then only read. Nothing writes into it, nor into the
+    options after parsing (Beam's runners may still rewrite their own).
+
+    The common flags keep their names; a pipeline's own flags are read with ``view``.
+
+    Attributes:
+        pipeline: the pipeline's name, recorded on every row.
+        run_id: minted here unless given (``models.provenance.new_run_id``).
+        run_mode: batch, streaming or backfill.
+        output: the run's output root (a backfill's own ``<output>/backfills/<run id>``).
+        model_name: the flag, or the pipeline's default model.
+        model_version: as asked (an alias is resolved at launch, into ``models``).
+        max_batch_size: the flag, or the pipeline's default.
+        window_secs: the file windows of a streaming run; 0 in batch.
+        models: role -> the resolved ModelRef (``served``, ``shadow``, ``single_pol`` ...),
+            set by the launch step.
+        setup: what the launch step prepared besides (credit: ``CreditSetup``).
+        launch_notes: what the launch step did, for the run's summary.
+    """
+
+    pipeline: str
+    run_id: str
+    run_mode: str
+    streaming: bool
+    runner: str
+    output: str
+    registry: str
+    model_name: str
+    model_version: str
+    input: str | None
+    sample_rate: float
+    window_secs: int
+    max_rows_per_file: int
+    max_batch_size: int | None
+    max_batch_duration_secs: int
+    poll_secs: float
+    stop_after_secs: float
+    options: PipelineOptions = dataclasses.field(repr=False, compare=False)
+    models: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    setup: Any = None
+    launch_notes: tuple[str, ...] = ()
+
+    def view(self, option_class):
+        """The pipeline's own flags, as parsed (read them; never write them)."""
+        return self.options.view_as(option_class)
+
+    def launched(self, models: Mapping[str, Any], notes: Sequence[str], setup: Any = None
+                 ) -> "RunConfig":
+        """A copy completed by the launch step."""
+        return dataclasses.replace(self, models=MappingProxyType(dict(models)), setup=setup,
+                                   launch_notes=(*self.launch_notes, *notes))
+
+    def row_context(self) -> dict:
+        """What every output row records of its run: pipeline, run mode, run id, code version
+        and each served model's (name, version, sha256) by its path."""
+        return {"pipeline": self.pipeline, "run_mode": self.run_mode, "run_id": self.run_id,
+                "code_version": code_version(),
+                "models": {m.path: (m.name, m.version, m.sha256) for m in self.models.values()}}
+
+
+def resolve_run(options: PipelineOptions, pipeline: str, default_model: str | None,
+                default_batch_size: int | None = None, run_id_prefix: str | None = None
+                ) -> RunConfig:
+    """Check the rules that span the common options and resolve their defaults, once.
+
+    Args:
+        options: the parsed options (left as they are).
+        pipeline: the pipeline's name.
+        default_model: the model when ``--model_name`` is not given.
+        default_batch_size: ``--max_batch_size`` when not given.
+        run_id_prefix: the minted run id's prefix (default: the run mode).
 
     Raises:
         ValueError: with a message that names the options in conflict.
     """
     common = options.view_as(CommonOptions)
-    streaming = options.view_as(StandardOptions).streaming
+    standard = options.view_as(StandardOptions)
+    streaming = bool(standard.streaming)
     if not 0.0 <= common.sample_rate <= 1.0:
         raise ValueError(f"--sample_rate must lie in [0, 1], got {common.sample_rate}")
-    if common.run_mode is None:
-        common.run_mode = "streaming" if streaming else "batch"
-    if common.run_mode == "streaming" and not streaming:
+    run_mode = common.run_mode or ("streaming" if streaming else "batch")
+    if run_mode == "streaming" and not streaming:
         raise ValueError("--run_mode streaming needs --streaming")
-    if common.run_mode == "backfill" and streaming:
+    if run_mode == "backfill" and streaming:
         raise ValueError("--run_mode backfill is a batch run; drop --streaming")
     if streaming and common.window_secs <= 0:
         raise ValueError("--window_secs must be positive in streaming")
-    if common.run_mode == "backfill":
+    output = common.output
+    if run_mode == "backfill":
         if common.run_id is None:
             raise ValueError("a backfill needs --run_id, a stable name such as "
                              "backfill-2026-09-credit-v0003: re-running it replaces its output")
@@ -109,12 +186,22 @@ def resolve_common(options: PipelineOptions) -> CommonOptions:
             raise ValueError("a backfill needs a pinned --model_version (a version such as "
                              "v0003, or an alias, resolved once at start), not latest")
         suffix = f"/{BACKFILLS}/{common.run_id}"
-        if not common.output.rstrip("/").endswith(suffix):
-            common.output = common.output.rstrip("/") + suffix
-    if common.run_id is None:
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-        common.run_id = f"{common.run_mode}-{stamp}-{uuid.uuid4().hex[:6]}"
-    return common
+        if not output.rstrip("/").endswith(suffix):
+            output = output.rstrip("/") + suffix
+    max_batch_size = default_batch_size if common.max_batch_size is None \
+        else common.max_batch_size
+    if max_batch_size is not None and max_batch_size < 1:
+        raise ValueError(f"--max_batch_size must be at least 1, got {max_batch_size}")
+    return RunConfig(
+        pipeline=pipeline, run_id=common.run_id or new_run_id(run_id_prefix or run_mode),
+        run_mode=run_mode, streaming=streaming, runner=str(standard.runner or "DirectRunner"),
+        output=output, registry=common.registry,
+        model_name=common.model_name or default_model, model_version=common.model_version,
+        input=common.input, sample_rate=common.sample_rate,
+        window_secs=common.window_secs if streaming else 0,
+        max_rows_per_file=common.max_rows_per_file, max_batch_size=max_batch_size,
+        max_batch_duration_secs=common.max_batch_duration_secs, poll_secs=common.poll_secs,
+        stop_after_secs=common.stop_after_secs, options=options)
 
 
 def check_sources(options: PipelineOptions, batch: dict, streaming: dict) -> str | None:

@@ -35,19 +35,18 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import registry as model_registry
-from models.provenance import code_version
 from models.radar_qc.engine import choose_engine
 from models.radar_qc.handler import DEFAULT_SWEEPS_PER_CALL, radar_model_handler
 from pipelines.launch import cli, pipeline_runner, run_outputs
 from pipelines.options import (
     DEFAULT_SINGLE_POL_MODEL,
-    CommonOptions,
     RadarQcOptions,
+    RunConfig,
     check_sources,
-    resolve_common,
+    resolve_run,
 )
 from transforms.common.dead_letters import DEAD_LETTERS
 from transforms.common.file_sources import WatchNewFiles
@@ -78,29 +77,46 @@ INDEX = PrimaryDataset(
 
 
 
-def validate(options: PipelineOptions) -> tuple[CommonOptions, RadarQcOptions]:
-    """Resolve and cross-check options once, with messages that name the flags.
+def output_formats(radar: RadarQcOptions) -> tuple[str, ...]:
+    """The formats of ``--output_formats``, checked.
 
     Raises:
-        ValueError: no source or both, a source that does not fit the mode, a bad batch size.
+        ValueError: none, or one not written here.
     """
-    common = resolve_common(options)
-    radar = options.view_as(RadarQcOptions)
-    common.model_name = common.model_name or DEFAULT_MODEL
-    if common.max_batch_size is None:
-        common.max_batch_size = DEFAULT_SWEEPS_PER_CALL
-    check_sources(options, {"input": common.input}, {"chunk_dir": radar.chunk_dir})
-    if common.max_batch_size < 1:
-        raise ValueError(f"--max_batch_size must be at least 1, got {common.max_batch_size}")
-    chosen = [f.strip() for f in radar.output_formats.split(",") if f.strip()]
+    chosen = tuple(f.strip() for f in radar.output_formats.split(",") if f.strip())
     unknown = sorted(set(chosen) - set(OUTPUT_FORMATS))
     if not chosen or unknown:
         raise ValueError(f"--output_formats takes {', '.join(OUTPUT_FORMATS)}; got "
                          f"{radar.output_formats!r}")
-    radar.output_formats = ",".join(chosen)
-    if common.run_mode == "backfill" and radar.single_pol_version == "latest":
+    return chosen
+
+
+def resolve(options: PipelineOptions) -> RunConfig:
+    """Check options once, with messages that name the flags (the options are not written).
+
+    Raises:
+        ValueError: no source or both, a source that does not fit the mode, a bad batch size.
+    """
+    config = resolve_run(options, PIPELINE_NAME, DEFAULT_MODEL,
+                         default_batch_size=DEFAULT_SWEEPS_PER_CALL)
+    radar = config.view(RadarQcOptions)
+    check_sources(options, {"input": config.input}, {"chunk_dir": radar.chunk_dir})
+    output_formats(radar)
+    if config.run_mode == "backfill" and radar.single_pol_version == "latest":
         raise ValueError("a backfill needs a pinned --single_pol_version, not latest")
-    return common, radar
+    return config
+
+
+def prepare(options: PipelineOptions) -> RunConfig:
+    """The launch step: checked options, then the served versions resolved and hashed (the
+    dual-pol model, and the single-pol one when configured)."""
+    config = resolve(options)
+    model = model_registry.resolve(config.registry, config.model_name, config.model_version)
+    single = resolve_single_pol(config.registry, config.view(RadarQcOptions))
+    models = {DUAL_POL: model, **({SINGLE_POL: single} if single else {})}
+    return config.launched(models, [
+        f"model {ref.name} {ref.version} resolved for {role.replace('_', '-')} sweeps, its "
+        f"files' sha256 checked ({ref.sha256[:12]}...)" for role, ref in models.items()])
 
 
 def resolve_single_pol(registry: str, radar: RadarQcOptions):
@@ -121,33 +137,34 @@ def resolve_single_pol(registry: str, radar: RadarQcOptions):
     return model_registry.resolve(registry, name, radar.single_pol_version)
 
 
-def read_volumes(pipeline, radar: RadarQcOptions, common: CommonOptions):
+def read_volumes(pipeline, config: RunConfig):
     """The configured source as volume sources (tuples of paths) plus source dead letters."""
-    if common.input:
+    radar = config.view(RadarQcOptions)
+    if config.input:
         sources = (pipeline
-                   | "MatchVolumeFiles" >> fileio.MatchFiles(common.input)
+                   | "MatchVolumeFiles" >> fileio.MatchFiles(config.input)
                    | "VolumePath" >> beam.Map(lambda metadata: (metadata.path,)))
         return sources, []
     if radar.chunk_dir:
         named = (pipeline
                  | "WatchChunkDir" >> WatchNewFiles(os.path.join(radar.chunk_dir, "*", "*"),
-                                                    common.poll_secs, common.stop_after_secs)
-                 | "ChunkRadar" >> beam.ParDo(ChunkPathFn(common.run_id)).with_outputs(
+                                                    config.poll_secs, config.stop_after_secs)
+                 | "ChunkRadar" >> beam.ParDo(ChunkPathFn(config.run_id)).with_outputs(
                      DEAD_LETTERS, main="chunks"))
         assembled = named.chunks | "AssembleVolumes" >> AssembleVolumes(
-            radar.chunk_timeout_secs, PIPELINE_NAME, common.run_id, wall_clock_guard=True)
+            radar.chunk_timeout_secs, PIPELINE_NAME, config.run_id, wall_clock_guard=True)
         sources = assembled.volumes | "ChunkPaths" >> beam.MapTuple(
             lambda _, paths: tuple(paths))
         return sources, [named[DEAD_LETTERS], assembled[DEAD_LETTERS]]
     raise ValueError("no volume source: give --input or --chunk_dir")
 
 
-def build(pipeline, options: PipelineOptions, sources=None) -> dict:
+def build(pipeline, config: RunConfig, sources=None) -> dict:
     """Wire the radar QC graph.
 
     Args:
         pipeline: the Pipeline to add to.
-        options: all pipeline options.
+        config: the launched run configuration (``prepare``).
         sources: optional PCollection of volume sources (tuples of paths: one archive file,
             or the ordered chunks of a volume) replacing the configured source.
 
@@ -155,20 +172,14 @@ def build(pipeline, options: PipelineOptions, sources=None) -> dict:
         The PCollections: volumes (index rows), predictions (every sweep's row, before
         sampling), dead_letters, and the written file paths of each Parquet sink (``*_files``).
     """
-    common, radar = validate(options)
-    streaming = options.view_as(StandardOptions).streaming
+    radar, streaming = config.view(RadarQcOptions), config.streaming
     source_dead = []
     if sources is None:
-        sources, source_dead = read_volumes(pipeline, radar, common)
-    model = model_registry.resolve(common.registry, common.model_name, common.model_version)
-    single = resolve_single_pol(common.registry, radar)
-    models = {DUAL_POL: model, **({SINGLE_POL: single} if single else {})}
-    context = {
-        "pipeline": PIPELINE_NAME, "run_mode": common.run_mode, "run_id": common.run_id,
-        "code_version": code_version(),
-        "models": {m.path: (m.name, m.version, m.sha256) for m in models.values()},
-    }
-    outputs = run_outputs(options)
+        sources, source_dead = read_volumes(pipeline, config)
+    models = dict(config.models)
+    single = models.get(SINGLE_POL)
+    context = config.row_context()
+    outputs = run_outputs(config)
     window_secs, output = outputs.window_secs, outputs.output.rstrip("/")
 
     if streaming:
@@ -177,7 +188,7 @@ def build(pipeline, options: PipelineOptions, sources=None) -> dict:
                        for i, dead in enumerate(source_dead)]
     # One element per volume from here on: decoded once, classified, written, dropped.
     decoded = sources | "DecodeVolumes" >> beam.ParDo(
-        DecodeVolumeFn(common.run_id, single is not None)).with_outputs(
+        DecodeVolumeFn(config.run_id, single is not None)).with_outputs(
         DEAD_LETTERS, main="volumes")
     volumes, failed = decoded.volumes, []
     for role, ref in models.items():
@@ -185,7 +196,7 @@ def build(pipeline, options: PipelineOptions, sources=None) -> dict:
         engine = choose_engine(radar.engine, ref.manifest)
         # A volume is a batch of one (model_input), split into bounded engine calls.
         handler = radar_model_handler(ref.path, ref.manifest, engine,
-                                      common.max_batch_size).with_no_batching()
+                                      config.max_batch_size).with_no_batching()
         LOGGER.info("serving %s %s (%s) on %s for %s sweeps", ref.name, ref.version, ref.path,
                     engine, role.replace("_", "-"))
         classified, failures = (
@@ -195,9 +206,9 @@ def build(pipeline, options: PipelineOptions, sources=None) -> dict:
         failed.append(failures.failed_inferences | f"InferenceDeadLetters{suffix}"
                       >> beam.FlatMap(inference_dead_letters, context))
         volumes = classified | f"RecordClasses{suffix}" >> beam.Map(record_classes, role)
-    total = count_inputs(common.input) if common.input else None
+    total = count_inputs(config.input) if config.input else None
     written = volumes | "WriteQcVolumes" >> beam.ParDo(WriteQcVolumeFn(
-        output, context, total, radar.output_formats.split(","))).with_outputs(
+        output, context, total, list(output_formats(radar)))).with_outputs(
         DEAD_LETTERS, PREDICTIONS, main="volumes")
     predictions = written[PREDICTIONS]
     dead_letters = ((*source_dead, decoded[DEAD_LETTERS], *failed, written[DEAD_LETTERS])
@@ -220,9 +231,9 @@ def count_inputs(pattern: str) -> int | None:
         return None
 
 
-def output_folders(common: CommonOptions) -> dict:
+def output_folders(config: RunConfig) -> dict:
     """Where a run's outputs go, for its closing summary."""
-    out, model = common.output.rstrip("/"), f"model_name={common.model_name}"
+    out, model = config.output.rstrip("/"), f"model_name={config.model_name}"
     return {"QC'd volumes": f"{out}/{VOLUMES}/   (CF/Radial 2 _qc.nc; CF/Radial 1 "
                             f"_qc.cfradial1.nc and ODIM_H5 _qc.h5 if asked)",
             "quicklooks": f"{out}/{QUICKLOOKS}/", "volume index": f"{out}/{INDEX.name}/",
@@ -231,7 +242,7 @@ def output_folders(common: CommonOptions) -> dict:
             "dead letters": f"{out}/{DEAD_LETTERS}/pipeline={PIPELINE_NAME}/{model}/"}
 
 
-run = pipeline_runner(__doc__, PIPELINE_NAME, build, output_folders)
+run = pipeline_runner(__doc__, PIPELINE_NAME, prepare, build, output_folders)
 
 
 def main(argv=None) -> int:

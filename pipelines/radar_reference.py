@@ -30,7 +30,7 @@ from models import registry as model_registry
 from models.radar_qc.engine import choose_engine
 from models.radar_qc.handler import DEFAULT_SWEEPS_PER_CALL, radar_model_handler
 from pipelines.launch import build_and_run, cli
-from pipelines.options import CommonOptions, ReferenceOptions, resolve_common
+from pipelines.options import ReferenceOptions, RunConfig, resolve_run
 from transforms.common.dead_letters import DEAD_LETTERS, WriteDeadLetters
 from transforms.common.parquet_sink import WritePartitionedParquet
 from transforms.radar.dofns import DecodeVolumeFn, ReferenceAgreementFn, model_input, record_classes
@@ -49,9 +49,10 @@ AGREEMENT = "reference_agreement"
 
 
 
-def sources(common: CommonOptions, reference: ReferenceOptions) -> list[tuple[str, ...]]:
+def sources(config: RunConfig) -> list[tuple[str, ...]]:
     """Archive files of ``--input`` and the chunk sets of ``--chunk_volumes``, as volume sources."""
-    found = [(p,) for p in sorted(glob.glob(common.input))] if common.input else []
+    reference = config.view(ReferenceOptions)
+    found = [(p,) for p in sorted(glob.glob(config.input))] if config.input else []
     try:
         found += [volume_source(folder.strip())
                   for folder in (reference.chunk_volumes or "").split(",") if folder.strip()]
@@ -62,67 +63,69 @@ def sources(common: CommonOptions, reference: ReferenceOptions) -> list[tuple[st
     return found
 
 
-def build(pipeline, options: PipelineOptions) -> dict:
+def prepare(options: PipelineOptions) -> RunConfig:
+    """The launch step: checked options, the model version resolved and hashed."""
+    config = resolve_run(options, PIPELINE_NAME, "radar_qc")
+    model = model_registry.resolve(config.registry, config.model_name, config.model_version)
+    return config.launched({DUAL_POL: model}, [
+        f"model {model.name} {model.version} resolved, its files' sha256 checked "
+        f"({model.sha256[:12]}...)"])
+
+
+def build(pipeline, config: RunConfig) -> dict:
     """Wire the comparison: volumes -> decoded -> classified (RunInference, the QC pipeline's
     handler) -> agreement rows (Parquet) and dead letters (undecodable volumes, volumes in
     the model's weak labels)."""
-    common = resolve_common(options)
-    reference = options.view_as(ReferenceOptions)
-    common.model_name = common.model_name or "radar_qc"
-    params, bands = load_parameters(reference.reference_config)
-    model = model_registry.resolve(common.registry, common.model_name, common.model_version)
+    params, bands = load_parameters(config.view(ReferenceOptions).reference_config)
+    model = config.models[DUAL_POL]
     handler = radar_model_handler(model.path, model.manifest, choose_engine("auto", model.manifest),
                                   DEFAULT_SWEEPS_PER_CALL).with_no_batching()
     volumes = (pipeline
-               | "VolumeSources" >> beam.Create(sources(common, reference))
+               | "VolumeSources" >> beam.Create(sources(config))
                | "DecodeVolumes" >> beam.ParDo(DecodeVolumeFn(
-                   common.run_id, pipeline=PIPELINE_NAME)).with_outputs(
+                   config.run_id, pipeline=PIPELINE_NAME)).with_outputs(
                    DEAD_LETTERS, main="volumes"))
     classified = (volumes.volumes
                   | "StackSweeps" >> beam.Map(model_input, DUAL_POL)
                   | "ClassifyGates" >> RunInference(handler)
                   | "RecordClasses" >> beam.Map(record_classes, DUAL_POL))
     compared = classified | "CompareWithReferences" >> beam.ParDo(ReferenceAgreementFn(
-        params, bands, (model.name, model.version), common.run_id, report_dir(common),
+        params, bands, (model.name, model.version), config.run_id, report_dir(config),
         model.manifest.get("weak_label_volumes", []))).with_outputs(DEAD_LETTERS, main="rows")
     rows = compared.rows
     dead_letters = ((volumes[DEAD_LETTERS], compared[DEAD_LETTERS])
                     | "AllDeadLetters" >> beam.Flatten())
-    base = f"{common.output.rstrip('/')}/evaluation/{AGREEMENT}"
+    base = f"{config.output.rstrip('/')}/evaluation/{AGREEMENT}"
     return {
         "rows": rows,
         "files": rows | "WriteAgreement" >> WritePartitionedParquet(
             base=base, schema=AGREEMENT_SCHEMA, partition_columns=("model_name",),
-            file_prefix=common.run_id, max_rows_per_file=common.max_rows_per_file),
+            file_prefix=config.run_id, max_rows_per_file=config.max_rows_per_file),
         "dead_letters": dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
-            common.output, common.run_id, common.model_name),
+            config.output, config.run_id, config.model_name),
     }
 
 
-def report_dir(common: CommonOptions) -> str:
-    return (f"{common.output.rstrip('/')}/evaluation/reports/radar_qc/{common.model_name}/"
-            f"reference-{common.run_id}")
+def report_dir(config: RunConfig) -> str:
+    return (f"{config.output.rstrip('/')}/evaluation/reports/radar_qc/{config.model_name}/"
+            f"reference-{config.run_id}")
 
 
 def run(argv=None, test_pipeline=None) -> dict:
     """Run the job, then write the report from its rows; returns {"report", "rows"}."""
-    result, options = build_and_run(argv, test_pipeline, PIPELINE_NAME,
-                                    __doc__.split("\n")[0], build)
-    common = options.view_as(CommonOptions)
-    rows = read_agreement(f"{common.output.rstrip('/')}/evaluation/{AGREEMENT}",
-                          common.run_id)
+    result, config = build_and_run(argv, test_pipeline, PIPELINE_NAME,
+                                   __doc__.split("\n")[0], prepare, build)
+    rows = read_agreement(f"{config.output.rstrip('/')}/evaluation/{AGREEMENT}",
+                          config.run_id)
     params, bands = load_parameters(
-        options.view_as(ReferenceOptions).reference_config)
-    # The version that scored (the rows name it; an alias may have moved since), manifest only.
-    scored = model_registry.resolve(
-        common.registry, common.model_name or "radar_qc",
-        rows[0]["model_version"] if rows else common.model_version, verify=False)
-    learnt_from = scored.manifest.get("weak_label_volumes", [])
-    report = write_reference_report(rows, report_dir(common), params, bands, learnt_from)
-    print(f"{PIPELINE_NAME} run {common.run_id}: {result.state}\n"
-          f"  agreement rows: {len(rows)} in {common.output.rstrip('/')}/evaluation/{AGREEMENT}/"
+        config.view(ReferenceOptions).reference_config)
+    # The version that scored, as the launch resolved it (an alias may have moved since).
+    learnt_from = config.models[DUAL_POL].manifest.get("weak_label_volumes", [])
+    report = write_reference_report(rows, report_dir(config), params, bands, learnt_from)
+    print(f"{PIPELINE_NAME} run {config.run_id}: {result.state}\n"
+          f"  agreement rows: {len(rows)} in {config.output.rstrip('/')}/evaluation/{AGREEMENT}/"
           f"\n  volumes not scored (undecodable, or in the model's weak labels): "
-          f"{common.output.rstrip('/')}/{DEAD_LETTERS}/")
+          f"{config.output.rstrip('/')}/{DEAD_LETTERS}/")
     def figure(value, form=".2f"):
         return "-" if value is None else format(value, form)
 

@@ -32,7 +32,6 @@ import os
 import sys
 import threading
 import time
-import uuid
 
 import pyarrow as pa
 from starlette.applications import Starlette
@@ -42,25 +41,19 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from models import registry as model_registry
-from models.credit.dataset import dataset_from_manifest
-from models.credit.shadow import choose_shadow
 from models.exit_codes import run_command
-from models.provenance import code_version
+from models.provenance import code_version, new_run_id
 from transforms.common import dead_letters as dead
 from transforms.common.parquet_sink import partition_path, write_table_atomically
 from transforms.common.predictions import PARTITION_COLUMNS, PREDICTIONS
 from transforms.common.sampling import keep_prediction
 from transforms.credit import rows as credit_rows
 from transforms.credit.offers import FAILED, OfferCaller
-from transforms.credit.privacy import privacy_for
 from transforms.credit.requests import RequestError, load_json, parse_request
 from transforms.credit.rules import (
-    archive_rules,
-    check_rules_fit,
     decide,
-    default_rules_path,
-    load_rules,
 )
+from transforms.credit.setup import credit_setup
 
 LOGGER = logging.getLogger(__name__)
 CONFIG_ENV = "BEAMLINE_OFFERS_API"
@@ -144,16 +137,14 @@ class OffersService:
                  endpoint_token: str | None = None, rules_path: str | None = None,
                  idempotency_secs: float = 3600.0, flush_secs: float = 5.0,
                  flush_rows: int = 1000, shadow_version: str | None = None):
-        self.ref = model_registry.resolve(registry, model_name, version)
-        self.dataset = dataset_from_manifest(self.ref.manifest)
-        self.privacy = privacy_for(self.dataset)  # reads the key: a missing one stops here
-        rules_path = rules_path or default_rules_path(model_name)
-        self.rules = load_rules(rules_path)
-        check_rules_fit(self.rules, self.dataset.kinds, rules_path)
-        archive_rules(registry, model_name, rules_path)
+        # The same set-up as the credit pipeline's launch (transforms.credit.setup); the
+        # shadow's export is loaded below (ServedVersion), which checks it: no second load.
+        setup = credit_setup(registry, model_name, version, rules_path, shadow_version,
+                             load_shadow=False)
+        self.ref, self.dataset, self.privacy, self.rules = (setup.model, setup.dataset,
+                                                            setup.privacy, setup.rules)
         self.sample_rate = sample_rate
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-        self.run_id = f"online-{stamp}-{uuid.uuid4().hex[:6]}"
+        self.run_id = new_run_id("online")
         self.context = {"pipeline": PIPELINE, "run_mode": "online", "run_id": self.run_id,
                         "code_version": code_version(),
                         "models": {self.ref.path: (self.ref.name, self.ref.version,
@@ -167,7 +158,7 @@ class OffersService:
             from services.model_server import ServedVersion
 
             self._local = ServedVersion(self.ref)
-        self._shadow, self.shadow_note = self._load_shadow(registry, shadow_version)
+        self._shadow, self.shadow_note = self._load_shadow(setup.shadow, setup.shadow_note)
         self.shadow_failures = 0
         LOGGER.info("%s", self.shadow_note)
         self.writer = SampleWriter(output, self.run_id, model_name,
@@ -177,12 +168,11 @@ class OffersService:
         self._answers: dict[str, tuple[str, float, int, dict]] = {}
         self._lock = threading.Lock()
 
-    def _load_shadow(self, registry: str, requested: str | None):
+    @staticmethod
+    def _load_shadow(shadow, note: str):
         """(the shadow's loaded export or None, a sentence saying which and why)."""
         from services.model_server import ServedVersion
 
-        # ServedVersion below loads (and so checks) the shadow's export: no second load.
-        shadow, note = choose_shadow(registry, self.ref, requested, load_check=False)
         if shadow is None:
             return None, note
         try:

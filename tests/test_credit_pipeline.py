@@ -48,7 +48,8 @@ def test_batch_graph_scores_good_requests_and_dead_letters_bad_ones(credit_regis
     lines += [(f"bad:{i}", line) for i, line in enumerate(BAD_LINES)]
     options = PipelineOptions(_args(credit_registry, tmp_path, "--sample_rate", "1.0"))
     with TestPipeline(options=options) as p:
-        outputs = credit_scoring.build(p, options, requests=p | beam.Create(lines))
+        config = credit_scoring.prepare(options)
+        outputs = credit_scoring.build(p, config, requests=p | beam.Create(lines))
         assert_that(outputs["responses"] | "ResponseRows" >> beam.FlatMap(rows_of)
                     | beam.Map(lambda r: r["request_id"]),
                     equal_to([r["request_id"] for r in requests]), label="AllGoodAnswered")
@@ -176,7 +177,8 @@ def test_streaming_with_test_stream_writes_windowed_files(credit_registry, tmp_p
                                     "--window_secs", "10", "--sample_rate", "1.0",
                                     "--max_batch_duration_secs", "1", "--run_id", "stream-test"))
     with TestPipeline(options=options) as p:
-        outputs = credit_scoring.build(p, options, requests=p | stream)
+        config = credit_scoring.prepare(options)
+        outputs = credit_scoring.build(p, config, requests=p | stream)
         assert_that(outputs["responses"] | beam.FlatMap(rows_of)
                     | beam.Map(lambda r: (r["request_id"], r["run_mode"])),
                     equal_to([(r["request_id"], "streaming") for r in requests]))
@@ -229,7 +231,7 @@ def test_streaming_picks_up_files_landing_in_a_watched_directory(credit_registry
 ])
 def test_conflicting_options_are_rejected_with_the_flags_named(extra, message):
     with pytest.raises(ValueError, match=message):
-        credit_scoring.validate(PipelineOptions(extra))
+        credit_scoring.resolve(PipelineOptions(extra))
 
 
 def test_help_lists_this_pipelines_options(capsys):
@@ -240,3 +242,30 @@ def test_help_lists_this_pipelines_options(capsys):
     for flag in ("--input_dir", "--input_topic", "--offer_url", "--sample_rate",
                  "--model_version", "--window_secs"):
         assert flag in text
+
+
+def test_the_run_configuration_is_resolved_once_frozen_and_leaves_the_options_alone(
+        credit_registry, tmp_path):
+    import dataclasses
+
+    flags = ["--input", "x.jsonl", "--registry", credit_registry, "--output", str(tmp_path),
+             "--run_mode", "backfill", "--run_id", "backfill-test", "--model_version", "v0001"]
+    options = PipelineOptions(flags)
+    before = options.get_all_options(drop_default=False)
+    config = credit_scoring.prepare(options)
+    assert options.get_all_options(drop_default=False) == before  # nothing written back
+    assert config.output == f"{tmp_path}/backfills/backfill-test"
+    assert (config.run_mode, config.model_name, config.max_batch_size) == (
+        "backfill", "credit_german", 2048)
+    served = config.models["served"]
+    assert (served.name, served.version) == ("credit_german", "v0001")
+    assert "shadow" not in config.models  # a backfill replays with no shadow unless asked
+    notes = " ".join(config.launch_notes)
+    assert "sha256 checked" in notes and "archived at" in notes
+    assert config.row_context()["models"] == {served.path: ("credit_german", "v0001",
+                                                            served.sha256)}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.run_id = "another"
+    # Without --run_id the id is minted once, named by the run mode.
+    minted = credit_scoring.resolve(PipelineOptions(["--input", "x.jsonl"]))
+    assert minted.run_id.startswith("batch-") and minted.window_secs == 0

@@ -52,7 +52,8 @@ def test_batch_answers_each_request_id_once_and_dead_letters_the_rest(
               ("b:2", json.dumps(earlier)), ("c:0", json.dumps(requests[0]))]
     options = PipelineOptions(_args(credit_registry, tmp_path))
     with TestPipeline(options=options) as p:
-        outputs = credit_scoring.build(p, options, requests=p | beam.Create(lines))
+        config = credit_scoring.prepare(options)
+        outputs = credit_scoring.build(p, config, requests=p | beam.Create(lines))
         answered = outputs["responses"] | beam.FlatMap(rows_of)
         assert_that(answered | beam.Map(lambda r: r["request_id"]),
                     equal_to([r["request_id"] for r in requests]), label="OncePerId")
@@ -90,7 +91,8 @@ def test_streaming_remembers_ids_for_the_horizon_only(credit_registry, tmp_path,
                                     "10", "--dedup_horizon_secs", "60", "--run_id", "dd",
                                     "--model_version", "v0001"))
     with TestPipeline(options=options) as p:
-        outputs = credit_scoring.build(p, options, requests=p | stream)
+        config = credit_scoring.prepare(options)
+        outputs = credit_scoring.build(p, config, requests=p | stream)
         assert_that(outputs["responses"] | beam.FlatMap(rows_of) | beam.Map(
             lambda r: r["request_id"]), equal_to(
             [r["request_id"] for r in requests] + [requests[1]["request_id"]]),

@@ -30,7 +30,7 @@ def _graph(module, argv):
     """Build a pipeline's graph for a runner without running it; the labels of its steps."""
     options = PipelineOptions(argv)
     pipeline = beam.Pipeline(options=options)
-    module.build(pipeline, options)
+    module.build(pipeline, module.prepare(options))
     proto = pipeline.to_runner_api()
     return {t.unique_name for t in proto.components.transforms.values()}
 

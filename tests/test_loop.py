@@ -260,7 +260,8 @@ def test_a_streaming_run_follows_a_moved_alias_without_losing_or_doubling(
     with TestPipeline(options=options) as p:
         streams = p | stream
         updates = streams["side"] | ModelUpdateWindows(10)
-        outputs = credit_scoring.build(p, options, requests=streams["main"],
+        config = credit_scoring.prepare(options)
+        outputs = credit_scoring.build(p, config, requests=streams["main"],
                                        model_updates=updates)
         assert_that(outputs["predictions"] | beam.FlatMap(rows_of) | beam.Map(
             lambda r: (r["request_id"], r["model_version"])), equal_to(expected))

@@ -367,7 +367,7 @@ def test_unknown_output_formats_are_refused():
 
     with pytest.raises(ValueError, match="--output_formats takes cfradial2, cfradial1, odim; got "
                                          "'cfradial2,gif'"):
-        radar_qc.validate(PipelineOptions(["--input", "x", "--output_formats", "cfradial2,gif"]))
+        radar_qc.resolve(PipelineOptions(["--input", "x", "--output_formats", "cfradial2,gif"]))
 
 
 def test_a_single_pol_copy_of_a_real_volume_keeps_its_single_pol_moments(klbb_path, tmp_path):

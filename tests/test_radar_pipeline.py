@@ -259,7 +259,7 @@ def test_conflicting_options_are_rejected_with_the_flags_named(extra, message):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     with pytest.raises(ValueError, match=message):
-        radar_qc.validate(PipelineOptions(extra))
+        radar_qc.resolve(PipelineOptions(extra))
 
 
 def test_volumes_on_an_object_store_are_read_and_written_through_beam_filesystems(

@@ -255,7 +255,8 @@ def test_a_streaming_run_writes_the_shadow_beside_the_champion(shadow_registry, 
                                "--streaming", "--window_secs", "10", "--sample_rate", "1.0",
                                "--model_version", "v0001", "--shadow_version", "shadow"])
     with TestPipeline(options=options) as p:
-        outputs = credit_scoring.build(p, options, requests=p | stream)
+        config = credit_scoring.prepare(options)
+        outputs = credit_scoring.build(p, config, requests=p | stream)
         assert_that(outputs["predictions"] | beam.FlatMap(rows_of) | beam.Map(
             lambda r: (r["prediction_id"], r["model_version"], r["shadow_model_version"],
                        r["shadow_score"] is not None)),

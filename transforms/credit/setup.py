@@ -1,0 +1,79 @@
+"""What a credit run needs before its first request, set up one way for batch, streaming and
+the online offers API: the served version (resolved, its files hashed), the data set it was
+trained on, the privacy treatment (its key read now), the offer rules (loaded, checked against
+the data set, archived in the registry), and the shadow version if one is set."""
+
+import dataclasses
+
+from models import registry as model_registry
+from models.credit.dataset import Dataset, dataset_from_manifest
+from models.credit.shadow import choose_shadow
+from transforms.credit.privacy import Privacy, privacy_for
+from transforms.credit.rules import (
+    OfferRules,
+    archive_rules,
+    check_rules_fit,
+    default_rules_path,
+    load_rules,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class CreditSetup:
+    """A credit run's launch: what scoring reads, fixed before the first request.
+
+    Attributes:
+        model: the served version.
+        dataset: the data set configuration in its manifest (fields, privacy, costs).
+        privacy: the redaction, with its key loaded.
+        rules: the offer rules; ``rules_path`` the file, ``rules_archive`` its copy in the
+            registry (under its version, so any decision made under it can be replayed).
+        shadow: the version scored beside the served one for the sampled rows, or None;
+            ``shadow_note`` says which and why.
+    """
+
+    model: model_registry.ModelRef
+    dataset: Dataset
+    privacy: Privacy
+    rules: OfferRules
+    rules_path: str
+    rules_archive: str
+    shadow: model_registry.ModelRef | None
+    shadow_note: str
+
+    def notes(self) -> list[str]:
+        """What the launch did, in the words of a run's summary."""
+        return [f"model {self.model.name} {self.model.version} resolved, its files' sha256 "
+                f"checked ({self.model.sha256[:12]}...); data set {self.dataset.version}",
+                f"offer rules {self.rules.version} from {self.rules_path}, archived at "
+                f"{self.rules_archive}", self.shadow_note]
+
+
+def credit_setup(registry: str, model_name: str, version: str, rules_path: str | None = None,
+                 shadow_version: str | None = None, load_shadow: bool = True) -> CreditSetup:
+    """Resolve and check everything a credit run reads, before it reads a request.
+
+    Args:
+        registry: the registry root.
+        model_name: the credit model (one per data set).
+        version: a version or an alias, resolved now.
+        rules_path: the offer rules file (default ``config/offer_rules/<model name>.json``).
+        shadow_version: a version or alias, ``none``, or None for the registry's shadow alias.
+        load_shadow: load the shadow's model once to check it (the online API loads it
+            itself and skips this).
+
+    Raises:
+        RegistryError: the model or version is not there, or its files fail their sha256.
+        ConfigError: the key cannot be read, or the rules do not fit the data set.
+    """
+    model = model_registry.resolve(registry, model_name, version)
+    dataset = dataset_from_manifest(model.manifest)
+    privacy = privacy_for(dataset)  # a configured key that cannot be read stops here
+    rules_path = rules_path or default_rules_path(model_name)
+    rules = load_rules(rules_path)
+    check_rules_fit(rules, dataset.kinds, rules_path)
+    archive = archive_rules(registry, model_name, rules_path)
+    shadow, note = choose_shadow(registry, model, shadow_version, load_check=load_shadow)
+    return CreditSetup(model=model, dataset=dataset, privacy=privacy, rules=rules,
+                       rules_path=rules_path, rules_archive=archive, shadow=shadow,
+                       shadow_note=note)
