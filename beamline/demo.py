@@ -771,12 +771,22 @@ def main(argv=None) -> int:
     parser.add_argument("--small", action="store_true",
                         help="small inputs and short trainings (a check that every step runs, "
                              "not the demo's figures)")
+    parser.add_argument("--radar_training", default=None,
+                        help="options of the dual-pol weak-label training (default: "
+                             f"{Sizes.radar_training!r})")
+    parser.add_argument("--radar_single_pol_training", default=None,
+                        help="options of the single-pol training (default: "
+                             f"{Sizes.radar_single_pol_training!r})")
     args = parser.parse_args(argv)
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
     unknown = sorted(set(parts) - set(PARTS))
     if unknown or not parts:
         parser.error(f"--parts takes {', '.join(PARTS)}; got {args.parts!r}")
-    demo = Demo(data=args.data, registry=args.registry, out=args.output,
-                sizes=SMALL if args.small else Sizes())
+    sizes = SMALL if args.small else Sizes()
+    sizes = dataclasses.replace(
+        sizes, radar_training=args.radar_training or sizes.radar_training,
+        radar_single_pol_training=args.radar_single_pol_training
+        or sizes.radar_single_pol_training)
+    demo = Demo(data=args.data, registry=args.registry, out=args.output, sizes=sizes)
     run_demo(demo, parts)
     return 0

@@ -26,7 +26,8 @@ class Capability:
         history_metrics: headline metrics charted over time in the report.
         tabular: models carry a data set in their manifest (slices, drift, costs).
         mask_examples: the report shows truth vs predicted masks.
-        load_model: ``model file path -> loaded model``.
+        load_model: ``(model file path, manifest) -> loaded model`` (on the engine its runs
+            use by default, so a replay is bit-exact).
         replay: ``(rows of one version, model, manifest, rules path, registry) ->
             comparisons``.
     """

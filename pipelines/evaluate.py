@@ -26,8 +26,9 @@ and, with --decide, ``decisions/pipeline=<p>/model_name=<m>/<time>-<run id>.json
 records that cannot be used go to ``<output>/dead_letters/pipeline=evaluate/model_name=<m>/``
 (stage truth).
 
-Exit status: 0 when done (and no retraining asked), 3 when --decide asks for retraining, 1 on
-errors, so cron or an orchestrator can act on it.
+Exit status (the table of ``models.exit_codes``): 0 when done (and no retraining asked), 3 when
+--decide asks for retraining, 2 for input or configuration a user can fix, 1 for a bug, so cron
+or an orchestrator can act on it.
 
 Notes:
     The join and all metrics run in Beam, so the job scales with the runner; the report and

@@ -93,7 +93,7 @@ def load_model(registry: str, row: dict):
         raise ExplainError(f"{row['model_name']} {row['model_version']} in {registry} has "
                            f"sha256 {ref.sha256}, the prediction was made by "
                            f"{row['model_sha256']}")
-    return ref, capability(row["pipeline"]).load_model(ref.path)
+    return ref, capability(row["pipeline"]).load_model(ref.path, ref.manifest)
 
 
 def replay(rows: list[dict], registry: str, rules_path: str | None = None) -> list[dict]:

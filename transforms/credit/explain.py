@@ -14,8 +14,9 @@ from transforms.credit.rules import (
 SCORE_TOLERANCE = 1e-6
 
 
-def load_credit_model(path: str):
-    """A credit model file (its custom layers registered first)."""
+def load_credit_model(path: str, manifest: dict | None = None):
+    """A credit model file (its custom layers registered first); ``manifest`` is unused, the
+    signature every capability's loader shares."""
     import keras
 
     import models.credit.model  # noqa: F401 - registers the model's layers for loading

@@ -12,8 +12,18 @@ class ReplayError(Exception):
     """A referenced volume or sweep cannot be read again."""
 
 
-def load_radar_model(path: str):
-    """A radar QC model file (its preprocessing layer registered first)."""
+def load_radar_model(path: str, manifest: dict | None = None):
+    """A radar QC version loaded on the engine its runs use by default (``--engine auto``):
+    an ONNX Runtime session of its export when it has one (sha256 checked), else the Keras
+    model. The two engines' float32 kernels round differently, so a gate whose two classes tie
+    to the last bits can flip between them: a replay bit-exact to the run uses the same one."""
+    from models.radar_qc.engine import ONNX, choose_engine, onnx_model
+
+    if manifest is not None and choose_engine("auto", manifest) == ONNX:
+        import onnxruntime as ort
+
+        return ort.InferenceSession(onnx_model(path, manifest),
+                                    providers=["CPUExecutionProvider"])
     import keras
 
     import models.radar_qc.model  # noqa: F401 - registers the preprocessing layer
@@ -28,7 +38,16 @@ def replay_radar(rows: list[dict], model, manifest: dict | None = None,
     ``manifest``, ``rules_path`` and ``registry`` are unused: the signature every capability's
     replay shares.
     """
-    from models.radar_qc.handler import classify_sweeps, keras_probabilities
+    import onnxruntime as ort
+
+    from models.radar_qc.handler import (
+        classify_sweeps,
+        keras_probabilities,
+        onnx_probabilities,
+    )
+
+    probabilities = (onnx_probabilities(model) if isinstance(model, ort.InferenceSession)
+                     else keras_probabilities(model))
 
     out = []
     by_source: dict[str, list[dict]] = {}
@@ -45,7 +64,7 @@ def replay_radar(rows: list[dict], model, manifest: dict | None = None,
             moments = data.get(row["sweep_number"])
             if moments is None:
                 raise ReplayError(f"{source} has no sweep {row['sweep_number']}")
-            classes = classify_sweeps(keras_probabilities(model), moments[None])[0]
+            classes = classify_sweeps(probabilities, moments[None])[0]
             packed = pack_mask(classes)
             differing = int(np.sum(np.unpackbits(np.frombuffer(packed, np.uint8))
                                    != np.unpackbits(np.frombuffer(row["mask_packed"], np.uint8))))
