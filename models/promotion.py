@@ -154,36 +154,56 @@ def _who(command: str) -> str:
     return f"{user} via models.promotion {command}"
 
 
+COMMANDS = ("status", "promote", "rollback")
+
+
+def add_command_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    """The options of one of ``COMMANDS``."""
+    parser.add_argument("--registry", default="registry")
+    parser.add_argument("--model", required=True, help="model name, e.g. credit_german")
+    if command != "status":
+        parser.add_argument("--alias", default=PRODUCTION)
+        parser.add_argument("--reason", default=f"{command} by hand")
+    if command == "promote":
+        parser.add_argument("--version", required=True, help="e.g. v0002")
+        parser.add_argument("--decision", default=None,
+                            help="the promotion decision record behind this move")
+
+
 def status_main(argv=None) -> int:
     """``beamline models status``: ``main`` with its first word given."""
-    return main(["status", *(argv or [])])
+    return main(["status", *(argv or [])], prog_is_command=True)
 
 
 def promote_main(argv=None) -> int:
     """``beamline models promote``."""
-    return main(["promote", *(argv or [])])
+    return main(["promote", *(argv or [])], prog_is_command=True)
 
 
 def rollback_main(argv=None) -> int:
     """``beamline models rollback``."""
-    return main(["rollback", *(argv or [])])
+    return main(["rollback", *(argv or [])], prog_is_command=True)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    for command in ("status", "promote", "rollback"):
-        sub = commands.add_parser(command)
-        sub.add_argument("--registry", default="registry")
-        sub.add_argument("--model", required=True, help="model name, e.g. credit_german")
-        if command != "status":
-            sub.add_argument("--alias", default=PRODUCTION)
-            sub.add_argument("--reason", default=f"{command} by hand")
-        if command == "promote":
-            sub.add_argument("--version", required=True, help="e.g. v0002")
-            sub.add_argument("--decision", default=None,
-                             help="the promotion decision record behind this move")
-    args = parser.parse_args(argv)
+def main(argv=None, prog_is_command: bool = False) -> int:
+    """``python -m models.promotion status|promote|rollback ...``.
+
+    Args:
+        prog_is_command: the program's name already names the command (``beamline models
+            promote``): usage and help show it once.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if prog_is_command and argv and argv[0] in COMMANDS:
+        parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+        add_command_arguments(parser, argv[0])
+        args = parser.parse_args(argv[1:])
+        args.command = argv[0]
+    else:
+        parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+        commands = parser.add_subparsers(dest="command", required=True)
+        for command in COMMANDS:
+            add_command_arguments(commands.add_parser(command), command)
+        args = parser.parse_args(argv)
     try:
         if args.command == "status":
             print(json.dumps({"versions": model_registry.list_versions(args.registry, args.model),
