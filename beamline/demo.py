@@ -456,7 +456,45 @@ def backfill_and_explain(demo: Demo) -> None:
 
 # --- radar -------------------------------------------------------------------------------
 
-def radar_training(demo: Demo) -> threading.Thread | None:
+class BackgroundCommands:
+    """Commands run one after the other in their own processes while the demo goes on; the
+    process running when the demo stops, however it stops, is stopped with it."""
+
+    def __init__(self, commands: list[list[str]], log: str):
+        self._commands, self._log = commands, log
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+        self._stopped = False
+        self.failed: tuple[str, int] | None = None
+        self._thread = threading.Thread(target=self._run, name="background", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with open(self._log, "ab") as out:
+            for command in self._commands:
+                with self._lock:
+                    if self._stopped:
+                        return
+                    self._process = subprocess.Popen([sys.executable, "-m", *command],
+                                                     stdout=out, stderr=subprocess.STDOUT)
+                status = self._process.wait()
+                if status:
+                    self.failed = (shlex.join(command), status)
+                    return
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            process.wait(timeout=60)
+
+
+def radar_training(demo: Demo) -> BackgroundCommands | None:
     """The radar UNets train in their own processes while the credit steps run (those wait on
     services and streaming windows more than they compute); one after the other, since two
     trainings at once would share the same cores."""
@@ -480,32 +518,19 @@ def radar_training(demo: Demo) -> threading.Thread | None:
         "dual-pol one on synthetic sweeps plus the KLOT volume's sweeps labelled by the "
         "reference algorithms' consensus (so KLBB is the radar its real-data skill is measured "
         f"on), the single-pol one on synthetic sweeps; log {log}")
-
-    def train_all():
-        with open(log, "ab") as out:
-            for command in commands:
-                done = subprocess.run([sys.executable, "-m", *command], stdout=out,
-                                      stderr=subprocess.STDOUT, check=False)
-                if done.returncode:
-                    demo.results["radar_training_failed"] = (shlex.join(command),
-                                                             done.returncode)
-                    return
-
-    thread = threading.Thread(target=train_all, name="radar-training", daemon=True)
-    thread.start()
-    return thread
+    return BackgroundCommands(commands, log)
 
 
-def wait_for_radar_training(demo: Demo, thread: threading.Thread | None) -> None:
+def wait_for_radar_training(demo: Demo, training: BackgroundCommands | None) -> None:
     from models import registry as model_registry
 
-    if thread is not None:
+    if training is not None:
         say("waiting for the radar UNet training")
-        thread.join()
-    failed = demo.results.get("radar_training_failed")
-    if failed:
-        raise RuntimeError(f"radar training failed: {failed[0]} ended with exit status "
-                           f"{failed[1]} (log {demo.path('radar_training.log')})")
+        training.wait()
+        if training.failed:
+            raise RuntimeError(f"radar training failed: {training.failed[0]} ended with exit "
+                               f"status {training.failed[1]} (log "
+                               f"{demo.path('radar_training.log')})")
     for name in ("radar_qc", "radar_qc_single"):
         ref = model_registry.resolve(demo.registry, name, model_registry.PRODUCTION,
                                      verify=False)
@@ -586,18 +611,18 @@ def running_job(demo: Demo, name: str, module: str, *args: str):
     with open(log, "wb"):
         pass
     with running_process(module, *args, log=log) as process:
-        process.log = log
-        yield process
+        yield process, log
 
 
-def finish(process, what: str) -> None:
-    """Wait for a job that stops by itself; echo its summary (the lines after its log's
+def finish(job: tuple, what: str) -> None:
+    """Wait for a job that stops by itself; echo its summary (its log's lines that are not
     INFO/WARNING records) and fail on a bad exit."""
+    process, log = job
     status = process.wait()
-    with open(process.log, encoding="utf-8", errors="replace") as f:
+    with open(log, encoding="utf-8", errors="replace") as f:
         lines = [line.rstrip() for line in f if not line.startswith(("INFO", "WARNING"))]
     print("\n".join(f"   {line}" for line in lines[-8:] if line))
-    succeed(status, f"{what} (log {process.log})")
+    succeed(status, f"{what} (log {log})")
 
 
 def output_counts(out: str) -> list[tuple[int, str]]:
@@ -751,9 +776,8 @@ def run_demo(demo: Demo, parts: tuple[str, ...] = PARTS) -> dict:
             with demo.step("radar QC, streaming"):
                 radar_streaming(demo)
     finally:
-        if training is not None and training.is_alive():
-            say("the demo stopped early; the radar training goes on in the background only "
-                "until this process exits")
+        if training is not None:
+            training.stop()  # a demo that stopped early leaves no training behind
     return summary(demo, time.monotonic() - started)
 
 

@@ -47,3 +47,19 @@ def test_the_demo_refuses_an_unknown_part(capsys):
 
     assert cli.main(["demo", "--parts", "credit,weather"]) == 2
     assert "--parts takes credit, radar" in capsys.readouterr().err
+
+
+def test_background_commands_report_a_failure_and_stop_with_the_demo(tmp_path):
+    log = str(tmp_path / "background.log")
+    failing = demo_module.BackgroundCommands([["json.tool", str(tmp_path / "missing.json")],
+                                              ["timeit", "pass"]], log)
+    failing.wait()
+    assert failing.failed[0].startswith("json.tool ") and failing.failed[1] != 0
+    text = open(log, encoding="utf-8").read()
+    assert "missing.json" in text and "loop" not in text  # the second (timeit) never ran
+
+    slow = demo_module.BackgroundCommands([["timeit", "-n1", "import time; time.sleep(120)"]],
+                                          log)
+    slow.stop()  # the demo stopped early: the running command is stopped too
+    slow.wait()
+    assert slow._process is None or slow._process.poll() is not None
