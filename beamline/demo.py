@@ -635,16 +635,22 @@ def output_counts(out: str) -> list[tuple[int, str]]:
     return [(ds.dataset(f, partitioning="hive").count_rows(), f) for f in folders]
 
 
-def dead_letter_stages(out: str) -> dict[str, dict[str, int]]:
-    """Dead letters per stage of each pipeline and model."""
+def dead_letter_stages(out: str) -> tuple[dict[str, dict[str, int]], dict[str, list]]:
+    """(dead letters per stage of each pipeline and model, one (stage, message) of each kind
+    of each, at most eight: the reasons a reader checks, e.g. the 5,000-level line)."""
     import pyarrow.dataset as ds
 
-    stages = {}
+    stages, reasons = {}, {}
     for folder in sorted(glob.glob(f"{out}/dead_letters/pipeline=*/model_name=*")):
-        table = ds.dataset(folder, partitioning="hive").to_table(columns=["stage"])
+        table = ds.dataset(folder, partitioning="hive").to_table(columns=["stage", "message"])
         counts = table.group_by(["stage"]).aggregate([([], "count_all")]).to_pylist()
-        stages[folder.split("dead_letters/")[1]] = {r["stage"]: r["count_all"] for r in counts}
-    return stages
+        name = folder.split("dead_letters/")[1]
+        stages[name] = {r["stage"]: r["count_all"] for r in counts}
+        kinds = {}
+        for row in table.to_pylist():
+            kinds.setdefault((row["stage"], row["message"][:24]), (row["stage"], row["message"]))
+        reasons[name] = list(kinds.values())[:8]
+    return stages, reasons
 
 
 def personal_data_leaks(out: str) -> tuple[int, int, int]:
@@ -683,7 +689,7 @@ def summary(demo: Demo, total_secs: float) -> dict:
     """Print where the outputs are, what they hold and how long each step took; return it."""
     out = demo.out
     counts = output_counts(out)
-    stages = dead_letter_stages(out)
+    stages, reasons = dead_letter_stages(out)
     sent, leaks, files = personal_data_leaks(out)
     print("\n== outputs")
     for label, folder in (("QC'd radar volumes", "volumes/"), ("radar quicklooks", "quicklooks/"),
@@ -697,6 +703,8 @@ def summary(demo: Demo, total_secs: float) -> dict:
     for folder, by_stage in stages.items():
         print(f"   dead letters {folder}: "
               + ", ".join(f"{stage} {n}" for stage, n in sorted(by_stage.items())))
+        for stage, message in reasons[folder]:
+            print(f"      {stage:<10} {message[:88]}")
     print(f"   personal data: {sent} names, national ids and phones in the requests; {leaks} "
           f"found in the decoded values of {files} credit output files (names and phones "
           f"dropped, national ids stored as keyed HMAC pseudonyms, a line that is not JSON "
