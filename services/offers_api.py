@@ -44,7 +44,13 @@ from models import registry as model_registry
 from models.exit_codes import run_command
 from models.provenance import code_version, new_run_id
 from transforms.common import dead_letters as dead
-from transforms.common.parquet_sink import partition_path, write_table_atomically
+from transforms.common.parquet_sink import (
+    conform,
+    partition_path,
+    rows_to_table,
+    split_by_partition,
+    write_table_atomically,
+)
 from transforms.common.predictions import PARTITION_COLUMNS, PREDICTIONS
 from transforms.common.sampling import keep_prediction
 from transforms.credit import rows as credit_rows
@@ -111,14 +117,14 @@ class SampleWriter:
                 (rows, f"{self._output}/{PREDICTIONS}", self._schema, PARTITION_COLUMNS),
                 (letters, f"{self._output}/{dead.DEAD_LETTERS}", dead.SCHEMA,
                  dead.PARTITION_COLUMNS)):
-            groups: dict[tuple, list[dict]] = {}
-            for record in records:
-                groups.setdefault(tuple(record.get(c) for c in columns), []).append(record)
+            if not records:
+                continue
+            # The pipelines' sink functions: the same partitions, columns and atomic files.
             file_schema = pa.schema([f for f in schema if f.name not in columns])
-            for values, members in groups.items():
+            for values, part in split_by_partition(rows_to_table(records, schema), columns):
                 self._files += 1
                 name = f"{self._run_id}-{self._files:06d}.parquet"
-                write_table_atomically(pa.Table.from_pylist(members, schema=file_schema),
+                write_table_atomically(conform(part, file_schema),
                                        partition_path(base, columns, values), name)
         return len(rows) + len(letters)
 
