@@ -744,12 +744,12 @@ def run_demo(demo: Demo, parts: tuple[str, ...] = PARTS) -> dict:
     from services.bank_offers import Faults, running_offer_service
 
     started = time.monotonic()
-    os.makedirs(demo.out, exist_ok=True)
-    pseudonymisation_key()
     german = os.path.join(demo.data, "credit", "german.data")
     if not os.path.exists(german):
         raise FileNotFoundError(f"missing {german} (give --data or set BEAMLINE_DATA to the "
                                 f"shared data folder)")
+    os.makedirs(demo.out, exist_ok=True)
+    pseudonymisation_key()
     training = radar_training(demo) if "radar" in parts else None
     try:
         if "credit" in parts:
