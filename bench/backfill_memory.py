@@ -74,6 +74,8 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, default=1_000_000, help="N; 2N runs too")
     parser.add_argument("--registry", default=None, help="default: train into a temp registry")
     args = parser.parse_args(argv)
+    # Resolved now: a bench runs code in other folders too (a baseline checkout).
+    args.registry = os.path.abspath(args.registry) if args.registry else None
 
     with tempfile.TemporaryDirectory() as workdir:
         registry = args.registry or os.path.join(workdir, "registry")

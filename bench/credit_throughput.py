@@ -149,6 +149,8 @@ def main(argv=None):
     parser.add_argument("--baseline", default=BASELINE,
                         help="git revision whose pipeline runs beside (c) as (c0); '' skips it")
     args = parser.parse_args(argv)
+    # Resolved now: a bench runs code in other folders too (a baseline checkout).
+    args.registry = os.path.abspath(args.registry) if args.registry else None
 
     with tempfile.TemporaryDirectory() as workdir:
         registry = args.registry or os.path.join(workdir, "registry")

@@ -93,6 +93,9 @@ def main(argv=None) -> None:
     parser.add_argument("--baseline", default=BASELINE,
                         help="git revision whose pipeline runs beside; '' skips it")
     args = parser.parse_args(argv)
+    # Resolved now: a bench runs code in other folders too (a baseline checkout).
+    args.registry = os.path.abspath(args.registry) if args.registry else None
+    args.volume = os.path.abspath(args.volume)
 
     import keras
     import onnxruntime as ort

@@ -108,6 +108,9 @@ def main(argv=None) -> None:
     parser.add_argument("--count", type=int, default=500, help="offers API requests")
     parser.add_argument("--data", default=DATA, help="german.data (applicants to replay)")
     args = parser.parse_args(argv)
+    # Resolved now: a bench runs code in other folders too (a baseline checkout).
+    args.registry = os.path.abspath(args.registry) if args.registry else None
+    args.data = os.path.abspath(args.data)
     if args.offers_url:
         url = args.offers_url.rstrip("/") + "/v1/offers"
         offers_load(url, applicant_bodies(10, "warm-up", args.data), 10)  # load and connect

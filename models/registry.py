@@ -113,7 +113,8 @@ def resolve(registry: str, name: str, version: str = LATEST, verify: bool = True
         if alias is None:
             raise RegistryError(
                 f"model {name!r} has no alias {version!r} in {registry!r} (versions: "
-                f"{', '.join(versions)}); promote a version with models.promote, or give "
+                f"{', '.join(versions)}); promote a version with beamline models promote "
+                f"(python -m models.promotion promote), or give "
                 f"--model_version latest or a version")
         version = alias["version"]
     elif version not in versions:

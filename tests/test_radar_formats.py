@@ -18,7 +18,7 @@ from transforms.radar.reading import (
     open_volume,
     volume_sweeps,
 )
-from transforms.radar.volumes import write_cfradial
+from transforms.radar.volumes import write_cfradial2
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def format_files(klbb_two_sweeps, tmp_path_factory):
              "coarse": str(folder / "lbb_1km_360rays.h5")}
     xradar.io.to_odim(coarse(klbb_two_sweeps), files["coarse"], source="NOD:uslbc")
     xradar.io.to_odim(klbb_two_sweeps, files["odim"], source="NOD:uslbb")
-    write_cfradial(klbb_two_sweeps, files["cf2"])
+    write_cfradial2(klbb_two_sweeps, files["cf2"])
     xradar.io.to_odim(_with_moments(klbb_two_sweeps, {"DBZH", "VRADH", "WRADH"}),
                       files["single_pol"], source="NOD:uslbs")
     xradar.io.to_odim(_with_moments(klbb_two_sweeps, {"VRADH"}), files["velocity_only"],

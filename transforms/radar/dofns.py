@@ -32,8 +32,8 @@ from transforms.radar.volumes import (
     decode_volume,
     expected_sweeps,
     sweep_count,
-    write_cfradial,
     write_cfradial1,
+    write_cfradial2,
     write_odim,
 )
 
@@ -146,7 +146,7 @@ class WriteQcVolumeFn(beam.DoFn):
         if CFRADIAL1_OUT in self._formats:  # first: it refuses some volumes before writing
             paths["cfradial1"] = write_cfradial1(qc, f"{base}.cfradial1.nc")
         if CFRADIAL2_OUT in self._formats:
-            paths["netcdf"] = write_cfradial(qc, f"{base}.nc")
+            paths["netcdf"] = write_cfradial2(qc, f"{base}.nc")
         if ODIM_OUT in self._formats:
             paths["odim_h5"] = write_odim(qc, f"{base}.h5", key.radar)
         title = (f"{key.radar} {key.volume_time:%Y-%m-%d %H:%M:%S} UTC - "

@@ -40,7 +40,7 @@ from transforms.radar.reading import (
     regrid_indices,
     sweep_names,
 )
-from transforms.radar.volumes import volume_id, write_cfradial
+from transforms.radar.volumes import volume_id, write_cfradial2
 
 TRUTH_SCHEMA = pa.schema([
     pa.field("prediction_id", pa.string(), nullable=False),
@@ -121,7 +121,7 @@ def write_synthetic_volumes(template_path: str, out_dir: str, truth_path: str, c
         volume_time = start + datetime.timedelta(minutes=6 * i)
         tree, masks = synthetic_volume(template, seed + i, radar, volume_time, n_sweeps)
         path = os.path.join(out_dir, f"{volume_id(radar, volume_time)}.nc")
-        write_cfradial(tree, path)
+        write_cfradial2(tree, path)
         paths.append(path)
         rows.extend(truth_rows(radar, volume_time, masks,
                                volume_time + datetime.timedelta(days=1)))

@@ -1,8 +1,8 @@
 """From decoded volumes to QC'd volumes: sweep keys, masks on native gates, CF/Radial output.
 
-The model sees sweeps on the fixed grid of ``radar_io`` (N_AZIMUTH x N_RANGE); its classes are
-mapped back to each sweep's own rays and gates here, so the written volume keeps the decoded
-geometry and every moment of every sweep.
+The model sees sweeps on the fixed grid of ``transforms.radar.reading`` (N_AZIMUTH x
+N_RANGE); its classes are mapped back to each sweep's own rays and gates here, so the written
+volume keeps the decoded geometry and every moment of every sweep.
 
 Notes:
     Split cuts: the Doppler pass of a low elevation has no dual-pol moments and is not
@@ -253,7 +253,7 @@ def _netcdf_attrs(attrs: dict) -> dict:
             for k, v in attrs.items() if v is not None}
 
 
-def write_cfradial(tree, path: str) -> str:
+def write_cfradial2(tree, path: str) -> str:
     """Write the volume as CF/Radial 2 NetCDF (xradar's writer; one group per sweep) to
     ``path`` (local or any Beam filesystem), complete or not at all: written to a temp file,
     then renamed (local) or copied.
