@@ -1,7 +1,9 @@
 """``beamline setup``: the set-up steps beyond the venv and ``pip install``.
 
-Today: the pseudonymisation key of national ids (generated once into ``.secrets/pii.key``,
-readable by its owner only, unless ``BEAMLINE_PII_KEY`` gives one), and a check that the shared
+Today: the pseudonymisation key of national ids (generated once into
+``<BEAMLINE_HOME>/.secrets/pii.key``, the project's folder unless ``BEAMLINE_HOME`` names
+another, readable by its owner only, unless ``BEAMLINE_PII_KEY`` gives one; every run then
+finds it there without exporting anything), and a check that the shared
 data folder is where the demo looks. Each step says in one line what it did or what is missing.
 """
 
@@ -9,11 +11,10 @@ import argparse
 import os
 import secrets
 
-KEY_FILE = os.path.join(".secrets", "pii.key")
-KEY_ENV = "BEAMLINE_PII_KEY"
+from models.config import KEY_ENV, default_key_file
 
 
-def pseudonymisation_key(path: str = KEY_FILE) -> str:
+def pseudonymisation_key(path: str | None = None) -> str:
     """Make sure this process has the key: the environment's, or the key file's (written once
     with a fresh random key). The same key must be used by every run whose pseudonyms are to be
     joined: keep the file, back it up.
@@ -23,6 +24,7 @@ def pseudonymisation_key(path: str = KEY_FILE) -> str:
     """
     if os.environ.get(KEY_ENV):
         return f"the pseudonymisation key from ${KEY_ENV}"
+    path = path or str(default_key_file())
     made = ""
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)

@@ -24,6 +24,17 @@ import pathlib
 from models.provenance import PROJECT_ROOT
 
 CONFIG_DIR = PROJECT_ROOT / "config"
+# The pseudonymisation key: the variable the shipped data sets name, and the file `beamline
+# setup` writes once when it is not set: <BEAMLINE_HOME>/.secrets/pii.key, BEAMLINE_HOME being
+# the project's folder unless given (never the working directory).
+KEY_ENV = "BEAMLINE_PII_KEY"
+
+
+def default_key_file() -> pathlib.Path:
+    """Where the pseudonymisation key is kept when ``$BEAMLINE_PII_KEY`` is not set."""
+    import os
+
+    return pathlib.Path(os.environ.get("BEAMLINE_HOME") or PROJECT_ROOT) / ".secrets" / "pii.key"
 KINDS = ("datasets", "offer_rules", "evaluation", "retraining", "scenarios", "promotion")
 DESCRIPTIONS = {"datasets": "data set configuration", "offer_rules": "offer rules",
                 "evaluation": "evaluation configuration", "retraining": "retraining rules",
@@ -163,6 +174,20 @@ def load_evaluation_config(path: str, fields: dict[str, str] | None = None) -> d
     if window not in ("week", "day", "all"):
         raise ConfigError(f"{path}: window must be week, day or all, got {window!r}")
     return {**EVALUATION_DEFAULTS, **config.content, "config_version": config.version}
+
+
+def evaluation_config_for(path: str | None, model_name: str,
+                          fields: dict[str, str] | None = None) -> dict:
+    """The evaluation configuration a run uses: ``path`` when given (it must be readable),
+    else the model's own file; a model without one is evaluated on the defaults (overall
+    metrics and drift of every input, no slices), and ``absent`` names the file looked for.
+    """
+    if path:
+        return load_evaluation_config(path, fields)
+    default = default_path("evaluation", model_name)
+    if not pathlib.Path(default).exists():
+        return {**EVALUATION_DEFAULTS, "config_version": None, "absent": default}
+    return load_evaluation_config(default, fields)
 
 
 # --- retraining --------------------------------------------------------------------------

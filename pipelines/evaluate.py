@@ -46,7 +46,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import registry as model_registry
-from models.config import default_path, load_evaluation_config, load_retraining_rules
+from models.config import default_path, evaluation_config_for, load_retraining_rules
 from models.credit.dataset import dataset_from_manifest
 from models.credit.snapshots import snapshot_dir, snapshot_schema
 from models.exit_codes import RETRAIN
@@ -126,11 +126,14 @@ def prepare(options: PipelineOptions) -> RunConfig:
     found_versions = sorted({partition_values(p)["model_version"] for p in files})
     manifests = model_manifests(config.registry, model_name, found_versions)
     dataset = newest_dataset(cap, manifests)
-    config_path = evaluate.config or default_path(EVALUATION, model_name)
+    metrics_config = metric_config(evaluate.config, model_name, dataset)
+    config_path = (f"none ({metrics_config['absent']} absent): overall metrics and drift, no "
+                   f"slices" if "absent" in metrics_config
+                   else evaluate.config or default_path(EVALUATION, model_name))
     plan = EvaluationPlan(
         files=tuple(files), versions=tuple(found_versions), manifests=manifests,
         dataset=dataset, config_path=config_path, rules_path=rules_path,
-        metric_config=metric_config(config_path, dataset),
+        metric_config=metrics_config,
         snapshot_id=snapshot_id(evaluate, config.run_id, dataset))
     return config.launched({}, [
         f"{len(files)} prediction files of {name} {model_name} (versions "
@@ -170,12 +173,14 @@ def newest_dataset(cap: Capability, manifests: dict):
     return dataset_from_manifest(known[-1]) if cap.tabular and known else None
 
 
-def metric_config(config_path: str, dataset) -> dict:
-    """The evaluation configuration, checked against the data set's fields, with its error
-    costs added (None for models without a data set)."""
+def metric_config(config_path: str | None, model_name: str, dataset) -> dict:
+    """The evaluation configuration (``--config``, the model's own file, or the defaults when
+    it has none), checked against the data set's fields, with its error costs added (None for
+    models without a data set)."""
     if dataset is None:
-        return {**load_evaluation_config(config_path), "costs": None}
-    return {**load_evaluation_config(config_path, dataset.stored_kinds), "costs": dataset.costs}
+        return {**evaluation_config_for(config_path, model_name), "costs": None}
+    return {**evaluation_config_for(config_path, model_name, dataset.stored_kinds),
+            "costs": dataset.costs}
 
 
 def snapshot_id(evaluate: EvaluateOptions, run_id: str, dataset) -> str | None:

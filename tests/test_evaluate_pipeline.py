@@ -321,3 +321,35 @@ def test_evaluation_writes_everything_through_beam_filesystems(scenario_runs, cr
         os.path.join(os.path.dirname(reports[0]), "drift_latest.png"))
     latest = json.load(open(f"{root}/evaluation/{GERMAN_LATEST}", encoding="utf-8"))
     assert latest["report"].startswith(PREFIX) and latest["decision"]["retrain"]
+
+
+def test_without_an_evaluation_configuration_the_run_reports_overall_metrics_and_drift(
+        scenario_runs, credit_registry, tmp_path, monkeypatch):
+    """Configuration the docs call optional is optional: a model without
+    config/evaluation/<model>.json gets overall metrics and drift, no slices, and its report
+    says why."""
+    import pyarrow.dataset as ds
+
+    from models import config as model_config
+
+    bare = tmp_path / "config"
+    shutil.copytree(model_config.CONFIG_DIR, bare)
+    (bare / "evaluation" / "credit_german.json").unlink()
+    monkeypatch.setattr(model_config, "CONFIG_DIR", bare)
+    out, truth, _ = scenario_runs["unshifted"]
+    target = str(tmp_path / "evaluation")
+    outcome = evaluate.run(["--pipeline", "credit_scoring", "--predictions", out, "--truth",
+                            truth, "--registry", credit_registry, "--output", target,
+                            "--no_snapshot", "--run_id", "no-config"])
+    rows = ds.dataset(f"{target}/evaluation/metrics", partitioning="hive").to_table().to_pylist()
+    assert {r["slice"] for r in rows} <= {"all", "drift", "join"}
+    assert any(r["slice"] == "drift" for r in rows)
+    assert any(r["metric"] == "auc" and r["slice"] == "all" for r in rows)
+    assert outcome["summary"]["config"].startswith("none (")
+    page = open(outcome["report"], encoding="utf-8").read()
+    assert "overall metrics and drift, no slices" in page
+    # A configuration named on purpose must exist.
+    with pytest.raises(ValueError, match="cannot read evaluation configuration"):
+        evaluate.run(["--pipeline", "credit_scoring", "--predictions", out, "--truth", truth,
+                      "--registry", credit_registry, "--output", target, "--config",
+                      str(tmp_path / "missing.json")])

@@ -218,3 +218,21 @@ def test_pseudonymised_columns_join_and_slice_like_the_originals(pii_run):
     sizes = {m["slice_value"]: m["value"] for m in credit_group_metrics(rows, config, {})
              if m["metric"] == "size" and m["slice"] == "region"}
     assert sizes == {privacy.pseudonym(region): 40 for region in REGIONS}
+
+
+def test_the_key_beamline_setup_generated_is_found_without_exporting_it(tmp_path, monkeypatch):
+    from beamline.setup import pseudonymisation_key
+
+    monkeypatch.delenv("BEAMLINE_PII_KEY", raising=False)
+    monkeypatch.setenv("BEAMLINE_HOME", str(tmp_path))
+    with pytest.raises(ValueError, match=r"not set, and there is no key file .*pii\.key"):
+        read_key("env:BEAMLINE_PII_KEY")
+    monkeypatch.chdir(tmp_path / "..")  # the key's place does not depend on the working folder
+    assert "generated" in pseudonymisation_key()
+    monkeypatch.delenv("BEAMLINE_PII_KEY")  # as in a later process that exported nothing
+    key_file = tmp_path / ".secrets" / "pii.key"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert read_key("env:BEAMLINE_PII_KEY") == key_file.read_bytes().strip()
+    # Another variable a data set names gets no such fallback.
+    with pytest.raises(ValueError, match="BANK_KEY, which is not set$"):
+        read_key("env:BANK_KEY")

@@ -14,7 +14,7 @@ import hmac
 import json
 import os
 
-from models.config import ConfigError
+from models.config import KEY_ENV, ConfigError, default_key_file
 from models.credit.dataset import DROP, HASH, PSEUDONYMISE, Dataset
 from transforms.credit.requests import ID_FIELDS, RequestError, load_json
 
@@ -24,18 +24,24 @@ PSEUDONYM_HEX = 32  # 128 bits of the HMAC: collisions are out of reach at any v
 
 
 def read_key(source: str) -> bytes:
-    """The pseudonymisation key from ``env:VARIABLE`` or ``file:/path``.
+    """The pseudonymisation key from ``env:VARIABLE`` or ``file:/path``; ``env:BEAMLINE_PII_KEY``
+    unset falls back to the key file ``beamline setup`` writes (``default_key_file``).
 
     Raises:
         ConfigError: the variable or file is missing, or the key is shorter than 16 bytes;
             the message never contains the key.
     """
     kind, _, name = source.partition(":")
+    if kind == "env" and name == KEY_ENV and os.environ.get(name) is None \
+            and default_key_file().exists():
+        kind, name = "file", str(default_key_file())  # the key `beamline setup` generated
     if kind == "env":
         value = os.environ.get(name)
         if value is None:
             raise ConfigError(f"the pseudonymisation key is read from the environment "
-                              f"variable {name}, which is not set")
+                              f"variable {name}, which is not set"
+                              + (f", and there is no key file {default_key_file()} (`beamline "
+                                 f"setup` makes one)" if name == KEY_ENV else ""))
         key = value.encode("utf-8")
     else:
         try:

@@ -270,7 +270,8 @@ def write_report(directory: str, summary: dict, rows: list[dict], history: list[
     sections = [f"<h1>Evaluation of {html.escape(pipeline)}{_model_suffix(summary)}</h1>",
                 f"<p>Run <code>{html.escape(summary['evaluation_run_id'])}</code> at "
                 f"{html.escape(summary['evaluated_at'])}. Machine-readable: "
-                f"<a href='summary.json'>summary.json</a>.</p>"]
+                f"<a href='summary.json'>summary.json</a>. Evaluation configuration: "
+                f"{html.escape(str(summary.get('config')))}.</p>"]
     join = summary.get("join", {})
     sections.append("<h2>Join of predictions and ground truth</h2><table>" + "".join(
         f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in join.items())
