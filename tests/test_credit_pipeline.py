@@ -269,3 +269,35 @@ def test_the_run_configuration_is_resolved_once_frozen_and_leaves_the_options_al
     # Without --run_id the id is minted once, named by the run mode.
     minted = credit_scoring.resolve(PipelineOptions(["--input", "x.jsonl"]))
     assert minted.run_id.startswith("batch-") and minted.window_secs == 0
+
+
+def test_without_offer_rules_the_run_decides_at_the_threshold_and_asks_no_bank(
+        credit_registry, tmp_path, make_requests, offer_service, monkeypatch, capsys):
+    """Configuration the docs call optional is optional: a model without
+    config/offer_rules/<model>.json is scored and decided (at its data set's threshold, no
+    refer band) with no offer asked, the run says so, and the decisions replay."""
+    import shutil
+
+    from models import config as model_config
+    from pipelines import explain
+
+    bare = tmp_path / "config"
+    shutil.copytree(model_config.CONFIG_DIR, bare)
+    (bare / "offer_rules" / "credit_german.json").unlink()
+    monkeypatch.setattr(model_config, "CONFIG_DIR", bare)
+    service = offer_service()
+    write_jsonl(tmp_path / "requests.jsonl", make_requests(40))
+    out = tmp_path / "out"
+    credit_scoring.run(_args(credit_registry, out, "--input", str(tmp_path / "requests.jsonl"),
+                             "--offer_url", service.url, "--sample_rate", "1.0",
+                             "--run_id", "no-rules"))
+    assert "no offer rules (" in capsys.readouterr().out
+    responses = _table(out, "responses").to_pylist()
+    threshold = german_dataset().decision_threshold
+    assert len(responses) == 40 and service.stats().get("calls", 0) == 0
+    assert {r["rules_version"] for r in responses} == {"none"}
+    assert {r["offer_status"] for r in responses} == {"not_requested"}
+    assert all((r["decision"] == "approve") == (r["score"] >= threshold) for r in responses)
+    assert {r["decision"] for r in responses} <= {"approve", "decline"}
+    rows = explain.find_rows(str(out), run_id="no-rules")
+    assert all(r["match"] for r in explain.replay(rows, credit_registry))

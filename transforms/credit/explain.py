@@ -4,11 +4,12 @@ again, and the decision and bank re-derived under the offer rules in force."""
 from models.credit.dataset import dataset_from_manifest
 from transforms.credit.rules import (
     APPROVE,
+    NO_RULES,
     archived_rules,
     choose_bank,
     decide,
-    default_rules_path,
-    load_rules,
+    rules_for,
+    rules_without_offers,
 )
 
 SCORE_TOLERANCE = 1e-6
@@ -44,8 +45,8 @@ def replay_credit(rows: list[dict], model, manifest: dict, rules_path: str | Non
     if not rows:
         return []
     dataset = dataset_from_manifest(manifest)
-    current = load_rules(rules_path or default_rules_path(dataset.model_name))
-    archive: dict = {}
+    current, _ = rules_for(dataset.model_name, dataset.decision_threshold, rules_path)
+    archive: dict = {NO_RULES: rules_without_offers(dataset.decision_threshold)}
 
     def rules_of(row):
         version = row.get("rules_version")

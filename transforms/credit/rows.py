@@ -145,7 +145,9 @@ def scored_row(key: tuple, fields: dict, score: float, model_id: str, context: d
         "score": score,
         "decision": decision,
         "bank": bank,
-        "offer_status": NO_BANK if decision == APPROVE and bank is None else NOT_REQUESTED,
+        # Rules without banks (no offer rules file) ask none: nothing was requested.
+        "offer_status": (NO_BANK if decision == APPROVE and bank is None and rules.banks
+                         else NOT_REQUESTED),
         "dt": utc_date(event_time),
     }
 
@@ -167,7 +169,7 @@ def scored_batch(requests: pa.RecordBatch, scores: np.ndarray, model_id: str, co
     quote = {q: requests.column(name).to_pylist() for q, name in rules.fields.items()}
     banks = choose_banks(scores, quote, rules)
     banks[decisions != APPROVE] = None
-    no_bank = (decisions == APPROVE) & np.equal(banks, None)
+    no_bank = (decisions == APPROVE) & np.equal(banks, None) & bool(rules.banks)
     constants = {
         "pipeline": context["pipeline"], "run_mode": context["run_mode"],
         "run_id": context["run_id"], "model_name": model_name, "model_version": model_version,

@@ -104,6 +104,32 @@ def default_rules_path(model_name: str) -> str:
     return default_path("offer_rules", model_name)
 
 
+# The rules version recorded when a model has no offer rules file.
+NO_RULES = "none"
+
+
+def rules_without_offers(threshold: float) -> OfferRules:
+    """The rules of a model without an offer rules file: approve at its data set's decision
+    threshold (the cost break-even, else 0.5), no refer band, no bank asked."""
+    return OfferRules(version=NO_RULES, approve_min_score=threshold,
+                      refer_min_score=threshold, banks=())
+
+
+def rules_for(model_name: str, threshold: float, path: str | None = None
+              ) -> tuple[OfferRules, str | None]:
+    """(the rules a run decides with, the file they came from or None).
+
+    ``path`` when given (it must be readable); else the model's own file; a model without one
+    decides at ``threshold`` and asks no bank (``rules_without_offers``).
+    """
+    if path:
+        return load_rules(path), path
+    default = default_rules_path(model_name)
+    if not pathlib.Path(default).exists():
+        return rules_without_offers(threshold), None
+    return load_rules(default), default
+
+
 def check_rules_fit(rules: OfferRules, kinds: dict[str, str], path: str = "rules") -> None:
     """The rules read only fields the served data set has, of the right kind.
 

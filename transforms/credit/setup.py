@@ -14,7 +14,7 @@ from transforms.credit.rules import (
     archive_rules,
     check_rules_fit,
     default_rules_path,
-    load_rules,
+    rules_for,
 )
 
 
@@ -27,7 +27,9 @@ class CreditSetup:
         dataset: the data set configuration in its manifest (fields, privacy, costs).
         privacy: the redaction, with its key loaded.
         rules: the offer rules; ``rules_path`` the file, ``rules_archive`` its copy in the
-            registry (under its version, so any decision made under it can be replayed).
+            registry (under its version, so any decision made under it can be replayed); both
+            None for a model without an offer rules file (decided at its data set's
+            threshold, no offers asked).
         shadow: the version scored beside the served one for the sampled rows, or None;
             ``shadow_note`` says which and why.
     """
@@ -36,17 +38,21 @@ class CreditSetup:
     dataset: Dataset
     privacy: Privacy
     rules: OfferRules
-    rules_path: str
-    rules_archive: str
+    rules_path: str | None
+    rules_archive: str | None
     shadow: model_registry.ModelRef | None
     shadow_note: str
 
     def notes(self) -> list[str]:
         """What the launch did, in the words of a run's summary."""
+        rules = (f"offer rules {self.rules.version} from {self.rules_path}, archived at "
+                 f"{self.rules_archive}" if self.rules_path else
+                 f"no offer rules ({default_rules_path(self.model.name)} absent): decided at "
+                 f"the data set's threshold {self.rules.approve_min_score:.4g}, no offers "
+                 f"asked")
         return [f"model {self.model.name} {self.model.version} resolved, its files' sha256 "
                 f"checked ({self.model.sha256[:12]}...); data set {self.dataset.version}",
-                f"offer rules {self.rules.version} from {self.rules_path}, archived at "
-                f"{self.rules_archive}", self.shadow_note]
+                rules, self.shadow_note]
 
 
 def credit_setup(registry: str, model_name: str, version: str, rules_path: str | None = None,
@@ -57,7 +63,8 @@ def credit_setup(registry: str, model_name: str, version: str, rules_path: str |
         registry: the registry root.
         model_name: the credit model (one per data set).
         version: a version or an alias, resolved now.
-        rules_path: the offer rules file (default ``config/offer_rules/<model name>.json``).
+        rules_path: the offer rules file (default ``config/offer_rules/<model name>.json``;
+            a model without one decides at its data set's threshold and asks no bank).
         shadow_version: a version or alias, ``none``, or None for the registry's shadow alias.
         load_shadow: load the shadow's model once to check it (the online API loads it
             itself and skips this).
@@ -69,10 +76,11 @@ def credit_setup(registry: str, model_name: str, version: str, rules_path: str |
     model = model_registry.resolve(registry, model_name, version)
     dataset = dataset_from_manifest(model.manifest)
     privacy = privacy_for(dataset)  # a configured key that cannot be read stops here
-    rules_path = rules_path or default_rules_path(model_name)
-    rules = load_rules(rules_path)
-    check_rules_fit(rules, dataset.kinds, rules_path)
-    archive = archive_rules(registry, model_name, rules_path)
+    rules, rules_path = rules_for(model_name, dataset.decision_threshold, rules_path)
+    archive = None
+    if rules_path:
+        check_rules_fit(rules, dataset.kinds, rules_path)
+        archive = archive_rules(registry, model_name, rules_path)
     shadow, note = choose_shadow(registry, model, shadow_version, load_check=load_shadow)
     return CreditSetup(model=model, dataset=dataset, privacy=privacy, rules=rules,
                        rules_path=rules_path, rules_archive=archive, shadow=shadow,
