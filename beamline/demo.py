@@ -129,8 +129,13 @@ def train_credit_if_missing(demo: Demo, model: str, data: str) -> None:
 
 
 def replay(config: str, data: str, path: str, count: int, id_prefix: str = "req",
-           start: str = "2026-11-01T00:00:00+00:00", spacing_secs: float = 60.0) -> list:
-    """Write ``count`` applicants of a data set as JSON Lines requests; returns them."""
+           start: str = "2026-11-01T00:00:00+00:00", spacing_secs: float = 60.0,
+           personal_data: bool = False) -> list:
+    """Write ``count`` applicants of a data set as JSON Lines requests; returns them.
+
+    With ``personal_data`` one in ten carries the name, national id and phone a bank's front
+    end sends (the German data set's pass-through fields).
+    """
     import datetime
 
     from models.credit.dataset import load_dataset, read_data
@@ -139,6 +144,10 @@ def replay(config: str, data: str, path: str, count: int, id_prefix: str = "req"
     records = read_data(load_dataset(config), data).records
     requests = replay_requests(records, count, datetime.datetime.fromisoformat(start),
                                spacing_secs, id_prefix)
+    for i, request in enumerate(requests):
+        if personal_data and i % 10 == 0:
+            request.update(applicant_name=f"Demo Applicant {i}",
+                           national_id=f"DE-DEMO-{i:06d}", phone=f"+49 30 5550{i:04d}")
     tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
     write_jsonl(requests, tmp)
     os.replace(tmp, path)  # a watched folder sees the file whole
@@ -154,13 +163,7 @@ def credit_inputs(demo: Demo) -> None:
         "(malformed, mistyped, with personal data, not an object, nested 5,000 levels deep, "
         "one request delivered twice)")
     requests = replay("credit_german", german, os.path.join(inputs, "requests.jsonl"),
-                      demo.sizes.requests, spacing_secs=300)
-    with open(os.path.join(inputs, "requests.jsonl"), "w", encoding="utf-8") as f:
-        for i, request in enumerate(requests):
-            if i % 10 == 0:  # pass-through personal data (the data set configuration)
-                request.update(applicant_name=f"Demo Applicant {i}",
-                               national_id=f"DE-DEMO-{i:06d}", phone=f"+49 30 5550{i:04d}")
-            f.write(json.dumps(request) + "\n")
+                      demo.sizes.requests, spacing_secs=300, personal_data=True)
     with open(os.path.join(inputs, "bad_requests.jsonl"), "w", encoding="utf-8") as f:
         f.writelines(line + "\n" for line in BAD_LINES)
         f.write('{"a":' * 5000 + "1" + "}" * 5000 + "\n")

@@ -14,17 +14,17 @@ import secrets
 from models.config import KEY_ENV, default_key_file
 
 
-def pseudonymisation_key(path: str | None = None) -> str:
-    """Make sure this process has the key: the environment's, or the key file's (written once
-    with a fresh random key). The same key must be used by every run whose pseudonyms are to be
-    joined: keep the file, back it up.
+def pseudonymisation_key() -> str:
+    """Make sure runs have a key: the environment's, or the key file's (``default_key_file``,
+    written once with a fresh random key, where every run finds it). The same key must be used
+    by every run whose pseudonyms are to be joined: keep the file, back it up.
 
     Returns:
         Where the key came from, in words.
     """
     if os.environ.get(KEY_ENV):
         return f"the pseudonymisation key from ${KEY_ENV}"
-    path = path or str(default_key_file())
+    path = str(default_key_file())
     made = ""
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
@@ -32,8 +32,6 @@ def pseudonymisation_key(path: str | None = None) -> str:
         with os.fdopen(descriptor, "w") as f:
             f.write(secrets.token_hex(32) + "\n")
         made = "generated "
-    with open(path, encoding="utf-8") as f:
-        os.environ[KEY_ENV] = f.read().strip()  # the runs this process starts read it here
     return f"{made}the pseudonymisation key {path} (keep it; back it up)"
 
 

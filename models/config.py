@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import pathlib
 
 from models.provenance import PROJECT_ROOT
@@ -32,8 +33,6 @@ KEY_ENV = "BEAMLINE_PII_KEY"
 
 def default_key_file() -> pathlib.Path:
     """Where the pseudonymisation key is kept when ``$BEAMLINE_PII_KEY`` is not set."""
-    import os
-
     return pathlib.Path(os.environ.get("BEAMLINE_HOME") or PROJECT_ROOT) / ".secrets" / "pii.key"
 KINDS = ("datasets", "offer_rules", "evaluation", "retraining", "scenarios", "promotion")
 DESCRIPTIONS = {"datasets": "data set configuration", "offer_rules": "offer rules",

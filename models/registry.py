@@ -59,6 +59,12 @@ class ModelRef:
     def sha256(self) -> str:
         return self.manifest["model_sha256"]
 
+    def resolved_note(self) -> str:
+        """How a run's launch line names the version it resolved (``resolve`` checked its
+        files' sha256)."""
+        return (f"model {self.name} {self.version} resolved, its files' sha256 checked "
+                f"({self.sha256[:12]}...)")
+
 
 def format_version(number: int) -> str:
     return f"v{number:04d}"

@@ -77,7 +77,6 @@ RESPONSES = PrimaryDataset(
     partitions=credit_rows.RESPONSE_PARTITIONS)
 
 
-
 def resolve(options: PipelineOptions) -> RunConfig:
     """Check options once, with messages that name the flags (the options are not written).
 

@@ -74,7 +74,6 @@ LOGGER = logging.getLogger(__name__)
 PIPELINE_NAME = "evaluate"
 
 
-
 def resolve(options: PipelineOptions) -> RunConfig:
     """Check options once, with messages that name the flags (the options are not written).
 

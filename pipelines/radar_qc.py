@@ -76,7 +76,6 @@ INDEX = PrimaryDataset(
     partitions=radar_rows.VOLUME_PARTITIONS)
 
 
-
 def output_formats(radar: RadarQcOptions) -> tuple[str, ...]:
     """The formats of ``--output_formats``, checked.
 
@@ -114,9 +113,8 @@ def prepare(options: PipelineOptions) -> RunConfig:
     model = model_registry.resolve(config.registry, config.model_name, config.model_version)
     single = resolve_single_pol(config.registry, config.view(RadarQcOptions))
     models = {DUAL_POL: model, **({SINGLE_POL: single} if single else {})}
-    return config.launched(models, [
-        f"model {ref.name} {ref.version} resolved for {role.replace('_', '-')} sweeps, its "
-        f"files' sha256 checked ({ref.sha256[:12]}...)" for role, ref in models.items()])
+    return config.launched(models, [f"{ref.resolved_note()}, for {role.replace('_', '-')} sweeps"
+                                    for role, ref in models.items()])
 
 
 def resolve_single_pol(registry: str, radar: RadarQcOptions):

@@ -48,7 +48,6 @@ PIPELINE_NAME = "radar_reference"
 AGREEMENT = "reference_agreement"
 
 
-
 def sources(config: RunConfig) -> list[tuple[str, ...]]:
     """Archive files of ``--input`` and the chunk sets of ``--chunk_volumes``, as volume sources."""
     reference = config.view(ReferenceOptions)
@@ -67,9 +66,7 @@ def prepare(options: PipelineOptions) -> RunConfig:
     """The launch step: checked options, the model version resolved and hashed."""
     config = resolve_run(options, PIPELINE_NAME, "radar_qc")
     model = model_registry.resolve(config.registry, config.model_name, config.model_version)
-    return config.launched({DUAL_POL: model}, [
-        f"model {model.name} {model.version} resolved, its files' sha256 checked "
-        f"({model.sha256[:12]}...)"])
+    return config.launched({DUAL_POL: model}, [model.resolved_note()])
 
 
 def build(pipeline, config: RunConfig) -> dict:

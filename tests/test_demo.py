@@ -2,6 +2,8 @@
 the commands' entry points and its summary holds what the full demo promises."""
 
 import shutil
+import signal
+import time
 
 import pytest
 
@@ -60,6 +62,10 @@ def test_background_commands_report_a_failure_and_stop_with_the_demo(tmp_path):
 
     slow = demo_module.BackgroundCommands([["timeit", "-n1", "import time; time.sleep(120)"]],
                                           log)
+    for _ in range(100):  # until its process runs
+        if slow._process is not None:
+            break
+        time.sleep(0.05)
     slow.stop()  # the demo stopped early: the running command is stopped too
     slow.wait()
-    assert slow._process is None or slow._process.poll() is not None
+    assert slow._process.returncode == -signal.SIGTERM

@@ -50,8 +50,7 @@ class CreditSetup:
                  f"no offer rules ({default_rules_path(self.model.name)} absent): decided at "
                  f"the data set's threshold {self.rules.approve_min_score:.4g}, no offers "
                  f"asked")
-        return [f"model {self.model.name} {self.model.version} resolved, its files' sha256 "
-                f"checked ({self.model.sha256[:12]}...); data set {self.dataset.version}",
+        return [f"{self.model.resolved_note()}; data set {self.dataset.version}",
                 rules, self.shadow_note]
 
 
