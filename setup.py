@@ -9,11 +9,12 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(
         include=["beamline*", "pipelines*", "transforms*", "models*", "services*", "runners*",
-                 "bench*", "config"]),
+                 "bench*"]),
     # One command, a subcommand per job (beamline/cli.py); `python -m <module>` aliases stay.
     entry_points={"console_scripts": ["beamline = beamline.cli:main"]},
-    # Configuration travels with the package, so installed CLIs find their defaults.
-    package_data={"config": ["*/*.json"], "transforms.radar": ["templates/*.j2"]},
+    # The shipped configuration is package data (models.config reads it with importlib
+    # .resources), so installed commands find their defaults; a user's folder overrides it.
+    package_data={"models": ["shipped_config/*/*.json"], "transforms.radar": ["templates/*.j2"]},
     install_requires=[
         "apache-beam==2.77.0",
         "tensorflow-cpu==2.21.*",

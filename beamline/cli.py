@@ -10,10 +10,12 @@ pipeline's ``--help`` is built from ``pipelines.options`` without importing its 
 import argparse
 import dataclasses
 import importlib
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
 
+from models.config import CONFIG_DIR_ENV
 from models.exit_codes import REFUSED, epilog
 
 
@@ -120,8 +122,12 @@ def _parser(prog: str, group: dict, description: str) -> argparse.ArgumentParser
         lines += [f"  {name:<16}{wrapped[0]}", *(f"  {'':<16}{more}" for more in wrapped[1:])]
     parser = argparse.ArgumentParser(
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage=f"{prog} COMMAND [options]",
-        epilog="commands:\n" + "\n".join(lines) + "\n\n" + epilog()
+        usage=f"{prog} [--config_dir DIR] COMMAND [options]" if prog == "beamline"
+        else f"{prog} COMMAND [options]",
+        epilog="commands:\n" + "\n".join(lines) + "\n\n" + epilog() + (
+            f"\n\n--config_dir DIR (or ${CONFIG_DIR_ENV}): your configuration folder; each\n"
+            "<kind>/<name>.json in it replaces the shipped file of that name."
+            if prog == "beamline" else "")
         + "\n\n'beamline COMMAND --help' shows a command's options.")
     parser.add_argument("command", choices=list(group), metavar="COMMAND",
                         help="one of the commands below")
@@ -140,6 +146,27 @@ def find(argv: Sequence[str]) -> tuple[list[str], Command | dict, list[str]]:
     return words, entry, rest
 
 
+def take_config_dir(argv: list[str]) -> list[str]:
+    """``--config_dir DIR`` before the command: the user's configuration folder for every
+    command it runs (``models.config``), passed on as ``$BEAMLINE_CONFIG_DIR`` so that the
+    jobs and ``python -m`` aliases find it the same way. Returns the words after it."""
+    if not argv or not argv[0].startswith("--config_dir"):
+        return argv
+    flag, _, folder = argv[0].partition("=")
+    rest = argv[1:]
+    if flag != "--config_dir":
+        return argv
+    if not folder:
+        if not rest or rest[0].startswith("-"):
+            raise ValueError("--config_dir needs a folder (its files <kind>/<name>.json "
+                             "replace the shipped ones of the same name)")
+        folder, rest = rest[0], rest[1:]
+    if not os.path.isdir(folder):
+        raise ValueError(f"--config_dir {folder}: not a folder")
+    os.environ[CONFIG_DIR_ENV] = os.path.abspath(folder)
+    return rest
+
+
 def wants_help(args: Sequence[str]) -> bool:
     return "-h" in args or "--help" in args
 
@@ -151,6 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status (``models.exit_codes``).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        argv = take_config_dir(argv)
+    except ValueError as error:
+        print(f"beamline: {error}", file=sys.stderr)
+        return REFUSED
     words, entry, rest = find(argv)
     prog = " ".join(["beamline", *words])
     if isinstance(entry, dict):

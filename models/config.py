@@ -1,7 +1,12 @@
-"""Configuration as data: finding, reading and checking the files under ``config/``.
+"""Configuration as data: finding, reading and checking the configuration files.
 
-Every kind of configuration is a JSON file in ``config/<kind>/<name>.json``, where ``name`` is
-the registry model name it belongs to (``credit_german``, ``credit_crx``, ``radar_qc``):
+Every kind of configuration is a JSON file ``<kind>/<name>.json``, where ``name`` is the
+registry model name it belongs to (``credit_german``, ``credit_crx``, ``radar_qc``), found per
+file in two folders: the user's configuration folder (``$BEAMLINE_CONFIG_DIR``, or ``beamline
+--config_dir DIR``) when it holds that file, else the defaults shipped inside the package
+(``models/shipped_config/``, package data read with ``importlib.resources``); help texts and
+docs write that lookup ``<config>/<kind>/<name>.json``. A user brings a data set, or overrides
+one shipped file, without writing into the installed package:
 
 - ``datasets``: a credit data set's schema (fields, label, costs; see ``models.credit.dataset``);
 - ``offer_rules``: decision thresholds and the banks asked for offers;
@@ -17,6 +22,7 @@ still told apart. Files are read once, where a job starts, and travel as values.
 
 import dataclasses
 import hashlib
+import importlib.resources
 import json
 import math
 import os
@@ -24,7 +30,11 @@ import pathlib
 
 from models.provenance import PROJECT_ROOT
 
-CONFIG_DIR = PROJECT_ROOT / "config"
+# The shipped defaults: package data (setup.py's package_data), on the file system wherever
+# the package is installed (a zipped install is not supported).
+SHIPPED_DIR = pathlib.Path(str(importlib.resources.files("models").joinpath("shipped_config")))
+# The user's own folder, same layout; each file there replaces the shipped file of that name.
+CONFIG_DIR_ENV = "BEAMLINE_CONFIG_DIR"
 # The pseudonymisation key: the variable the shipped data sets name, and the file `beamline
 # setup` writes once when it is not set: <BEAMLINE_HOME>/.secrets/pii.key, BEAMLINE_HOME being
 # the project's folder unless given (never the working directory).
@@ -38,7 +48,7 @@ KINDS = ("datasets", "offer_rules", "evaluation", "retraining", "scenarios", "pr
 DESCRIPTIONS = {"datasets": "data set configuration", "offer_rules": "offer rules",
                 "evaluation": "evaluation configuration", "retraining": "retraining rules",
                 "scenarios": "scenario configuration", "promotion": "promotion rules"}
-# What an evaluation configuration leaves out; the files in config/evaluation/ may override each.
+# What an evaluation configuration leaves out; the files of kind evaluation may override each.
 EVALUATION_DEFAULTS = {"window": "week", "approve_decision": "approve", "calibration_bins": 10,
                        "min_slice_size": 30, "min_class_count": 5, "slices": [], "drift": {}}
 RETRAINING_RULE_TYPES = ("metric_drop", "metric_rise", "drift", "slice_gap", "schedule",
@@ -66,11 +76,40 @@ class ConfigFile:
     version: str
 
 
+def user_config_dir() -> pathlib.Path | None:
+    """The user's configuration folder (``$BEAMLINE_CONFIG_DIR``), or None when not set.
+
+    Raises:
+        ConfigError: the variable names something that is not a folder.
+    """
+    folder = os.environ.get(CONFIG_DIR_ENV)
+    if not folder:
+        return None
+    path = pathlib.Path(folder).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"{CONFIG_DIR_ENV} (or --config_dir) names {folder}, which is not "
+                          f"a folder")
+    return path.resolve()
+
+
 def default_path(kind: str, name: str) -> str:
-    """``config/<kind>/<name>.json``: where a model's configuration of a kind is found."""
+    """Where a model's configuration of a kind is found: ``<kind>/<name>.json`` in the user's
+    configuration folder when it is there, else in the shipped defaults (which may not hold
+    one either: optional kinds are checked for existence by their callers)."""
     if kind not in KINDS:
         raise ConfigError(f"unknown configuration kind {kind!r}; kinds: {', '.join(KINDS)}")
-    return str(CONFIG_DIR / kind / f"{name}.json")
+    user = user_config_dir()
+    if user is not None and (user / kind / f"{name}.json").is_file():
+        return str(user / kind / f"{name}.json")
+    return str(SHIPPED_DIR / kind / f"{name}.json")
+
+
+def search_note(kind: str, name: str) -> str:
+    """Where ``<kind>/<name>.json`` was looked for, in the words of a message."""
+    user = os.environ.get(CONFIG_DIR_ENV)
+    places = ([f"{user}/{kind}/{name}.json ({CONFIG_DIR_ENV})"] if user else []) + [
+        str(SHIPPED_DIR / kind / f"{name}.json")]
+    return " or ".join(places)
 
 
 def versioned(declared: str, text: str) -> str:
@@ -185,7 +224,8 @@ def evaluation_config_for(path: str | None, model_name: str,
         return load_evaluation_config(path, fields)
     default = default_path("evaluation", model_name)
     if not pathlib.Path(default).exists():
-        return {**EVALUATION_DEFAULTS, "config_version": None, "absent": default}
+        return {**EVALUATION_DEFAULTS, "config_version": None,
+                "absent": search_note("evaluation", model_name)}
     return load_evaluation_config(default, fields)
 
 

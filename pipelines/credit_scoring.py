@@ -23,7 +23,7 @@ Usage::
 
 The request fields, their validation and the Parquet columns come from the data set the served
 model version was trained on (its manifest); the offer rules default to
-``config/offer_rules/<model name>.json``.
+``<config>/offer_rules/<model name>.json``.
 
 Outputs under ``--output``: ``responses/`` (one row per request that got through),
 ``predictions/`` (the deterministic sample, with inputs and versions) and ``dead_letters/``

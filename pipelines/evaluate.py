@@ -8,7 +8,7 @@ Usage::
     python -m pipelines.evaluate --pipeline credit_scoring --predictions out \\
         --truth 'truth/*.jsonl' --registry registry --output out --decide
 
-    # another credit data set's model (its own slices: config/evaluation/credit_crx.json)
+    # another credit data set's model (its own slices: <config>/evaluation/credit_crx.json)
     python -m pipelines.evaluate --pipeline credit_scoring --model_name credit_crx ...
 
     # radar QC sweeps against truth masks (Parquet with prediction_id, mask_packed, ...)
@@ -16,7 +16,7 @@ Usage::
         --truth 'truth/radar_masks.parquet' --output out
 
 One model is evaluated per run (``--model_name``, default the pipeline's own): its slices and
-drift limits come from ``config/evaluation/<model name>.json``, checked against the fields of
+drift limits come from ``<config>/evaluation/<model name>.json``, checked against the fields of
 the data set in its manifest; its error costs from that data set.
 
 Outputs under ``<output>/evaluation/``: ``metrics/pipeline=<p>/model_name=<m>/`` (Parquet, one

@@ -104,7 +104,7 @@ def replay(rows: list[dict], registry: str, rules_path: str | None = None) -> li
         registry: the model registry.
         rules_path: credit offer rules to re-derive decisions with (default: the file
             archived under each row's rules version, else the model's current
-            ``config/offer_rules/<model name>.json``).
+            ``<config>/offer_rules/<model name>.json``).
 
     Every result carries the versions: model (name, version, sha256), code (stored and
     current) and, for credit, rules.
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pipeline", default=None, choices=sorted(CAPABILITIES))
     parser.add_argument("--rules", default=None,
                         help="credit offer rules file (default: the one archived under each "
-                             "row's rules version, else config/offer_rules/<model name>.json)")
+                             "row's rules version, else <config>/offer_rules/<model name>.json)")
     args = parser.parse_args(argv)
     if bool(args.prediction_id) == bool(args.all):
         parser.error("give --prediction_id or --all")

@@ -246,7 +246,7 @@ class CreditScoringOptions(PipelineOptions):
                                  "Pub/Sub redeliveries are dropped at the source (id_label)")
         parser.add_argument("--rules", default=None,
                             help="offer rules file (decision thresholds, bank limits; default "
-                                 "config/offer_rules/<model name>.json)")
+                                 "<config>/offer_rules/<model name>.json)")
         parser.add_argument("--offer_url", default=None,
                             help="base URL of the banks' offer API; without it approved "
                                  "requests get no offer (offer_status not_requested)")
@@ -337,10 +337,10 @@ class EvaluateOptions(PipelineOptions):
                             help="time windows besides the whole period (default: config's)")
         parser.add_argument("--config", default=None,
                             help="evaluation config: slices, drift limits (default: "
-                                 "config/evaluation/<model name>.json)")
+                                 "<config>/evaluation/<model name>.json)")
         parser.add_argument("--retraining_rules", default=None,
                             help="retraining rules (default: "
-                                 "config/retraining/<model name>.json)")
+                                 "<config>/retraining/<model name>.json)")
         parser.add_argument("--decide", action="store_true", default=False,
                             help="apply the retraining rules, write a decision record and "
                                  f"exit {RETRAIN} if retraining is due")
@@ -366,7 +366,7 @@ class CompareOptions(PipelineOptions):
                             help="comma-separated snapshots holding the window's labels "
                                  "(default: all of the model's)")
         parser.add_argument("--promotion_rules", default=None,
-                            help="promotion rules (default config/promotion/<model>.json)")
+                            help="promotion rules (default <config>/promotion/<model>.json)")
         parser.add_argument("--promote", action="store_true", default=False,
                             help="move the champion's alias to an accepted challenger")
         parser.add_argument("--shadow_evidence", default=None,
@@ -387,7 +387,7 @@ class ReferenceOptions(PipelineOptions):
                                  "of one volume")
         parser.add_argument("--reference_config", default=None,
                             help="the references' settings (default "
-                                 "config/evaluation/radar_reference.json)")
+                                 "<config>/evaluation/radar_reference.json)")
 
 
 # Each runnable pipeline's own options (CommonOptions comes with every one).

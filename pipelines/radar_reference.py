@@ -15,7 +15,7 @@ Usage::
 Outputs under ``--output``: ``evaluation/reference_agreement/model_name=<m>/`` (Parquet, one row
 per sweep x range band x pair) and ``evaluation/reports/radar_qc/<m>/reference-<run id>/``
 (index.html with the tables and each volume's lowest sweep as UNet / fuzzy / RHOHV masks).
-References' settings: ``config/evaluation/radar_reference.json``.
+References' settings: ``<config>/evaluation/radar_reference.json``.
 """
 
 import glob

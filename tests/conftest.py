@@ -22,7 +22,7 @@ CRX = DATA_DIR / "credit" / "crx.data"
 
 
 def german_dataset():
-    """The German credit data set configuration (config/datasets/credit_german.json)."""
+    """The German credit data set configuration (<config>/datasets/credit_german.json)."""
     from models.credit.dataset import load_dataset
 
     return load_dataset("credit_german")

@@ -220,7 +220,7 @@ def test_command_line_tools_refuse_a_bad_configuration_in_words(tmp_path, capsys
     assert train.main(["--config", str(path), "--registry", str(tmp_path / "r")]) == 2
     assert "kind must be numeric or categorical" in capsys.readouterr().err
     assert replay.main(["--config", "no_such_model", "--out", str(tmp_path / "o")]) == 2
-    assert "cannot read data set configuration file" in capsys.readouterr().err
+    assert "no data set configuration named 'no_such_model': looked for" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "r")
 
 

@@ -274,7 +274,7 @@ def test_the_run_configuration_is_resolved_once_frozen_and_leaves_the_options_al
 def test_without_offer_rules_the_run_decides_at_the_threshold_and_asks_no_bank(
         credit_registry, tmp_path, make_requests, offer_service, monkeypatch, capsys):
     """Configuration the docs call optional is optional: a model without
-    config/offer_rules/<model>.json is scored and decided (at its data set's threshold, no
+    <config>/offer_rules/<model>.json is scored and decided (at its data set's threshold, no
     refer band) with no offer asked, the run says so, and the decisions replay."""
     import shutil
 
@@ -282,9 +282,9 @@ def test_without_offer_rules_the_run_decides_at_the_threshold_and_asks_no_bank(
     from pipelines import explain
 
     bare = tmp_path / "config"
-    shutil.copytree(model_config.CONFIG_DIR, bare)
+    shutil.copytree(model_config.SHIPPED_DIR, bare)
     (bare / "offer_rules" / "credit_german.json").unlink()
-    monkeypatch.setattr(model_config, "CONFIG_DIR", bare)
+    monkeypatch.setattr(model_config, "SHIPPED_DIR", bare)
     service = offer_service()
     write_jsonl(tmp_path / "requests.jsonl", make_requests(40))
     out = tmp_path / "out"

@@ -326,16 +326,16 @@ def test_evaluation_writes_everything_through_beam_filesystems(scenario_runs, cr
 def test_without_an_evaluation_configuration_the_run_reports_overall_metrics_and_drift(
         scenario_runs, credit_registry, tmp_path, monkeypatch):
     """Configuration the docs call optional is optional: a model without
-    config/evaluation/<model>.json gets overall metrics and drift, no slices, and its report
+    <config>/evaluation/<model>.json gets overall metrics and drift, no slices, and its report
     says why."""
     import pyarrow.dataset as ds
 
     from models import config as model_config
 
     bare = tmp_path / "config"
-    shutil.copytree(model_config.CONFIG_DIR, bare)
+    shutil.copytree(model_config.SHIPPED_DIR, bare)
     (bare / "evaluation" / "credit_german.json").unlink()
-    monkeypatch.setattr(model_config, "CONFIG_DIR", bare)
+    monkeypatch.setattr(model_config, "SHIPPED_DIR", bare)
     out, truth, _ = scenario_runs["unshifted"]
     target = str(tmp_path / "evaluation")
     outcome = evaluate.run(["--pipeline", "credit_scoring", "--predictions", out, "--truth",

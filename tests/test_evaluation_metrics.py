@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from models.config import ConfigError, load_evaluation_config
+from models.config import ConfigError, default_path, load_evaluation_config
 from models.credit.scenarios import generate, parse_scenarios
 from models.exit_codes import RETRAIN as RETRAIN_EXIT_STATUS
 from models.metrics import (
@@ -114,7 +114,7 @@ def _window_columns(requests, names, week):
 def test_drift_fires_on_a_shifted_scenario_and_not_on_an_unshifted_one(german_path):
     records, labels = load_german(german_path)
     stats = feature_statistics(records, german_dataset().kinds)
-    config = load_evaluation_config("config/evaluation/credit_german.json")["drift"]
+    config = load_evaluation_config(default_path("evaluation", "credit_german"))["drift"]
     kwargs = {"weeks": 4, "per_week": 400, "shift_week": 2, "seed": 3}
     surge, _ = generate(records, labels, SCENARIOS, ("young_no_history_surge",), **kwargs)
     inflated, _ = generate(records, labels, SCENARIOS, ("amounts_inflate",), **kwargs)
@@ -204,7 +204,7 @@ def test_windows_are_iso_weeks_and_days():
 # --- slices ----------------------------------------------------------------------------------
 
 def test_slice_definitions_bands_and_groups():
-    config = load_evaluation_config("config/evaluation/credit_german.json")
+    config = load_evaluation_config(default_path("evaluation", "credit_german"))
     dims = {d["name"]: d for d in config["slices"]}
     assert {"sex_personal_status", "age_band", "foreign_worker", "credit_history"} <= set(dims)
     ages = [slice_value(dims["age_band"], a) for a in (18, 24, 25, 60, 61, 75)]
@@ -223,7 +223,7 @@ def test_load_config_rejects_a_slice_without_groups(tmp_path):
 
 def test_slices_and_drift_limits_are_checked_against_the_data_set(tmp_path):
     kinds = german_dataset().kinds
-    load_evaluation_config("config/evaluation/credit_german.json", kinds)  # the shipped pair
+    load_evaluation_config(default_path("evaluation", "credit_german"), kinds)  # the shipped pair
     path = tmp_path / "evaluation.json"
     path.write_text('{"version": "1", "slices": [{"name": "income", "field": "income", '
                     '"bands": [{"name": "low", "max": 1000}]}]}')
@@ -257,7 +257,7 @@ def test_fairness_gaps_by_hand():
 
 def test_credit_group_metrics_show_every_configured_slice_and_flag_small_ones(german_path):
     records, labels = load_german(german_path)
-    config = load_evaluation_config("config/evaluation/credit_german.json")
+    config = load_evaluation_config(default_path("evaluation", "credit_german"))
     rng = np.random.default_rng(0)
     rows = [dict(r, prediction_id=str(i), label=int(labels[i]), score=float(s),
                  decision="approve" if s > 0.8 else "decline", rules_version="r1")

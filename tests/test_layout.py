@@ -68,7 +68,8 @@ def test_pipelines_define_no_dofn_or_ptransform(path):
 
 
 def _field_names(model_name: str) -> set[str]:
-    config = json.loads((ROOT / "config" / "datasets" / f"{model_name}.json").read_text())
+    config = json.loads((ROOT / "models" / "shipped_config" / "datasets"
+                         / f"{model_name}.json").read_text())
     return {f["name"] for f in config["fields"]} | {config["label"]["column"]}
 
 

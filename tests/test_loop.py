@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from models import registry as model_registry
+from models.config import default_path
 from models.credit import compare
 from models.credit.replay import write_jsonl
 from models.credit.scenarios import generate, parse_scenarios
@@ -176,7 +177,7 @@ def test_challenger_against_champion_on_the_held_out_window(challenger, loop_reg
     assert any(r.startswith("auc_difference") for r in weak_record["reasons"])
     # Against that weak champion, with rules that judge only AUC, labels and smoke, the
     # challenger is accepted and --promote moves production to it.
-    rules = json.load(open(os.path.join("config", "promotion", f"{MODEL}.json")))
+    rules = json.load(open(default_path("promotion", MODEL)))
     permissive = str(tmp_path / "rules.json")
     with open(permissive, "w") as f:
         json.dump(dict(rules, max_gap_widening=10.0, max_expected_cost_increase=10.0), f)

@@ -337,7 +337,7 @@ def main(argv=None) -> int:
     parser.add_argument("--snapshots", default=None,
                         help="the same, comma-separated")
     parser.add_argument("--rules", "--promotion_rules", dest="rules", default=None,
-                        help="promotion rules (default config/promotion/<model>.json)")
+                        help="promotion rules (default <config>/promotion/<model>.json)")
     parser.add_argument("--promote", action="store_true",
                         help="move the champion's alias to an accepted challenger")
     parser.add_argument("--on_beam", action="store_true",

@@ -1,6 +1,6 @@
 """A credit data set described by configuration: its file, fields, label, slices and costs.
 
-One ``config/datasets/<model name>.json`` file drives the training file reader, request
+One ``<config>/datasets/<model name>.json`` file drives the training file reader, request
 validation, the model's inputs and the Parquet columns, so they cannot drift apart, and a bank
 brings its own applicants by writing such a file instead of code. Training writes the data set
 into the model manifest (``Dataset.to_dict``); serving, evaluation and explain read it back from
@@ -64,7 +64,14 @@ import pathlib
 
 import numpy as np
 
-from models.config import ConfigError, default_path, parse_config, read_config
+from models.config import (
+    ConfigError,
+    default_path,
+    parse_config,
+    read_config,
+    search_note,
+    user_config_dir,
+)
 from models.provenance import PROJECT_ROOT
 
 NUMERIC, CATEGORICAL = "numeric", "categorical"
@@ -340,7 +347,8 @@ def _build(content: dict, version: str, path: str) -> Dataset:
 
 
 def load_dataset(path_or_name: str) -> Dataset:
-    """A data set configuration file, or a model name whose file is under config/datasets/.
+    """A data set configuration file, or a model name with a file ``datasets/<name>.json`` in
+    the configuration folders (``models.config.default_path``).
 
     Raises:
         ConfigError: the file is missing or breaks the rules (the message says which).
@@ -348,8 +356,19 @@ def load_dataset(path_or_name: str) -> Dataset:
     path = path_or_name
     if not path.endswith(".json") and "/" not in path:
         path = default_path("datasets", path_or_name)
+        if not pathlib.Path(path).is_file():
+            raise ConfigError(f"no data set configuration named {path_or_name!r}: looked for "
+                              f"{search_note('datasets', path_or_name)}")
     config = read_config("datasets", path)
-    return _build(config.content, config.version, path)
+    content = config.content
+    user = user_config_dir()
+    data = content.get("data")
+    if user is not None and data and pathlib.Path(path).is_relative_to(user) \
+            and not pathlib.Path(data).is_absolute():
+        # A file of the user's folder names its data relative to that folder, not to the
+        # installed package's project root.
+        content = {**content, "data": str(user / data)}
+    return _build(content, config.version, path)
 
 
 def dataset_from_manifest(manifest: dict) -> Dataset:
@@ -374,8 +393,8 @@ def parse_dataset_text(text: str, path: str = "<text>") -> Dataset:
 
 
 def resolve_data_path(dataset: Dataset, data: str | None = None) -> str:
-    """The training file: ``data`` if given, else the configuration's (relative to the project
-    root)."""
+    """The training file: ``data`` if given, else the configuration's (a shipped file's relative
+    to the project root, a user folder's already made absolute by ``load_dataset``)."""
     chosen = data or dataset.data
     if not chosen:
         raise ConfigError(f"no training file: give --data or set \"data\" in the "
@@ -501,7 +520,8 @@ def read_data(dataset: Dataset, path: str) -> Loaded:
 def add_dataset_arguments(parser) -> None:
     """``--config`` and ``--data`` of every command-line tool that reads a data set."""
     parser.add_argument("--config", default="credit_german",
-                        help="data set configuration file, or a model name with a file under "
-                             "config/datasets/")
+                        help="data set configuration file, or a model name with a file "
+                             "datasets/<name>.json in $BEAMLINE_CONFIG_DIR or the shipped "
+                             "defaults")
     parser.add_argument("--data", default=None,
                         help="data file (default: the configuration's \"data\")")

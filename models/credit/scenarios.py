@@ -2,7 +2,7 @@
 
 A configured data set's applicants are replayed as requests over weeks, optionally shifted from
 a given week on, and the ground truth that arrives later is written as a separate file. The
-shifts are configuration (``config/scenarios/<model name>.json``), in three kinds:
+shifts are configuration (``<config>/scenarios/<model name>.json``), in three kinds:
 
 - ``surge``: a ``share`` of requests is drawn from a sub-population (``from``: a field with
   ``codes``, or a ``min`` / ``max`` band), optionally with fields ``set`` to given values;
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_dataset_arguments(parser)
     parser.add_argument("--scenarios", default=None,
-                        help="scenario file (default: config/scenarios/<model name>.json)")
+                        help="scenario file (default: <config>/scenarios/<model name>.json)")
     parser.add_argument("--scenario", default="none",
                         help="comma-separated names from the scenario file, or none")
     parser.add_argument("--requests", required=True, help="JSON Lines file of requests to write")

@@ -2,7 +2,7 @@
 
 Usage::
 
-    # the UCI German credit set, as config/datasets/credit_german.json describes it
+    # the UCI German credit set, as <config>/datasets/credit_german.json describes it
     python -m models.credit.train --config credit_german --registry registry
 
     # any data set: a configuration file names its file, fields, label and costs
@@ -149,14 +149,14 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
     """Train on a configured data set, evaluate on the hold-out and publish.
 
     Args:
-        config: data set configuration file, or a model name under config/datasets/.
+        config: data set configuration file, or a model name under <config>/datasets/.
         registry: registry root.
         data: the training file (default: the configuration's ``data``).
         seed: seed of split, initialisation and shuffling.
         epochs: training epochs.
         holdout_fraction: share of each class held out.
         evaluation_config: slices for the hold-out gaps (default:
-            config/evaluation/<model name>.json when it exists).
+            <config>/evaluation/<model name>.json when it exists).
         command: recorded as the training command (default: this process's arguments).
         snapshots: ids of training snapshots (labelled production rows) to train on besides
             the base data.
@@ -286,7 +286,7 @@ def main(argv=None) -> int:
                         help="a snapshot row's weight halves per this many days of age")
     parser.add_argument("--evaluation_config", default=None,
                         help="slices for the hold-out gaps (default: "
-                             "config/evaluation/<model name>.json)")
+                             "<config>/evaluation/<model name>.json)")
     args = parser.parse_args(argv)
     if not 0.0 < args.holdout_fraction < 1.0:
         parser.error("--holdout_fraction must lie strictly between 0 and 1")

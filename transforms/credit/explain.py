@@ -36,7 +36,7 @@ def replay_credit(rows: list[dict], model, manifest: dict, rules_path: str | Non
         rules_path: the offer rules to re-derive decisions with. Without it each row uses
             the rules file archived under its own rules version in the registry (every run
             archives the file it starts with), else the model's current
-            ``config/offer_rules/<model name>.json``. A row decided under another rules
+            ``<config>/offer_rules/<model name>.json``. A row decided under another rules
             version than the one found has its score compared, not its decision.
         registry: where the archived rules files are.
     """

@@ -1,6 +1,6 @@
 """Business rules of the credit offer: score -> decision, and which bank to ask for an offer.
 
-The rules live in a versioned JSON file per data set (``config/offer_rules/<model name>.json``).
+The rules live in a versioned JSON file per data set (``<config>/offer_rules/<model name>.json``).
 They are read once when the graph is built and travel with the DoFns as values, so workers
 need no access to the file. The recorded rules version is the file's declared version plus a
 short hash of its content (``models.config``).
@@ -100,7 +100,7 @@ def load_rules(path: str) -> OfferRules:
 
 
 def default_rules_path(model_name: str) -> str:
-    """``config/offer_rules/<model name>.json``."""
+    """``<config>/offer_rules/<model name>.json``."""
     return default_path("offer_rules", model_name)
 
 

@@ -6,6 +6,7 @@ the data set, archived in the registry), and the shadow version if one is set.""
 import dataclasses
 
 from models import registry as model_registry
+from models.config import search_note
 from models.credit.dataset import Dataset, dataset_from_manifest
 from models.credit.shadow import choose_shadow
 from transforms.credit.privacy import Privacy, privacy_for
@@ -13,7 +14,6 @@ from transforms.credit.rules import (
     OfferRules,
     archive_rules,
     check_rules_fit,
-    default_rules_path,
     rules_for,
 )
 
@@ -47,7 +47,7 @@ class CreditSetup:
         """What the launch did, in the words of a run's summary."""
         rules = (f"offer rules {self.rules.version} from {self.rules_path}, archived at "
                  f"{self.rules_archive}" if self.rules_path else
-                 f"no offer rules ({default_rules_path(self.model.name)} absent): decided at "
+                 f"no offer rules (no {search_note('offer_rules', self.model.name)}): decided at "
                  f"the data set's threshold {self.rules.approve_min_score:.4g}, no offers "
                  f"asked")
         return [f"{self.model.resolved_note()}; data set {self.dataset.version}",
@@ -62,7 +62,7 @@ def credit_setup(registry: str, model_name: str, version: str, rules_path: str |
         registry: the registry root.
         model_name: the credit model (one per data set).
         version: a version or an alias, resolved now.
-        rules_path: the offer rules file (default ``config/offer_rules/<model name>.json``;
+        rules_path: the offer rules file (default ``<config>/offer_rules/<model name>.json``;
             a model without one decides at its data set's threshold and asks no bank).
         shadow_version: a version or alias, ``none``, or None for the registry's shadow alias.
         load_shadow: load the shadow's model once to check it (the online API loads it

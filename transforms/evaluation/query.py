@@ -70,7 +70,7 @@ def render_credit_query(model_name: str, config: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model_name", help="credit model whose config/evaluation/<name>.json "
+    parser.add_argument("model_name", help="credit model whose <config>/evaluation/<name>.json "
                                            "gives the slices")
     parser.add_argument("--config", default=None, help="another evaluation configuration")
     args = parser.parse_args(argv)

@@ -33,7 +33,7 @@ _DBZH, _ZDR, _RHOHV, _PHIDP = range(4)
 
 @dataclasses.dataclass(frozen=True)
 class ReferenceParameters:
-    """The references' settings (``config/evaluation/radar_reference.json``).
+    """The references' settings (``<config>/evaluation/radar_reference.json``).
 
     Attributes:
         fuzzy_threshold: membership in the meteorological class below which a gate is not
@@ -50,7 +50,7 @@ class ReferenceParameters:
 
 def load_parameters(path: str | None = None) -> tuple[ReferenceParameters, list[float]]:
     """The references' settings and range bands from the configuration file (default
-    ``config/evaluation/radar_reference.json``)."""
+    ``<config>/evaluation/radar_reference.json``)."""
     from models.config import default_path, read_config
 
     config = read_config("evaluation", path or default_path("evaluation", "radar_reference")

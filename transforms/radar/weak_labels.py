@@ -3,7 +3,7 @@ known well enough to train on.
 
 For every dual-pol sweep of the given volumes, wradlib's fuzzy classification and the RHOHV
 rule run on the sweep (``transforms.radar.reference``, the settings in
-``config/evaluation/radar_reference.json``); gates both call weather get ``MET``, gates both
+``<config>/evaluation/radar_reference.json``); gates both call weather get ``MET``, gates both
 remove get ``NON_MET`` (biological or clutter/noise, which the references do not tell apart),
 and gates where they disagree or there is no echo get ``NO_ECHO`` (weight 0). Training windows
 are cut at random azimuths (wrapping across north) and ranges (weighted towards the radar).
@@ -117,7 +117,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                         help="loss weight of a gate both references call weather")
     parser.add_argument("--reference_config", default=None,
                         help="the references' settings (default "
-                             "config/evaluation/radar_reference.json)")
+                             "<config>/evaluation/radar_reference.json)")
     # More epochs than synthetic-only training: the real windows take longer to fit.
     parser.set_defaults(epochs=8)
     args = parser.parse_args(argv)
