@@ -162,7 +162,7 @@ def build(pipeline, config: RunConfig, requests=None, model_updates=None) -> dic
     if requests is None:
         raise ValueError("no request source: give --input, --input_dir or --input_topic")
     model, dataset, rules, shadow = setup.model, setup.dataset, setup.rules, setup.shadow
-    context = config.row_context()
+    context = {**config.row_context(), "pii_key_id": setup.privacy.key_id}
     outputs = run_outputs(config)
     LOGGER.info("serving %s %s (%s, data set %s), rules %s", model.name, model.version,
                 model.path, dataset.version, rules.version)
@@ -179,7 +179,8 @@ def build(pipeline, config: RunConfig, requests=None, model_updates=None) -> dic
             else None)
         | "ParseRequests" >> beam.ParDo(ParseRequestBatchFn(
             PIPELINE_NAME, config.run_id, credit.max_request_bytes, dataset.fields,
-            privacy_for(dataset, load_key=False), dataset.privacy_key)).with_outputs(
+            privacy_for(dataset, load_key=False), dataset.privacy_key,
+            setup.privacy.key_id)).with_outputs(
             DEAD_LETTERS, main="requests"))
     if credit.model_endpoint:
         # The serving function resolves the version or alias itself, on every call.

@@ -152,7 +152,7 @@ class OffersService:
         self.sample_rate = sample_rate
         self.run_id = new_run_id("online")
         self.context = {"pipeline": PIPELINE, "run_mode": "online", "run_id": self.run_id,
-                        "code_version": code_version(),
+                        "code_version": code_version(), "pii_key_id": self.privacy.key_id,
                         "models": {self.ref.path: (self.ref.name, self.ref.version,
                                                    self.ref.sha256)}}
         self.offers = OfferCaller(offer_url, self.rules.fields)

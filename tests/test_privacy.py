@@ -15,7 +15,8 @@ from models.config import ConfigError
 from models.credit.dataset import Dataset
 from pipelines import credit_scoring
 from tests.conftest import german_dataset, write_jsonl
-from transforms.credit.privacy import Privacy, privacy_for, read_key
+from transforms.credit.dofns import ParseRequestBatchFn
+from transforms.credit.privacy import Privacy, key_fingerprint, privacy_for, read_key
 from transforms.credit.requests import RequestError, parse_request
 
 KEY = "k" * 32
@@ -206,6 +207,9 @@ def test_pseudonymised_columns_join_and_slice_like_the_originals(pii_run):
     rows = ds.dataset(out / "predictions", partitioning="hive").to_table().to_pylist()
     assert len(rows) == len(requests)
     assert not {"applicant_name", "phone"} & set(rows[0])
+    # Each row names the key its pseudonyms were made under, by fingerprint only.
+    assert {r["pii_key_id"] for r in rows} == {privacy.key_id} and len(privacy.key_id) == 16
+    assert privacy.key.hex()[:16] != privacy.key_id and privacy.key.decode() not in str(rows)
     by_id = {r["request_id"]: r for r in requests}
     for row in rows:
         original = by_id[row["prediction_id"]]
@@ -236,3 +240,23 @@ def test_the_key_beamline_setup_generated_is_found_without_exporting_it(tmp_path
     # Another variable a data set names gets no such fallback.
     with pytest.raises(ValueError, match="BANK_KEY, which is not set$"):
         read_key("env:BANK_KEY")
+
+
+def test_a_worker_holding_another_key_than_the_launch_is_refused(monkeypatch):
+    """The launch records its key's fingerprint in every row; a worker that reads another key
+    (another environment) would pseudonymise under it, so it stops at set-up instead."""
+    dataset = Dataset.from_dict(_content(
+        pass_through=[{"name": "national_id", "treatment": "pseudonymise"}],
+        privacy={"key": "env:BANK_KEY", "unparsed_dead_letters": "keep"}))
+    launch_id = key_fingerprint(KEY.encode())
+    assert launch_id == key_fingerprint(KEY.encode()) != key_fingerprint(b"j" * 32)
+    monkeypatch.setenv("BANK_KEY", KEY)
+    same = ParseRequestBatchFn("credit_scoring", "r", 10_000, dataset.fields,
+                               privacy_for(dataset, load_key=False), "env:BANK_KEY", launch_id)
+    same.setup()
+    monkeypatch.setenv("BANK_KEY", "j" * 32)
+    other = ParseRequestBatchFn("credit_scoring", "r", 10_000, dataset.fields,
+                                privacy_for(dataset, load_key=False), "env:BANK_KEY", launch_id)
+    with pytest.raises(ConfigError, match=f"fingerprint {key_fingerprint(b'j' * 32)}.* is not "
+                                          f"the one the run was launched with \\({launch_id}\\)"):
+        other.setup()

@@ -7,6 +7,7 @@ import datetime
 import apache_beam as beam
 import pyarrow.compute as pc
 
+from models.config import ConfigError
 from models.credit.dataset import Field
 from transforms.common.dead_letters import DEAD_LETTERS, dead_letter
 from transforms.credit import rows as credit_rows
@@ -31,19 +32,26 @@ class ParseRequestBatchFn(beam.DoFn):
 
     def __init__(self, pipeline_name: str, run_id: str, max_bytes: int,
                  fields: tuple[Field, ...], privacy: Privacy | None = None,
-                 key_source: str | None = None):
+                 key_source: str | None = None, key_id: str | None = None):
         self._pipeline_name = pipeline_name
         self._run_id = run_id
         self._max_bytes = max_bytes
         self._fields = tuple(fields)
         self._privacy = privacy
         self._key_source = key_source
+        self._key_id = key_id
         self._schema = request_batch_schema(self._fields,
                                             privacy.pseudonymised if privacy else ())
 
     def setup(self):
         if self._privacy is not None and self._key_source:
             self._privacy = dataclasses.replace(self._privacy, key=read_key(self._key_source))
+            if self._key_id and self._privacy.key_id != self._key_id:
+                # A worker whose environment holds another key would pseudonymise under it
+                # while the rows record the launch's fingerprint.
+                raise ConfigError(f"the pseudonymisation key from {self._key_source} on this "
+                                  f"worker (fingerprint {self._privacy.key_id}) is not the "
+                                  f"one the run was launched with ({self._key_id})")
 
     def process(self, lines):
         now = datetime.datetime.now(datetime.UTC)

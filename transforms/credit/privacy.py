@@ -23,6 +23,16 @@ MIN_KEY_BYTES = 16
 PSEUDONYM_HEX = 32  # 128 bits of the HMAC: collisions are out of reach at any volume
 
 
+def key_location(source: str) -> str:
+    """Where ``read_key`` reads ``source`` from: ``env:BEAMLINE_PII_KEY`` unset means the key
+    file ``beamline setup`` writes (``file:<default_key_file()>``) when it exists."""
+    kind, _, name = source.partition(":")
+    if kind == "env" and name == KEY_ENV and os.environ.get(name) is None \
+            and default_key_file().exists():
+        return f"file:{default_key_file()}"
+    return source
+
+
 def read_key(source: str) -> bytes:
     """The pseudonymisation key from ``env:VARIABLE`` or ``file:/path``; ``env:BEAMLINE_PII_KEY``
     unset falls back to the key file ``beamline setup`` writes (``default_key_file``).
@@ -31,10 +41,7 @@ def read_key(source: str) -> bytes:
         ConfigError: the variable or file is missing, or the key is shorter than 16 bytes;
             the message never contains the key.
     """
-    kind, _, name = source.partition(":")
-    if kind == "env" and name == KEY_ENV and os.environ.get(name) is None \
-            and default_key_file().exists():
-        kind, name = "file", str(default_key_file())  # the key `beamline setup` generated
+    kind, _, name = key_location(source).partition(":")
     if kind == "env":
         value = os.environ.get(name)
         if value is None:
@@ -56,6 +63,14 @@ def read_key(source: str) -> bytes:
     return key
 
 
+def key_fingerprint(key: bytes) -> str:
+    """What outputs record of the key that pseudonymised them: 16 hex digits of an HMAC under
+    the key of a fixed text, so rows pseudonymised under different keys (before and after a
+    rotation) are told apart, and nothing about the key can be learnt from it."""
+    return hmac.new(key, b"beamline pseudonymisation key fingerprint",
+                    hashlib.sha256).hexdigest()[:16]
+
+
 @dataclasses.dataclass(frozen=True)
 class Privacy:
     """How one data set's requests are redacted; ``key`` is None when nothing needs it.
@@ -75,6 +90,11 @@ class Privacy:
     @property
     def pseudonymised(self) -> tuple[str, ...]:
         return tuple(n for n, t in self.treatments.items() if t == PSEUDONYMISE)
+
+    @property
+    def key_id(self) -> str | None:
+        """``key_fingerprint`` of the key, None when no key is loaded."""
+        return key_fingerprint(self.key) if self.key else None
 
     @property
     def active(self) -> bool:

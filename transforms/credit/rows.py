@@ -44,6 +44,9 @@ _OUTPUT_FIELDS = (
     pa.field("offer_error_class", pa.string()),
     pa.field("offer_error", pa.string()),
     pa.field("rules_version", pa.string()),
+    # The pseudonymisation key's fingerprint (transforms.credit.privacy.key_fingerprint), null
+    # for a data set without one: pseudonyms join only within one key.
+    pa.field("pii_key_id", pa.string()),
 )
 
 
@@ -117,8 +120,9 @@ def scored_row(key: tuple, fields: dict, score: float, model_id: str, context: d
         fields: the raw applicant fields the model saw.
         score: the model's probability of a good credit risk.
         model_id: the model path reported by RunInference (it carries the version).
-        context: run constants: pipeline, run_mode, run_id, code_version, and ``models``
-            mapping each model path to (name, version, sha256).
+        context: run constants: pipeline, run_mode, run_id, code_version, ``models``
+            mapping each model path to (name, version, sha256), and ``pii_key_id`` (the
+            pseudonymisation key's fingerprint, or None).
         rules: the offer rules in force.
     """
     request_id, event_time, received_at, _ = key
@@ -141,6 +145,7 @@ def scored_row(key: tuple, fields: dict, score: float, model_id: str, context: d
         "model_sha256": model_sha256,
         "code_version": context["code_version"],
         "rules_version": rules.version,
+        "pii_key_id": context.get("pii_key_id"),
         **fields,
         "score": score,
         "decision": decision,
@@ -174,7 +179,7 @@ def scored_batch(requests: pa.RecordBatch, scores: np.ndarray, model_id: str, co
         "pipeline": context["pipeline"], "run_mode": context["run_mode"],
         "run_id": context["run_id"], "model_name": model_name, "model_version": model_version,
         "model_sha256": model_sha256, "code_version": context["code_version"],
-        "rules_version": rules.version,
+        "rules_version": rules.version, "pii_key_id": context.get("pii_key_id"),
     }
     event_time = requests.column("event_time")
     columns = {

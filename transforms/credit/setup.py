@@ -9,7 +9,7 @@ from models import registry as model_registry
 from models.config import search_note
 from models.credit.dataset import Dataset, dataset_from_manifest
 from models.credit.shadow import choose_shadow
-from transforms.credit.privacy import Privacy, privacy_for
+from transforms.credit.privacy import Privacy, key_location, privacy_for
 from transforms.credit.rules import (
     OfferRules,
     archive_rules,
@@ -50,7 +50,9 @@ class CreditSetup:
                  f"no offer rules (no {search_note('offer_rules', self.model.name)}): decided at "
                  f"the data set's threshold {self.rules.approve_min_score:.4g}, no offers "
                  f"asked")
-        return [f"{self.model.resolved_note()}; data set {self.dataset.version}",
+        key = (f"; pseudonymisation key {self.privacy.key_id} (fingerprint; from "
+               f"{key_location(self.dataset.privacy_key)})" if self.privacy.key_id else "")
+        return [f"{self.model.resolved_note()}; data set {self.dataset.version}{key}",
                 rules, self.shadow_note]
 
 
