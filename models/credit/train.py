@@ -23,12 +23,7 @@ import tempfile
 import numpy as np
 
 from models import registry as model_registry
-from models.config import (
-    EVALUATION_DEFAULTS,
-    ConfigError,
-    default_path,
-    load_evaluation_config,
-)
+from models.config import evaluation_config_for
 from models.credit.dataset import (
     DataError,
     Dataset,
@@ -180,15 +175,11 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
 
     dataset = load_dataset(config)
     path = resolve_data_path(dataset, data)
-    evaluation_path = evaluation_config or default_path("evaluation", dataset.model_name)
-    try:
-        evaluation = load_evaluation_config(evaluation_path, dataset.kinds)
-    except ConfigError:
-        if evaluation_config:
-            raise
-        LOGGER.warning("no usable evaluation configuration at %s: no hold-out slice gaps",
-                       evaluation_path)
-        evaluation = dict(EVALUATION_DEFAULTS)
+    # Optional: without one the hold-out has no slice gaps; a broken one is refused.
+    evaluation = evaluation_config_for(evaluation_config, dataset.model_name, dataset.kinds)
+    if "absent" in evaluation:
+        LOGGER.warning("no evaluation configuration (%s): the hold-out has no slice gaps",
+                       evaluation["absent"])
     loaded = read_data(dataset, path)
     LOGGER.info("read %d labelled rows from %s (left out: %s)", len(loaded.records), path,
                 loaded.dropped)
