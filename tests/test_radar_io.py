@@ -77,8 +77,9 @@ def test_klot_chunks_in_order_decode_and_split_cut_doppler_passes_are_skipped(kl
     assert skipped == [1, 3, 5]  # Doppler passes of the three split cuts: no ZDR/RHOHV
     assert sweeps[0].radar == "KLOT"
     assert sweeps[0].volume_time.isoformat() == "2026-03-28T20:14:57+00:00"
-    # 360-ray and 717-ray sweeps land on the same 720-ray grid.
-    assert {s.source_shape[0] for s in sweeps} == {720, 717, 360}
+    # Every radial is read: xradar alone keeps 717 of sweep 4's 720 (its record 26 holds 123
+    # messages, and xradar reads 120 per record; transforms/radar/level2_records.py).
+    assert {s.source_shape[0] for s in sweeps} == {720, 360}
     assert all(s.data.shape == (N_AZIMUTH, N_RANGE, 4) for s in sweeps)
 
 
@@ -134,9 +135,10 @@ def test_truncated_volume_is_rejected_with_the_reason(tmp_path):
         pytest.skip("real data not found")
     path = pathlib.Path(tmp_path / "truncated")
     path.write_bytes(KLBB.read_bytes()[:200_000])  # the first 5% of the volume
-    # xradar drops incomplete sweeps; with none complete the volume holds nothing to QC.
-    with pytest.warns(UserWarning, match="incomplete"), \
-            pytest.raises(RadarReadError, match="NEXRAD Level II archive \\(message 31\\), "
-                          "200,000 bytes: decoded as NEXRAD Level II, but holds no "
-                          "complete sweep"):
+    # The first radial record is cut short: no cut is whole, and the words say where it ends.
+    with pytest.raises(RadarReadError, match="NEXRAD Level II archive \\(message 31\\), "
+                       "200,000 bytes: decoded as NEXRAD Level II, but holds no complete "
+                       "sweep \\(the radials after the metadata are lost: the file ends "
+                       "inside compressed record 2 of 2 \\(byte 7,404\\), 192,592 of its "
+                       "267,119 bytes; no cut of the coverage pattern is in the file whole"):
         volume_sweeps(open_volume(str(path)))

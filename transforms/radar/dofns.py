@@ -161,7 +161,8 @@ class WriteQcVolumeFn(beam.DoFn):
         return radar_rows.volume_row(
             key, paths, sweeps_in_volume, removed_share, (name, version, sha256),
             self._context, sweeps_expected=expected, sweeps_single_pol=len(single),
-            single_pol_model=model_by_sweep[single[0].sweep_number] if single else None)
+            single_pol_model=model_by_sweep[single[0].sweep_number] if single else None,
+            damaged_cuts=tree.attrs.get("damaged_cuts"))
 
 
 def inference_dead_letters(failure, context: dict) -> list[dict]:

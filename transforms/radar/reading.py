@@ -36,6 +36,7 @@ import dataclasses
 import datetime
 import gzip
 import os
+import pathlib
 import re
 import shutil
 import tempfile
@@ -45,7 +46,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from models.radar_qc.vocabulary import CHANNELS, OPTIONAL_CHANNELS, SINGLE_POL_CHANNELS
-from transforms.radar import formats
+from transforms.radar import formats, level2_records
 
 N_AZIMUTH = 720
 N_RANGE = 1840
@@ -302,18 +303,50 @@ def open_volume(source: str | list[str]):
         if fmt is None or (not isinstance(target, str) and fmt != formats.NEXRAD):
             raise RadarReadError(f"{name}: {what}: not a radar format read here (those are "
                                  f"{', '.join(formats.READERS)}, detected from content)")
+        repaired = None
+        if fmt == formats.NEXRAD:
+            target, repaired = _record_by_record(target, tmp, name, what)
         tree = _decode(target, fmt, name, what)
+        if repaired is not None and repaired.notes:
+            tree.attrs["damaged_cuts"] = "; ".join(repaired.notes)
+        if repaired is not None and repaired.cuts_expected:
+            tree.attrs["number_elevation_cuts"] = repaired.cuts_expected
         if fmt == formats.NEXRAD:
             tree.attrs["nexrad_legacy"] = int(formats.nexrad_legacy(
                 target if isinstance(target, str) else target[0]))
     sweeps = [n for n in tree.children if n.startswith("sweep_")]
     if not sweeps:
+        damage = tree.attrs.get("damaged_cuts")
         raise RadarReadError(f"{name}: {what}: decoded as {fmt}, but holds no complete sweep "
-                             f"(every sweep was cut short, or the file has none)")
+                             + (f"({damage})" if damage else
+                                "(every sweep was cut short, or the file has none)"))
     tree.attrs["source_format"] = fmt
     if fmt == formats.NEXRAD and tree.attrs.get("nexrad_legacy"):
         _unwrap_legacy_ranges(tree)
     return tree
+
+
+def _record_by_record(target: str | list[str], directory: str, name: str, what: str
+                      ) -> tuple[str | list[str], "level2_records.Repaired | None"]:
+    """A Level II archive or ordered chunk set checked record by record
+    (``level2_records.repair``): the file xradar decodes, and what was repaired (None where
+    the original is decoded as it is).
+
+    Raises:
+        RadarReadError: the volume's metadata record is corrupt.
+    """
+    paths = [target] if isinstance(target, str) else target
+    raw = b"".join(pathlib.Path(p).read_bytes() for p in paths)
+    try:
+        repaired = level2_records.repair(raw)
+    except level2_records.CorruptVolumeError as error:
+        raise RadarReadError(f"{name}: {what}: not a decodable NEXRAD Level II volume: "
+                             f"{error}") from error
+    if repaired is None:
+        return target, None
+    stream = os.path.join(directory, os.path.basename(paths[0]) + ".level2")
+    pathlib.Path(stream).write_bytes(repaired.data)
+    return stream, repaired
 
 
 def _unwrap_legacy_ranges(tree) -> None:

@@ -54,6 +54,10 @@ VOLUME_SCHEMA = pa.schema([
     # does not say), and whether every one of them arrived whole.
     pa.field("sweeps_expected", pa.int32()),
     pa.field("complete", pa.bool_()),
+    # What was wrong with the file's cuts, one sentence each ("cut 5 (2.42 deg) lost: compressed
+    # record 26 of 46 (byte 1,972,033) is corrupt (bzip2: Invalid data stream)"); null when
+    # nothing was.
+    pa.field("damaged_cuts", pa.string()),
     # Sweeps the single-polarization model classified (legacy / single-pol sweeps), and it.
     pa.field("sweeps_single_pol", pa.int32()),
     pa.field("single_pol_model", pa.string()),
@@ -123,7 +127,7 @@ def volume_row(key: SweepKey, paths: dict, sweeps_total: int, fraction_removed: 
                model: tuple[str, str, str], context: dict,
                now: datetime.datetime | None = None,
                sweeps_expected: int | None = None, sweeps_single_pol: int = 0,
-               single_pol_model: str | None = None) -> dict:
+               single_pol_model: str | None = None, damaged_cuts: str | None = None) -> dict:
     """The index row of one QC'd volume; ``complete`` is False when fewer sweeps were found
     than its coverage pattern has (a volume cut short), None when that count is unknown.
     ``model`` is the dual-pol model when it classified any sweep, else the single-pol one."""
@@ -141,7 +145,9 @@ def volume_row(key: SweepKey, paths: dict, sweeps_total: int, fraction_removed: 
         "sweeps_total": sweeps_total,
         "sweeps_classified": key.qc_sweeps,
         "sweeps_expected": sweeps_expected,
-        "complete": None if sweeps_expected is None else sweeps_total >= sweeps_expected,
+        "complete": (False if damaged_cuts and " lost: " in damaged_cuts else None
+                     if sweeps_expected is None else sweeps_total >= sweeps_expected),
+        "damaged_cuts": damaged_cuts or None,
         "sweeps_single_pol": sweeps_single_pol,
         "single_pol_model": single_pol_model,
         "fraction_removed": fraction_removed,
