@@ -19,6 +19,7 @@ from tests.conftest import write_jsonl
 from transforms.common.sampling import keep_prediction
 from transforms.credit import rows as credit_rows
 from transforms.credit.dofns import ParseRequestBatchFn
+from transforms.credit.privacy import privacy_for
 from transforms.credit.requests import (
     RequestError,
     parse_request,
@@ -105,7 +106,8 @@ def test_batch_pipeline_files_equal_the_per_request_path(credit_registry, german
     scores = predict_scores(model, [p.fields for p in parsed], dataset.kinds)
     context = {"pipeline": "credit_scoring", "run_mode": "batch", "run_id": "same",
                "code_version": code_version(), "models": {ref.path: (ref.name, ref.version,
-                                                                     ref.sha256)}}
+                                                                     ref.sha256)},
+               "pii_key_id": privacy_for(dataset).key_id}
     expected = {p.request_id: credit_rows.scored_row(credit_rows.request_key(p), p.fields,
                                                      s, ref.path, context, rules)
                 for p, s in zip(parsed, scores)}
