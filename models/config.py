@@ -13,7 +13,8 @@ one shipped file, without writing into the installed package:
 - ``evaluation``: slices, drift limits, windows of the scheduled evaluation;
 - ``retraining``: the rules that turn an evaluation into a retraining decision;
 - ``scenarios``: shifts the demo traffic generator can apply to a data set;
-- ``promotion``: when a challenger may replace the champion (``models.credit.compare``).
+- ``promotion``: when a challenger may replace the champion (``models.credit.compare``);
+- ``moments``: the names other radar file writers give the moments (``moments/radar.json``).
 
 Each file declares a ``version``; what is recorded wherever a file was used is that version plus
 the first 8 hex digits of the file's sha256, so an edit that forgets to bump the version is
@@ -44,10 +45,12 @@ KEY_ENV = "BEAMLINE_PII_KEY"
 def default_key_file() -> pathlib.Path:
     """Where the pseudonymisation key is kept when ``$BEAMLINE_PII_KEY`` is not set."""
     return pathlib.Path(os.environ.get("BEAMLINE_HOME") or PROJECT_ROOT) / ".secrets" / "pii.key"
-KINDS = ("datasets", "offer_rules", "evaluation", "retraining", "scenarios", "promotion")
+KINDS = ("datasets", "offer_rules", "evaluation", "retraining", "scenarios", "promotion",
+         "moments")
 DESCRIPTIONS = {"datasets": "data set configuration", "offer_rules": "offer rules",
                 "evaluation": "evaluation configuration", "retraining": "retraining rules",
-                "scenarios": "scenario configuration", "promotion": "promotion rules"}
+                "scenarios": "scenario configuration", "promotion": "promotion rules",
+                "moments": "radar moment names"}
 # What an evaluation configuration leaves out; the files of kind evaluation may override each.
 EVALUATION_DEFAULTS = {"window": "week", "approve_decision": "approve", "calibration_bins": 10,
                        "min_slice_size": 30, "min_class_count": 5, "slices": [], "drift": {}}

@@ -125,7 +125,7 @@ def test_bad_files_raise_a_read_error_that_says_what_the_file_is(tmp_path, conte
     path.write_bytes(content)
     with pytest.raises(RadarReadError,
                        match="not a decodable NEXRAD Level II volume|no complete sweep|"
-                             "not a radar format read here") as error:
+                             "not a radar format read here|a damaged HDF5 file") as error:
         volume_sweeps(open_volume(str(path)))
     assert f"{path}: {described}: " in str(error.value)
 

@@ -162,7 +162,8 @@ class WriteQcVolumeFn(beam.DoFn):
             key, paths, sweeps_in_volume, removed_share, (name, version, sha256),
             self._context, sweeps_expected=expected, sweeps_single_pol=len(single),
             single_pol_model=model_by_sweep[single[0].sweep_number] if single else None,
-            damaged_cuts=tree.attrs.get("damaged_cuts"))
+            damaged_cuts=tree.attrs.get("damaged_cuts"),
+            radar_id_from=tree.attrs.get("radar_id_from"))
 
 
 def inference_dead_letters(failure, context: dict) -> list[dict]:

@@ -7,6 +7,12 @@ files start with a product header (structure id 27); Rainbow with ``<volume``; U
 Format records carry ``UF`` in their first bytes.
 """
 
+import functools
+import re
+
+from models.config import ConfigError, default_path, read_config
+from models.radar_qc.vocabulary import CHANNELS, OPTIONAL_CHANNELS
+
 NEXRAD = "NEXRAD Level II"
 ODIM = "ODIM_H5"
 GAMIC = "GAMIC HDF5"
@@ -26,18 +32,6 @@ READERS = {
     IRIS: "open_iris_datatree",
     RAINBOW: "open_rainbow_datatree",
     UF: "open_uf_datatree",
-}
-# Moment names other writers use (Py-ART's CF/Radial, Sigmet, Rainbow), mapped to the ODIM /
-# xradar names the model's channels use. The first name present wins.
-MOMENT_ALIASES = {
-    "DBZH": ("DBZH", "reflectivity", "reflectivity_horizontal", "corrected_reflectivity",
-             "DBZ", "dBZ", "TH", "DBTH"),
-    "ZDR": ("ZDR", "differential_reflectivity", "corrected_differential_reflectivity"),
-    "RHOHV": ("RHOHV", "cross_correlation_ratio", "RhoHV", "RHO"),
-    "PHIDP": ("PHIDP", "UPHIDP", "differential_phase", "corrected_differential_phase",
-              "PhiDP"),
-    "VRADH": ("VRADH", "velocity", "corrected_velocity", "VEL", "V"),
-    "WRADH": ("WRADH", "spectrum_width", "WIDTH", "W"),
 }
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NETCDF3_MAGIC = (b"CDF\x01", b"CDF\x02")
@@ -93,10 +87,45 @@ def _hdf5_format(path: str) -> str | None:
                 return ODIM
             if "scan0" in f:
                 return GAMIC
-            if "cf/radial" in conventions.lower() or "sweep_0" in f:
+            if "cf/radial" in conventions.lower() or "sweep_0" in f \
+                    or "sweep_start_ray_index" in f:
                 return CFRADIAL2 if "sweep_0" in f else CFRADIAL1
     except OSError:
         return None
+    return None
+
+
+_TRUNCATED_HDF5 = re.compile(r"truncated file: eof = (\d+),.*stored_eof = (\d+)")
+
+
+def container_damage(path: str) -> str | None:
+    """Why a file in a container radar formats use (HDF5, NetCDF classic) cannot be opened,
+    in words ("truncated: 40,394 of its 80,788 bytes"); None when it opens (or is no such
+    container). A known container that does not open is damaged, not a foreign format."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    if head.startswith(HDF5_MAGIC):
+        import h5py
+
+        try:
+            h5py.File(path, "r").close()
+        except OSError as error:
+            found = _TRUNCATED_HDF5.search(str(error))
+            if found:
+                return (f"truncated: {int(found.group(1)):,} of its {int(found.group(2)):,} "
+                        f"bytes (an HDF5 file cut short)")
+            return f"a damaged HDF5 file ({error})"
+        return None
+    if head.startswith(NETCDF3_MAGIC):
+        import netCDF4
+
+        try:
+            netCDF4.Dataset(path).close()
+        except OSError as error:
+            return f"a damaged NetCDF file ({error})"
     return None
 
 
@@ -112,17 +141,51 @@ def _netcdf3_format(path: str) -> str | None:
     return None
 
 
+@functools.cache
+def moment_aliases() -> dict[str, tuple[str, ...]]:
+    """The moment names other writers use, by the model's name for each: configuration
+    (``<config>/moments/radar.json``), read once per process.
+
+    Raises:
+        ConfigError: the file is missing, or names a moment the models do not take.
+    """
+    config = read_config("moments", default_path("moments", "radar"))
+    table = config.content.get("moments")
+    known = set(CHANNELS) | set(OPTIONAL_CHANNELS)
+    if not isinstance(table, dict) or set(table) - known or not all(
+            isinstance(names, list) and all(isinstance(n, str) for n in names)
+            for names in table.values()):
+        raise ConfigError(f"{config.path}: \"moments\" maps each of {', '.join(sorted(known))} "
+                          f"to a list of names")
+    return {standard: tuple(names) for standard, names in table.items()}
+
+
 def standard_moments(dataset):
-    """A sweep with its moments under the model's names (``MOMENT_ALIASES``); other
+    """A sweep with its moments under the model's names (``moment_aliases``); other
     variables as they were."""
     renames = {}
-    for standard, names in MOMENT_ALIASES.items():
+    for standard, names in moment_aliases().items():
         if standard in dataset.data_vars:
             continue
         found = next((n for n in names if n in dataset.data_vars), None)
         if found is not None:
             renames[found] = standard
     return dataset.rename(renames) if renames else dataset
+
+
+_RAINBOW_SENSOR = re.compile(rb"<(?:sensorinfo|radarinfo)\b[^>]*?\bid=\"([^\"]+)\"")
+
+
+def rainbow_sensor(path: str) -> str | None:
+    """The radar's id from a Rainbow file's XML header (``<sensorinfo id=...>`` or
+    ``<radarinfo id=...>``), which xradar's reader does not carry over."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536)
+    except OSError:
+        return None
+    found = _RAINBOW_SENSOR.search(head)
+    return found.group(1).decode("latin-1") if found else None
 
 
 def odim_station(path: str) -> str | None:

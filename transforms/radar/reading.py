@@ -300,6 +300,11 @@ def open_volume(source: str | list[str]):
         fmt = formats.detect_format(target if isinstance(target, str) else target[0])
         what = packed + (describe_file(target, fmt) if isinstance(target, str)
                          else f"{len(target)} real-time chunks")
+        damage = formats.container_damage(target) if fmt is None and isinstance(
+            target, str) else None
+        if damage:
+            raise RadarReadError(f"{name}: {what}: {damage}; it cannot be read (fetch it "
+                                 f"again)")
         if fmt is None or (not isinstance(target, str) and fmt != formats.NEXRAD):
             raise RadarReadError(f"{name}: {what}: not a radar format read here (those are "
                                  f"{', '.join(formats.READERS)}, detected from content)")
@@ -321,6 +326,7 @@ def open_volume(source: str | list[str]):
                              + (f"({damage})" if damage else
                                 "(every sweep was cut short, or the file has none)"))
     tree.attrs["source_format"] = fmt
+    tree.attrs["instrument_name"], tree.attrs["radar_id_from"] = radar_identity(tree, name)
     if fmt == formats.NEXRAD and tree.attrs.get("nexrad_legacy"):
         _unwrap_legacy_ranges(tree)
     return tree
@@ -376,6 +382,8 @@ def _decode(target, fmt: str, name: str, what: str):
         _standard_layout(tree)
     if fmt == formats.ODIM and tree.attrs.get("instrument_name") in (None, "None", ""):
         tree.attrs["instrument_name"] = formats.odim_station(target) or "unknown"
+    if fmt == formats.RAINBOW and formats.rainbow_sensor(target):
+        tree.attrs["instrument_name"] = formats.rainbow_sensor(target)
     return tree
 
 
@@ -490,6 +498,36 @@ def sweep_array(dataset, channels=CHANNELS, n_azimuth: int = N_AZIMUTH,
     ranges = np.full(n_range, np.nan, dtype=np.float32)
     ranges[inside] = grid[inside]
     return data, ranges
+
+
+# Where a volume's radar id came from (the index row's ``radar_id_from``).
+ID_FROM_FILE, ID_FROM_NAME, ID_UNKNOWN = "file metadata", "file name", "none"
+# A radar id at the start of a file name: an ICAO (KTLX), an ODIM node (sekkr, dehnr) or a
+# short site code before the volume's date (KABR20050101_000745.gz, dehnr_20240101.h5).
+_NAME_ID = re.compile(r"^([A-Za-z]{3,5}\d{0,2}?)[_-]?(?:19|20)\d{6}")
+
+
+def radar_identity(tree, path: str) -> tuple[str, str]:
+    """(radar id, where it came from): the file's own metadata (NEXRAD ICAO, ODIM
+    ``what/source``, CF/Radial ``instrument_name`` attribute or variable, Rainbow sensor id,
+    IRIS / UF site name, as the readers put it in ``instrument_name`` or ``site_name``), else
+    the file name, else "unknown". An id of fewer than three characters is no id."""
+    root = tree["/"].ds
+    candidates = [tree.attrs.get("instrument_name"), tree.attrs.get("site_name")]
+    for variable in ("instrument_name", "site_name"):
+        if variable in root.variables:
+            value = root[variable].values
+            candidates.append(b"".join(value.ravel()) if value.dtype.kind == "S" and value.ndim
+                              else value.item() if value.ndim == 0 else "".join(
+                                  str(v) for v in value.ravel()))
+    for candidate in candidates:
+        name = radar_name(candidate)
+        if len(name) >= 3 and name.lower() not in ("unknown", "none", "nan"):
+            return name, ID_FROM_FILE
+    found = _NAME_ID.match(os.path.basename(path))
+    if found:
+        return found.group(1).upper(), ID_FROM_NAME
+    return "unknown", ID_UNKNOWN
 
 
 def radar_name(raw) -> str:

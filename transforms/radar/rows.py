@@ -42,6 +42,9 @@ _COMMON = {f.name: f for f in COMMON_FIELDS}
 VOLUME_SCHEMA = pa.schema([
     pa.field("volume_id", pa.string(), nullable=False),
     pa.field("radar", pa.string()),
+    # Where the radar id came from: "file metadata", "file name" (the file said nothing),
+    # or "none" (the id is "unknown").
+    pa.field("radar_id_from", pa.string()),
     pa.field("volume_time", pa.timestamp("us", tz="UTC")),
     pa.field("source", pa.string()),
     pa.field("netcdf", pa.string()),          # the CF/Radial 2 file (null if not written)
@@ -127,7 +130,8 @@ def volume_row(key: SweepKey, paths: dict, sweeps_total: int, fraction_removed: 
                model: tuple[str, str, str], context: dict,
                now: datetime.datetime | None = None,
                sweeps_expected: int | None = None, sweeps_single_pol: int = 0,
-               single_pol_model: str | None = None, damaged_cuts: str | None = None) -> dict:
+               single_pol_model: str | None = None, damaged_cuts: str | None = None,
+               radar_id_from: str | None = None) -> dict:
     """The index row of one QC'd volume; ``complete`` is False when fewer sweeps were found
     than its coverage pattern has (a volume cut short), None when that count is unknown.
     ``model`` is the dual-pol model when it classified any sweep, else the single-pol one."""
@@ -136,6 +140,7 @@ def volume_row(key: SweepKey, paths: dict, sweeps_total: int, fraction_removed: 
     return {
         "volume_id": key.volume_id,
         "radar": key.radar,
+        "radar_id_from": radar_id_from,
         "volume_time": key.volume_time,
         "source": key.origin,
         "netcdf": paths.get("netcdf"),
