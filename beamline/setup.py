@@ -3,7 +3,8 @@
 Today: the pseudonymisation key of national ids (generated once into
 ``<BEAMLINE_HOME>/.secrets/pii.key``, the project's folder unless ``BEAMLINE_HOME`` names
 another, readable by its owner only, unless ``BEAMLINE_PII_KEY`` gives one; every run then
-finds it there without exporting anything), and a check that the shared
+finds it there without exporting anything), Beam's Prism runner built from source with Go
+(``runners.prism``; without Go, one line says so), and a check that the shared
 data folder is where the demo looks. Each step says in one line what it did or what is missing.
 """
 
@@ -41,6 +42,9 @@ def main(argv=None) -> int:
                         help="the shared data folder the demo reads")
     args = parser.parse_args(argv)
     print(f"setup: {pseudonymisation_key()}")
+    from runners.prism import build
+
+    print(f"setup: {build()[1]}", flush=True)
     german = os.path.join(args.data, "credit", "german.data")
     if os.path.exists(german):
         print(f"setup: data folder {args.data} found")

@@ -11,6 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.exit_codes import run_command
 from pipelines.options import RunConfig, help_parser
+from runners.prism import with_prism
 from transforms.common.outputs import RunOutputs, is_output_failure, output_failure
 
 LOGGER = logging.getLogger(__name__)
@@ -149,8 +150,11 @@ def build_and_run(argv, test_pipeline, name: str, description: str, prepare, bui
         (the finished PipelineResult, the RunConfig).
     """
     print_help_if_asked(argv, name, description)
+    argv, runner_note = with_prism(list(sys.argv[1:] if argv is None else argv))
     options = PipelineOptions(argv)
     config = prepare(options)
+    if runner_note:
+        print(f"{name} launch: {runner_note}", flush=True)
     for note in config.launch_notes:
         print(f"{name} launch: {note}", flush=True)
     pipeline = test_pipeline or beam.Pipeline(options=options)
