@@ -32,7 +32,7 @@ MESSAGE_HEADER_BYTES = 16
 RECORD_BYTES = 2432       # every message but 31 fills a fixed-size record
 METADATA_RECORDS = 134
 # Offsets inside a message 31 header (after CTM and message header), ICD 2620002 Table XVII-A.
-_AZIMUTH_NUMBER, _RADIAL_STATUS, _ELEVATION_NUMBER, _ELEVATION_ANGLE = 10, 21, 22, 24
+_RADIAL_STATUS, _ELEVATION_NUMBER, _ELEVATION_ANGLE = 21, 22, 24
 START_STATUSES = (0, 3, 5)   # start of elevation, of volume, of the last elevation
 END_STATUSES = (2, 4)        # end of elevation, of volume
 END_OF_ELEVATION = 2
@@ -69,7 +69,6 @@ class Repaired:
 class _Radial:
     elevation: int
     status: int
-    offset: int      # of the message in its record's decompressed bytes
 
 
 @dataclasses.dataclass
@@ -179,7 +178,7 @@ def _read_records(raw: bytes) -> list[_Record]:
             records.append(_Record(index, None, [], f"{where} is corrupt (bzip2: {error})"))
             continue
         found = messages(data)
-        radials = [_Radial(*_radial(m), i) for i, m in enumerate(found) if _message_type(m) == 31]
+        radials = [_Radial(*_radial(m)) for m in found if _message_type(m) == 31]
         records.append(_Record(index, found, radials, data=data))
     return records
 
