@@ -15,11 +15,14 @@ import pytest
 
 from models.radar_qc.vocabulary import unpack_mask
 from pipelines import radar_qc
-from tests.conftest import KLOT_CHUNKS
+from tests.conftest import DATA_DIR, KLOT_CHUNKS
 from transforms.radar.rows import PREDICTION_SCHEMA, VOLUME_SCHEMA
 from transforms.radar.volumes import QC_CLASS, SweepKey
 
 pytestmark = pytest.mark.slow  # pipeline runs; the fast tier is -m 'not slow'
+
+
+KDMX = DATA_DIR / "radar" / "network" / "KDMX20250101_225441_V06"
 
 
 def read(path):
@@ -38,10 +41,11 @@ def first_klot_chunks(count: int) -> bytes:
     return b"".join((KLOT_CHUNKS / n).read_bytes() for n in names[:count])
 
 
-def radar_corpus(klbb: bytes, klot_cut: bytes) -> dict[str, bytes]:
+def radar_corpus(klbb: bytes, klot_cut: bytes, other: bytes) -> dict[str, bytes]:
     """Files a radar archive folder can hold, made from the real volumes or from nothing:
-    {name: content}. The two QC'd ones start with the radar's name; every other one is a
-    dead letter."""
+    {name: content}. The two QC'd ones start with the radar's name, and ``other`` (a volume
+    of another radar) with 50 kB of noise written into it is QC'd without the cuts the noise
+    falls in; every other one is a dead letter."""
     noise = np.random.default_rng(0).bytes(50_000)
     return {
         "KLBB20160601_150025_V06": klbb,
@@ -61,7 +65,7 @@ def radar_corpus(klbb: bytes, klot_cut: bytes) -> dict[str, bytes]:
         "noise.bz2": bz2.compress(noise),
         "gzip_cut_short.gz": gzip.compress(klbb[:400_000])[:100_000],
         "no_sweeps.nc": b"CDF\x01" + bytes(200),
-        "middle_corrupted": klbb[:1_000_000] + noise + klbb[1_050_000:1_200_000],
+        "middle_corrupted": other[:700_000] + noise + other[750_000:],
     }
 
 
@@ -95,11 +99,11 @@ DEAD_REASONS = {
 def batch_run(klbb_path, radar_registry, tmp_path_factory):
     """The real KLBB volume, a KLOT volume cut short and 16 kinds of bad file, QC'd in one
     batch run."""
-    if not KLOT_CHUNKS.exists():
-        pytest.skip(f"real data not found at {KLOT_CHUNKS}")
+    if not KLOT_CHUNKS.exists() or not KDMX.exists():
+        pytest.skip(f"real data not found at {KLOT_CHUNKS} or {KDMX}")
     inputs = tmp_path_factory.mktemp("volumes")
     with open(klbb_path, "rb") as f:
-        corpus = radar_corpus(f.read(), first_klot_chunks(27))
+        corpus = radar_corpus(f.read(), first_klot_chunks(27), KDMX.read_bytes())
     for name, content in corpus.items():
         (inputs / name).write_bytes(content)
     out = tmp_path_factory.mktemp("out")
@@ -136,10 +140,15 @@ def test_a_volume_cut_short_keeps_its_whole_sweeps_and_is_flagged(batch_run):
     cut = rows["KLOT20260328_201457_V06_cut_short"]
     assert (cut["sweeps_total"], cut["sweeps_expected"], cut["complete"]) == (4, 12, False)
     assert 0 < cut["sweeps_classified"] <= 4
-    # 50 kB of noise inside KLBB: the cuts before it are QC'd, the row says what was lost.
+    # 50 kB of noise inside a KDMX volume: the cuts it falls in are lost (the split cut at
+    # 1.49 deg), the others QC'd, and the row says what was lost and where.
     corrupted = rows["middle_corrupted"]
-    assert corrupted["complete"] is False and corrupted["sweeps_total"] == 2
-    assert corrupted["damaged_cuts"].startswith("cut 3 (1.45 deg) lost: compressed record ")
+    assert (corrupted["radar"], corrupted["complete"], corrupted["sweeps_total"]) == (
+        "KDMX", False, 6)
+    assert corrupted["damaged_cuts"] == (
+        "cut 3 (1.49 deg) lost: compressed record 19 of 43 (byte 692,963) is corrupt (bzip2: "
+        "Invalid data stream); cut 4 (1.49 deg) lost: compressed record 19 of 43 (byte "
+        "692,963) is corrupt (bzip2: Invalid data stream)")
     assert os.path.exists(cut["netcdf"]) and os.path.exists(cut["quicklook"])
 
 

@@ -80,14 +80,26 @@ class _Record:
     data: bytes = b""
 
 
+# The start of every bzip2 stream a Level II writer makes (block size 9, first block).
+_BZIP2_START = b"BZh91AY&SY"
+
+
 def ldm_records(raw: bytes) -> list[tuple[int, bytes, bool]]:
     """(offset, compressed bytes, whole) of each LDM record after the volume header; the
-    last may be cut short (``whole`` False) when the file is."""
+    last may be cut short (``whole`` False) when the file is. Where the bytes at a record's
+    place are not a bzip2 stream (garbage written into the file), they are one record of
+    their own and the walk resumes at the next bzip2 start, as xradar finds records."""
     records, pos = [], VOLUME_HEADER_BYTES
     while pos + 4 <= len(raw):
         size = abs(struct.unpack(">i", raw[pos:pos + 4])[0])
         if size == 0:
             break
+        if not raw.startswith(b"BZh", pos + 4):
+            following = raw.find(_BZIP2_START, pos + 4)
+            end = following - 4 if following >= pos + 8 else len(raw)
+            records.append((pos, raw[pos + 4:end], True))
+            pos = end
+            continue
         payload = raw[pos + 4:pos + 4 + size]
         records.append((pos, payload, len(payload) == size))
         pos += 4 + size
