@@ -382,8 +382,8 @@ def _decode(target, fmt: str, name: str, what: str):
         _standard_layout(tree)
     if fmt == formats.ODIM and tree.attrs.get("instrument_name") in (None, "None", ""):
         tree.attrs["instrument_name"] = formats.odim_station(target) or "unknown"
-    if fmt == formats.RAINBOW and formats.rainbow_sensor(target):
-        tree.attrs["instrument_name"] = formats.rainbow_sensor(target)
+    if fmt == formats.RAINBOW and (sensor := formats.rainbow_sensor(target)):
+        tree.attrs["instrument_name"] = sensor
     return tree
 
 

@@ -150,8 +150,7 @@ def volume_row(key: SweepKey, paths: dict, sweeps_total: int, fraction_removed: 
         "sweeps_total": sweeps_total,
         "sweeps_classified": key.qc_sweeps,
         "sweeps_expected": sweeps_expected,
-        "complete": (False if damaged_cuts and " lost: " in damaged_cuts else None
-                     if sweeps_expected is None else sweeps_total >= sweeps_expected),
+        "complete": None if sweeps_expected is None else sweeps_total >= sweeps_expected,
         "damaged_cuts": damaged_cuts or None,
         "sweeps_single_pol": sweeps_single_pol,
         "single_pol_model": single_pol_model,
