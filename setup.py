@@ -40,6 +40,8 @@ setup(
         # Reference QC algorithms for real-data skill (pipelines.radar_reference): fuzzy echo
         # classification and the Gabella clutter filter.
         "wradlib>=2.9,<3",
+        # Registry signatures (models.signing: Ed25519); Beam depends on it already.
+        "cryptography",
     ],
     extras_require={
         # Beam's DaskRunner needs these (apache-beam[dask]); runners.dask_runner uses them.

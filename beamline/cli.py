@@ -83,6 +83,12 @@ COMMANDS: dict[str, dict[str, Command] | Command] = {
                            "move an alias to a version (smoke-checked, audited)"),
         "rollback": Command("models.promotion:rollback_main",
                             "move an alias back to the version it replaced"),
+        "verify": Command("models.promotion:verify_main",
+                          "check every version's files and signature and the audit chain"),
+        "sign": Command("models.promotion:sign_main",
+                        "sign versions with the registry signing key (rotation)"),
+        "keygen": Command("models.promotion:keygen_main",
+                          "make a registry signing key pair (signatures are then required)"),
     },
     "serve": {
         "model": Command("services.model_server:main",

@@ -3,8 +3,9 @@
 A version is never promoted unless it passes its smoke checks: the model file's sha256 matches
 its manifest, the file loads, and it reproduces the predictions it made on the manifest's smoke
 inputs when it was trained (credit: scores within 1e-5 on a few hold-out applicants; radar: the
-same classes on a seeded synthetic window). Every move is appended to the alias audit log with
-who moved it, why, and the decision record behind it.
+same classes on a seeded synthetic window). Every move is first written as an audit record
+(``models.audit``: write-once, hash-chained) with who moved it, why, and the decision record
+behind it; ``verify`` checks every version's files and the chain.
 
 Usage::
 
@@ -12,6 +13,7 @@ Usage::
     python -m models.promotion promote --registry registry --model credit_german --version v0002 \\
         --reason "challenger beat champion" --decision registry/credit_german/promotions/...json
     python -m models.promotion rollback --registry registry --model credit_german
+    python -m models.promotion verify --registry registry --model credit_german
 """
 
 import argparse
@@ -77,8 +79,13 @@ def smoke_problems(ref: ModelRef) -> list[str]:
 
             kinds = dataset_from_manifest(ref.manifest).kinds
             scores = credit_smoke(model, kinds, smoke["inputs"])
+            if not np.all(np.isfinite(scores)) or not np.all(np.isfinite(smoke["scores"])):
+                return [f"the model scores {sum(not np.isfinite(x) for x in scores)} of "
+                        f"{len(scores)} smoke inputs as NaN or infinite (training recorded "
+                        f"{sum(not np.isfinite(x) for x in smoke['scores'])}): its training "
+                        f"data or weights hold non-finite values"]
             worst = max(abs(a - b) for a, b in zip(scores, smoke["scores"]))
-            if not np.all(np.isfinite(scores)) or worst > SCORE_TOLERANCE:
+            if worst > SCORE_TOLERANCE:
                 return [f"smoke scores differ from training's by up to {worst:.2e} "
                         f"(tolerance {SCORE_TOLERANCE:g})"]
         elif radar_smoke(model, smoke["seed"], smoke["shape"], ref.manifest.get(
@@ -130,11 +137,30 @@ def rollback(registry: str, name: str, alias: str = PRODUCTION, by: str | None =
     Raises:
         PromotionError: the alias was never moved from another version.
     """
-    moves = [e for e in model_registry.audit_log(registry, name) if e["alias"] == alias]
+    current = model_registry.read_alias(registry, name, alias)
+    # The last readable move that put the alias where it is now: a damaged record elsewhere
+    # in the trail does not block a rollback (status names it).
+    moves = [e for e in model_registry.audit_log(registry, name)
+             if current and e["alias"] == alias and e["to"] == current["version"]]
     if not moves or moves[-1]["from"] is None:
         raise PromotionError(f"{name} {alias} has no earlier version to roll back to")
     return promote(registry, name, moves[-1]["from"], alias, by or _who("rollback"),
                    f"{reason} (from {moves[-1]['to']})")
+
+
+def verify(registry: str, name: str) -> list[str]:
+    """Everything wrong with a model's registry entry: each version's files against its
+    manifest (and its signature when trusted keys are configured), and the audit trail's
+    chain. Empty when all holds."""
+    problems = []
+    for version in model_registry.list_versions(registry, name):
+        try:
+            ref = model_registry.resolve(registry, name, version, verify=True)
+        except RegistryError as error:
+            problems.append(str(error))
+            continue
+        problems += [f"model {name} {version}: {p}" for p in model_registry.version_problems(ref)]
+    return problems + model_registry.audit_trail(registry, name).problems
 
 
 def promote_first(registry: str, ref: ModelRef) -> dict | None:
@@ -154,13 +180,18 @@ def _who(command: str) -> str:
     return f"{user} via models.promotion {command}"
 
 
-COMMANDS = ("status", "promote", "rollback")
+COMMANDS = ("status", "promote", "rollback", "verify", "sign")
 
 
 def add_command_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     """The options of one of ``COMMANDS``."""
     parser.add_argument("--registry", default="registry")
     parser.add_argument("--model", required=True, help="model name, e.g. credit_german")
+    if command == "sign":
+        parser.add_argument("--version", default=None,
+                            help="one version (default: every version)")
+    if command in ("verify", "sign"):
+        return
     if command != "status":
         parser.add_argument("--alias", default=PRODUCTION)
         parser.add_argument("--reason", default=f"{command} by hand")
@@ -185,6 +216,37 @@ def rollback_main(argv=None) -> int:
     return main(["rollback", *(argv or [])], prog_is_command=True)
 
 
+def verify_main(argv=None) -> int:
+    """``beamline models verify``."""
+    return main(["verify", *(argv or [])], prog_is_command=True)
+
+
+def sign_main(argv=None) -> int:
+    """``beamline models sign``."""
+    return main(["sign", *(argv or [])], prog_is_command=True)
+
+
+def keygen_main(argv=None) -> int:
+    """``beamline models keygen``: a new registry signing key pair (rotation keeps the old
+    public key trusted until it is removed by hand)."""
+    from models import signing
+    from models.config import default_key_file
+
+    parser = argparse.ArgumentParser(
+        description="A new registry signing key pair: versions published after it are signed, "
+                    "and versions signed by no trusted key are refused.")
+    parser.add_argument("--dir", default=str(default_key_file().parent),
+                        help="where the key files go (default: the project's .secrets)")
+    args = parser.parse_args(argv)
+    import pathlib
+
+    private, trusted, key_id = signing.generate(pathlib.Path(args.dir))
+    print(f"registry signing key {key_id}: private key {private} (owner only; on the machine "
+          f"that publishes), trusted public keys {trusted} (copy to the machines that serve); "
+          f"sign the versions published before it: beamline models sign --model NAME")
+    return 0
+
+
 def main(argv=None, prog_is_command: bool = False) -> int:
     """``python -m models.promotion status|promote|rollback ...``.
 
@@ -206,10 +268,28 @@ def main(argv=None, prog_is_command: bool = False) -> int:
         args = parser.parse_args(argv)
     try:
         if args.command == "status":
+            trail = model_registry.audit_trail(args.registry, args.model)
             print(json.dumps({"versions": model_registry.list_versions(args.registry, args.model),
                               "aliases": model_registry.list_aliases(args.registry, args.model),
-                              "moves": model_registry.audit_log(args.registry, args.model)[-5:]},
+                              "moves": trail.moves[-5:], "audit_problems": trail.problems},
                              indent=2))
+            return 0
+        if args.command == "verify":
+            problems = verify(args.registry, args.model)
+            versions = model_registry.list_versions(args.registry, args.model)
+            moves = len(model_registry.audit_log(args.registry, args.model))
+            for problem in problems:
+                print(f"problem: {problem}")
+            print(f"{args.model}: {len(versions)} versions, {moves} audit records, "
+                  + (f"{len(problems)} problems" if problems else
+                     "files, signatures and audit chain intact"))
+            return 2 if problems else 0
+        if args.command == "sign":
+            versions = [args.version] if args.version else \
+                model_registry.list_versions(args.registry, args.model)
+            for version in versions:
+                key = model_registry.sign_version(args.registry, args.model, version)
+                print(f"{args.model} {version}: signed with key {key}")
             return 0
         if args.command == "promote":
             entry = promote(args.registry, args.model, args.version, args.alias,

@@ -89,7 +89,9 @@ def load_model(registry: str, row: dict):
         ref = model_registry.resolve(registry, row["model_name"], row["model_version"])
     except model_registry.RegistryError as error:
         raise ExplainError(str(error)) from error
-    if ref.sha256 != row["model_sha256"]:
+    # A row names the model file's sha256 (scored in a run) or an export's digest (scored by
+    # the serving function's SavedModel).
+    if row["model_sha256"] not in ref.digests():
         raise ExplainError(f"{row['model_name']} {row['model_version']} in {registry} has "
                            f"sha256 {ref.sha256}, the prediction was made by "
                            f"{row['model_sha256']}")
@@ -130,7 +132,7 @@ def replay(rows: list[dict], registry: str, rules_path: str | None = None) -> li
             result.update(pipeline=pipeline, event_time=str(row["event_time"]),
                           run_id=row["run_id"], run_mode=row["run_mode"],
                           model={"name": ref.name, "version": ref.version,
-                                 "sha256": ref.sha256, "path": ref.path},
+                                 "sha256": row["model_sha256"], "path": ref.path},
                           code={"stored": row["code_version"], "current": current_code})
         results.extend(replayed)
     return results

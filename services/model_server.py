@@ -28,7 +28,6 @@ import hmac
 import json
 import logging
 import os
-import pathlib
 import sys
 
 from starlette.applications import Starlette
@@ -94,7 +93,7 @@ class ServedVersion:
         if "saved_model" not in exports:
             raise ServingError(404, f"{ref.name} {ref.version} has no SavedModel export; "
                                     f"retrain it to serve it")
-        folder = str(pathlib.Path(ref.path).parent / exports["saved_model"]["path"])
+        folder = ref.export_folder("saved_model")  # resolve checked it stays in the version
         for name, digest in exports["saved_model"]["files"].items():
             if sha256_file(os.path.join(folder, name)) != digest:
                 raise ServingError(500, f"{ref.name} {ref.version}: export file {name} does "
@@ -105,7 +104,9 @@ class ServedVersion:
 
     @property
     def identity(self) -> dict:
-        return {"name": self.ref.name, "version": self.ref.version, "sha256": self.ref.sha256}
+        # The digest of the files that score (the SavedModel export), not the .keras file's.
+        return {"name": self.ref.name, "version": self.ref.version,
+                "sha256": self.ref.export_sha256("saved_model")}
 
     def rows(self, body: dict) -> list[dict]:
         """The instances of a predict body, validated against the data set.
@@ -162,7 +163,7 @@ class ServedVersion:
                 "metadata": {"signature_def": {SIGNATURE: {"inputs": inputs,
                                                            "outputs": outputs}},
                              "input_schema": self.ref.manifest.get("input_schema"),
-                             "sha256": self.ref.sha256}}
+                             "sha256": self.ref.export_sha256("saved_model")}}
 
 
 def create_app(registry: str, token: str | None = None,
@@ -174,16 +175,12 @@ def create_app(registry: str, token: str | None = None,
         return ServedVersion(model_registry.resolve(registry, name, version, verify=True))
 
     def lookup(name: str, version: str) -> ServedVersion:
-        # An alias (one small file) is read on every request, so a promotion or rollback is
-        # served at once; a version, once loaded and verified, is kept.
-        concrete = version
+        # An alias (one small file) and ``latest`` are re-read on every request, so a
+        # promotion, rollback or new version is served at once; a version, once loaded and
+        # verified, is kept.
         try:
-            if model_registry.is_alias(version):
-                alias = model_registry.read_alias(registry, name, version)
-                # No such alias: resolve says why (no such model, or which versions exist).
-                concrete = (alias["version"] if alias else
-                            model_registry.resolve(registry, name, version, verify=False).version)
-        except RegistryError as error:
+            concrete = model_registry.concrete_version(registry, name, version)
+        except RegistryError as error:  # a bad name, or no such model, version or alias
             raise ServingError(404, str(error)) from None
         try:
             return served(name, concrete)

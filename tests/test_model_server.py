@@ -189,7 +189,21 @@ def test_a_moved_alias_is_served_at_once(crx_registry, german_records, tmp_path)
         assert _post(predict, body).json()["model"]["version"] == "v0001"
         model_registry.set_alias(registry, "credit_german", "canary", second.version, "test",
                                  "t")
-        assert _post(predict, body).json()["model"]["version"] == second.version
+        answer = _post(predict, body).json()["model"]
+        assert answer["version"] == second.version
+        # The digest of the files that scored (the SavedModel export), not the .keras file's.
+        assert answer["sha256"] == second.export_sha256("saved_model") != second.sha256
+        # latest is re-read per request: a version published while serving answers at once.
+        latest = f"{url}/v1/models/credit_german/labels/latest:predict"
+        assert _post(latest, body).json()["model"]["version"] == second.version
+        third = model_registry.publish(registry, "credit_german", first.path, first.manifest,
+                                       exports={"saved_model": second.export_folder(
+                                           "saved_model")})
+        assert _post(latest, body).json()["model"]["version"] == third.version
+        # A name that could leave the registry or glob is a 404 in words, not a walk.
+        for name in ("..", "*"):
+            answer = _post(f"{url}/v1/models/{name}:predict", body)
+            assert answer.status_code == 404 and "is not a model name" in answer.text
 
 
 def _scored(out):
