@@ -39,6 +39,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import registry as model_registry
+from models.credit.event_times import EventTimeWindow, earliest_event_time
 from models.credit.handler import RemoteCreditHandler, credit_batch_handler
 from pipelines.launch import cli, pipeline_runner, run_outputs
 from pipelines.options import (
@@ -99,6 +100,7 @@ def prepare(options: PipelineOptions) -> RunConfig:
     and hashed, the key read, the rules checked and archived, the shadow chosen)."""
     config = resolve(options)
     credit = config.view(CreditScoringOptions)
+    earliest_event_time(credit.earliest_event_time)  # a bad date is refused before any work
     # A backfill replays decisions with a pinned version: no shadow unless one is asked for.
     requested = credit.shadow_version or ("none" if config.run_mode == "backfill" else None)
     setup = credit_setup(config.registry, config.model_name, config.model_version,
@@ -180,7 +182,8 @@ def build(pipeline, config: RunConfig, requests=None, model_updates=None) -> dic
         | "ParseRequests" >> beam.ParDo(ParseRequestBatchFn(
             PIPELINE_NAME, config.run_id, credit.max_request_bytes, dataset.fields,
             privacy_for(dataset, load_key=False), dataset.privacy_key,
-            setup.privacy.key_id)).with_outputs(
+            setup.privacy.key_id, EventTimeWindow(
+                earliest=earliest_event_time(credit.earliest_event_time)))).with_outputs(
             DEAD_LETTERS, main="requests"))
     if credit.model_endpoint:
         # The serving function resolves the version or alias itself, on every call.

@@ -258,6 +258,10 @@ class CreditScoringOptions(PipelineOptions):
                             help="most quote requests per offer API call")
         parser.add_argument("--max_request_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
                             help="longer request lines go to dead letters")
+        parser.add_argument("--earliest_event_time", default="1990-01-01",
+                            help="requests with an earlier event_time are dead letters (a "
+                                 "backfill of older requests gives an earlier date); later "
+                                 "than a day after reading is refused too")
         parser.add_argument("--min_batch_size", type=int, default=64,
                             help="smallest batch of requests parsed and scored together")
         parser.add_argument("--no_dedup", action="store_true",

@@ -237,3 +237,90 @@ def test_the_pipeline_refuses_rules_that_read_fields_the_served_data_set_lacks(
     assert "maps amount to 'credit_amount', which the served data set does not have" in \
         capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out")
+
+
+def _german_copy(tmp_path, changes: dict[int, tuple[int, str]]) -> str:
+    """A copy of the shipped German credit file with cells replaced: line -> (column, text)."""
+    from tests.conftest import GERMAN
+
+    if not GERMAN.exists():
+        pytest.skip(f"real data not found at {GERMAN}")
+    lines = GERMAN.read_text().splitlines()
+    for number, (column, text) in changes.items():
+        cells = lines[number - 1].split()
+        cells[column] = text
+        lines[number - 1] = " ".join(cells)
+    path = tmp_path / "german.data"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_nan_cells_in_a_numeric_column_are_missing_and_named_with_their_rows(tmp_path):
+    # credit_amount (column 5) is "missing": "reject": the rows are left out, and said so.
+    path = _german_copy(tmp_path, {3: (4, "nan"), 4: (4, "nan"), 9: (4, "NaN")})
+    loaded = read_data(load_dataset("credit_german"), path)
+    assert len(loaded.records) == 997 and loaded.dropped["field_missing"] == 3
+    assert all(np.isfinite(r["credit_amount"]) for r in loaded.records)
+    assert loaded.notes == (
+        f"{path}: rows 3 and 4: credit_amount 'nan' is not a number, read as missing "
+        f"(missing: reject, so these rows are left out)",
+        f"{path}: row 9: credit_amount 'NaN' is not a number, read as missing (missing: "
+        f"reject, so these rows are left out)")
+
+
+def test_infinite_cells_are_refused_naming_the_field_and_every_row(tmp_path):
+    path = _german_copy(tmp_path, {3: (4, "inf"), 7: (4, "inf"), 8: (1, "-Infinity")})
+    with pytest.raises(DataError) as caught:
+        read_data(load_dataset("credit_german"), path)
+    assert str(caught.value) == (
+        f"{path}: rows 3 and 7: credit_amount 'inf' is not a finite number; {path}: row 8: "
+        f"duration_months '-Infinity' is not a finite number")
+
+
+def test_a_model_whose_scores_are_not_finite_is_never_published(tmp_path, german_path,
+                                                                monkeypatch):
+    import models.credit.model
+    from models.credit.train import train
+
+    real = models.credit.model.predict_scores
+    monkeypatch.setattr(models.credit.model, "predict_scores",
+                        lambda *a, **k: real(*a, **k) * np.nan)  # a fault: NaN weights
+    registry = str(tmp_path / "registry")
+    with pytest.raises(DataError, match=r"1000 training and hold-out scores are NaN or "
+                                        r"infinite: the model is not published"):
+        train("credit_german", registry, german_path, epochs=1)
+    assert model_registry.list_versions(registry, "credit_german") == []
+
+
+def test_a_smoke_check_on_non_finite_scores_names_the_cause(credit_model_ref, tmp_path):
+    import shutil
+
+    from models.promotion import smoke_problems
+
+    registry = tmp_path / "registry"
+    folder = registry / "credit_german" / credit_model_ref.version
+    shutil.copytree(os.path.dirname(credit_model_ref.path), folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["smoke"]["scores"][0] = float("nan")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    ref = model_registry.resolve(str(registry), "credit_german", credit_model_ref.version)
+    assert smoke_problems(ref) == [
+        f"the model scores 0 of {len(manifest['smoke']['scores'])} smoke inputs as NaN or "
+        f"infinite (training recorded 1): its training data or weights hold non-finite values"]
+
+
+def test_a_training_snapshot_with_an_implausible_event_time_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from models.credit.snapshots import SnapshotError, read_file_rows
+    from models.provenance import sha256_file
+
+    times = [datetime.datetime(2026, 10, 1, tzinfo=datetime.UTC),
+             datetime.datetime(1, 1, 1, tzinfo=datetime.UTC)]
+    path = tmp_path / "part.parquet"
+    pq.write_table(pa.table({"income": [1.0, 2.0], "event_time": pa.array(
+        times, pa.timestamp("us", tz="UTC"))}), path)
+    with pytest.raises(SnapshotError, match=r"part.parquet: row 2: event_time "
+                                            r"0001-01-01T00:00:00\+00:00 is before 1990"):
+        read_file_rows((str(path), sha256_file(str(path))), ["income"])

@@ -46,6 +46,9 @@ def test_batch_graph_scores_good_requests_and_dead_letters_bad_ones(credit_regis
     requests = make_requests(20)
     lines = [(f"mem:{i}", json.dumps(r)) for i, r in enumerate(requests)]
     lines += [(f"bad:{i}", line) for i, line in enumerate(BAD_LINES)]
+    lines += [(f"year:{year}", json.dumps(dict(requests[0], request_id=f"y{year}",
+                                                event_time=f"{year}-01-01T00:00:00+00:00")))
+              for year in ("0001", "9999")]
     options = PipelineOptions(_args(credit_registry, tmp_path, "--sample_rate", "1.0"))
     with TestPipeline(options=options) as p:
         config = credit_scoring.prepare(options)
@@ -54,7 +57,8 @@ def test_batch_graph_scores_good_requests_and_dead_letters_bad_ones(credit_regis
                     | beam.Map(lambda r: r["request_id"]),
                     equal_to([r["request_id"] for r in requests]), label="AllGoodAnswered")
         assert_that(outputs["dead_letters"] | beam.Map(lambda d: (d["origin"], d["stage"])),
-                    equal_to([("bad:0", "parse"), ("bad:1", "parse"), ("bad:2", "validate")]),
+                    equal_to([("bad:0", "parse"), ("bad:1", "parse"), ("bad:2", "validate"),
+                              ("year:0001", "validate"), ("year:9999", "validate")]),
                     label="BadOnesDeadLettered")
         assert_that(outputs["predictions"] | "PredictionRows" >> beam.FlatMap(rows_of)
                     | beam.Map(

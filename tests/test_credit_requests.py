@@ -64,6 +64,41 @@ def test_bad_fields_are_rejected_with_a_clear_message(good, changes, stage, mess
     assert error.value.stage == stage
 
 
+@pytest.mark.parametrize("event_time, message", [
+    ("0001-01-01T00:00:00+00:00", "event_time 0001-01-01T00:00:00[+]00:00 is before "
+                                  "1990-01-01T00:00:00[+]00:00, the earliest this run accepts"),
+    ("9999-12-31T00:00:00+00:00", r"event_time 9999-12-31T00:00:00\+00:00 is more than 24 h "
+                                  r"after the request was received \(2026-11-27T00:00:00"),
+    ("2026-11-28T00:00:01+00:00", "is more than 24 h after"),
+])
+def test_an_implausible_event_time_is_refused_in_words_line_and_batch(
+        good, event_time, message):
+    from transforms.credit.requests import parse_requests, request_batch_schema
+
+    line = _line(good, event_time=event_time)
+    with pytest.raises(RequestError, match=message) as error:
+        parse_request(line, "o", NOW, FIELDS)
+    assert error.value.stage == "validate"
+    batch, failed = parse_requests([("o", line), ("p", json.dumps(good))], NOW, FIELDS,
+                                   request_batch_schema(FIELDS))
+    assert batch.num_rows == 1 and [(o, str(e)) for o, _, e in failed] == [
+        ("o", str(error.value))]
+
+
+def test_a_backfill_widens_the_window_by_its_option(good):
+    from models.credit.event_times import EventTimeWindow, earliest_event_time
+
+    line = _line(good, event_time="1985-03-01T00:00:00+00:00")
+    with pytest.raises(RequestError, match="before 1990-01-01"):
+        parse_request(line, "o", NOW, FIELDS)
+    wider = EventTimeWindow(earliest=earliest_event_time("1980-01-01"))
+    assert parse_request(line, "o", NOW, FIELDS, window=wider).event_time.year == 1985
+    with pytest.raises(ValueError, match="--earliest_event_time 'last year' is not an ISO"):
+        earliest_event_time("last year")
+    # Exactly a day ahead is still accepted (a client clock running fast).
+    parse_request(_line(good, event_time="2026-11-28T00:00:00+00:00"), "o", NOW, FIELDS)
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_numbers_are_rejected(good, value):
     # json.dumps writes NaN / Infinity, and json.loads accepts them.

@@ -422,6 +422,23 @@ class Loaded:
     ids: list | None
     event_times: list | None
     dropped: dict
+    notes: tuple[str, ...] = ()
+
+
+# How a number that is not one is spelt in data files (pandas, numpy, R, spreadsheets): read as
+# a missing value, which then follows the field's "missing" rule.
+NAN_SPELLINGS = frozenset({"nan", "+nan", "-nan", "na", "n/a", "null", "none"})
+_INFINITE = frozenset({"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
+
+
+def _rows_named(origins: list[str]) -> str:
+    """"german.data: lines 3 and 4" from origins "german.data:3", "german.data:4"."""
+    file = origins[0].rsplit(":", 1)[0]
+    rows = [o.rsplit(":", 1)[-1].replace("row ", "") for o in origins]
+    shown = ", ".join(rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+    if len(rows) in (2, 3, 4, 5):
+        shown = ", ".join(rows[:-1]) + f" and {rows[-1]}"
+    return f"{file}: {'rows' if len(rows) > 1 else 'row'} {shown}"
 
 
 def _raw_rows(dataset: Dataset, path: str):
@@ -462,10 +479,15 @@ def field_value(field: Field, raw, missing_values=()):
             (isinstance(raw, str) and (raw.strip() == "" or raw.strip() in missing_values)):
         return None
     if field.kind == NUMERIC:
+        if isinstance(raw, str) and raw.strip().lower() in NAN_SPELLINGS:
+            return None
         try:
-            return float(raw)
+            value = float(raw)
         except (TypeError, ValueError):
             raise DataError(f"{field.name}: {raw!r} is not a number") from None
+        if not math.isfinite(value):
+            raise DataError(f"{field.name}: {raw!r} is not a finite number")
+        return value
     return str(raw)
 
 
@@ -483,6 +505,9 @@ def read_data(dataset: Dataset, path: str) -> Loaded:
     missing_values = tuple(dataset.file.get("missing_values", ()))
     records, labels, ids, times = [], [], [], []
     dropped = {"label_missing": 0, "field_missing": 0}
+    numeric = [f for f in dataset.fields if f.kind == NUMERIC]
+    not_numbers: dict[tuple[str, str], list[str]] = {}  # (field, spelling) -> origins
+    infinite: dict[tuple[str, str], list[str]] = {}
     wanted = (*dataset.field_names, dataset.label_column,
               *(c for c in (dataset.id_column, dataset.event_time_column) if c))
     for origin, row in _raw_rows(dataset, path):
@@ -490,6 +515,17 @@ def read_data(dataset: Dataset, path: str) -> Loaded:
         if absent:
             raise DataError(f"{origin}: no column {', '.join(absent)} (columns: "
                             f"{', '.join(map(str, row))})")
+        # Cells that spell no finite number are gathered over the whole file, so the message
+        # names every row at once ("nan" in a numeric column made every training score NaN).
+        for f in numeric:
+            raw = row[f.name]
+            text = raw.strip().lower() if isinstance(raw, str) else None
+            if text in NAN_SPELLINGS and raw.strip() not in missing_values:
+                not_numbers.setdefault((f.name, raw.strip()), []).append(origin)
+            elif text in _INFINITE or (isinstance(raw, float) and math.isinf(raw)):
+                infinite.setdefault((f.name, str(raw).strip()), []).append(origin)
+        if infinite:
+            continue
         try:
             record = {f.name: field_value(f, row[f.name], missing_values)
                       for f in dataset.fields}
@@ -512,9 +548,19 @@ def read_data(dataset: Dataset, path: str) -> Loaded:
         ids.append(row[dataset.id_column] if dataset.id_column else None)
         times.append(str(row[dataset.event_time_column]) if dataset.event_time_column
                      else None)
+    if infinite:
+        raise DataError("; ".join(f"{_rows_named(origins)}: {name} {spelling!r} is not a "
+                                  f"finite number" for (name, spelling), origins
+                                  in infinite.items()))
+    rules = {f.name: f.missing for f in dataset.fields}
+    notes = tuple(f"{_rows_named(origins)}: {name} {spelling!r} is not a number, read as "
+                  f"missing (missing: {rules[name]}"
+                  + (", so these rows are left out)" if rules[name] == REJECT else
+                     ", imputed)") for (name, spelling), origins in not_numbers.items())
     return Loaded(records=records, labels=np.asarray(labels, dtype=np.int64),
                   ids=ids if dataset.id_column else None,
-                  event_times=times if dataset.event_time_column else None, dropped=dropped)
+                  event_times=times if dataset.event_time_column else None, dropped=dropped,
+                  notes=notes)
 
 
 def add_dataset_arguments(parser) -> None:

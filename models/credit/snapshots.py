@@ -14,10 +14,12 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from models.credit.dataset import NUMERIC, Dataset
+from models.credit.event_times import DEFAULT_WINDOW
 from models.provenance import sha256_file
 
 SNAPSHOTS = "snapshots"
@@ -133,9 +135,27 @@ def read_file_rows(file: tuple[str, str], field_names, since: datetime.datetime 
     missing = sorted(set(field_names) - set(table.schema.names))
     if missing:
         raise SnapshotError(f"{path} lacks the input fields {missing}")
+    _check_event_times(path, table)
     return [row for row in table.to_pylist()
             if not (since and row["event_time"] < since)
             and not (until and row["event_time"] >= until)]
+
+
+def _check_event_times(path: str, table: pa.Table) -> None:
+    """Refuse a snapshot file holding event times no run accepts (the request window's
+    bounds, with the file's write time as "received"): such rows would weigh as years old."""
+    times = table.column("event_time")
+    if not len(times):
+        return
+    now = datetime.datetime.now(datetime.UTC)
+    low, high = pc.min(times).as_py(), pc.max(times).as_py()
+    for edge in (low, high):
+        problem = DEFAULT_WINDOW.problem(edge, now)
+        if problem:
+            rows = [i + 1 for i, t in enumerate(times.to_pylist()) if t == edge][:5]
+            raise SnapshotError(f"{path}: {'row' if len(rows) == 1 else 'rows'} "
+                                f"{', '.join(map(str, rows))}: {problem}; the "
+                                f"snapshot is refused for training")
 
 
 def read_snapshot(registry: str, model_name: str, snapshot_id: str, dataset: Dataset,

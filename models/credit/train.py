@@ -183,6 +183,8 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
     loaded = read_data(dataset, path)
     LOGGER.info("read %d labelled rows from %s (left out: %s)", len(loaded.records), path,
                 loaded.dropped)
+    for note in loaded.notes:
+        LOGGER.warning("%s", note)
     extra, extra_labels, extra_weights, snapshot_info = snapshot_inputs(
         registry, dataset, snapshots, _date(since), _date(until), snapshot_weight,
         half_life_days)
@@ -203,8 +205,13 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
               sample_weight=weights[train_idx], epochs=epochs, batch_size=32, shuffle=True,
               verbose=0)
     holdout_scores = predict_scores(model, holdout_records, kinds)
-    metrics = holdout_metrics(labels[holdout_idx], holdout_scores, dataset)
     train_scores = predict_scores(model, train_records, kinds)
+    bad = int(np.sum(~np.isfinite(holdout_scores)) + np.sum(~np.isfinite(train_scores)))
+    if bad:  # never published: every figure and decision of such a version would be NaN
+        raise DataError(f"{bad} of {len(records)} training and hold-out scores are NaN or "
+                        f"infinite: the model is not published; look for non-finite values in "
+                        f"{path} or the snapshots")
+    metrics = holdout_metrics(labels[holdout_idx], holdout_scores, dataset)
     LOGGER.info("hold-out metrics: %s", metrics)
 
     manifest = {
@@ -214,6 +221,7 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
         "training_data_sha256": sha256_file(path),
         "training_rows": {"used": len(records), "base": len(loaded.records),
                           "snapshots": len(extra), **loaded.dropped},
+        "training_data_notes": list(loaded.notes),
         # Every input with its sha256: "what was this version trained on" has one answer.
         "training_inputs": [{"kind": "base", "path": path, "sha256": sha256_file(path),
                              "rows": len(loaded.records)}, *snapshot_info],

@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 
 from models.config import ConfigError
 from models.credit.dataset import Field
+from models.credit.event_times import DEFAULT_WINDOW, EventTimeWindow
 from transforms.common.dead_letters import DEAD_LETTERS, dead_letter
 from transforms.credit import rows as credit_rows
 from transforms.credit.offers import FAILED
@@ -32,7 +33,8 @@ class ParseRequestBatchFn(beam.DoFn):
 
     def __init__(self, pipeline_name: str, run_id: str, max_bytes: int,
                  fields: tuple[Field, ...], privacy: Privacy | None = None,
-                 key_source: str | None = None, key_id: str | None = None):
+                 key_source: str | None = None, key_id: str | None = None,
+                 window: EventTimeWindow = DEFAULT_WINDOW):
         self._pipeline_name = pipeline_name
         self._run_id = run_id
         self._max_bytes = max_bytes
@@ -40,6 +42,7 @@ class ParseRequestBatchFn(beam.DoFn):
         self._privacy = privacy
         self._key_source = key_source
         self._key_id = key_id
+        self._window = window
         self._schema = request_batch_schema(self._fields,
                                             privacy.pseudonymised if privacy else ())
 
@@ -57,7 +60,7 @@ class ParseRequestBatchFn(beam.DoFn):
         now = datetime.datetime.now(datetime.UTC)
         privacy = self._privacy if self._privacy is not None and self._privacy.active else None
         batch, failed = parse_requests(lines, now, self._fields, self._schema, self._max_bytes,
-                                       privacy)
+                                       privacy, self._window)
         for origin, line, error in failed:
             raw = line.decode("utf-8", "backslashreplace") if isinstance(line, bytes) else line
             size = len(line) if isinstance(line, bytes) else None

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from models.credit.dataset import NUMERIC, Field
+from models.credit.event_times import DEFAULT_WINDOW, EventTimeWindow
 from transforms.common.predictions import TIMESTAMP
 
 ID_FIELDS = ("request_id", "event_time")
@@ -71,6 +72,16 @@ def _listed(names) -> str:
     names = sorted(names)
     return ", ".join(shown(n)[1:-1] if len(n) > 40 else n for n in names[:10]) + (
         f" and {len(names) - 10} more" if len(names) > 10 else "")
+
+
+
+
+def check_window(event_time: datetime.datetime, received_at: datetime.datetime,
+                 window: EventTimeWindow) -> datetime.datetime:
+    problem = window.problem(event_time, received_at)
+    if problem:
+        raise RequestError("validate", problem)
+    return event_time
 
 
 def parse_event_time(value) -> datetime.datetime:
@@ -228,7 +239,8 @@ def parse_envelope(line: str, fields: tuple[Field, ...],
 
 def parse_request(line: str, origin: str, received_at: datetime.datetime,
                   fields: tuple[Field, ...],
-                  max_bytes: int = DEFAULT_MAX_REQUEST_BYTES, privacy=None) -> CreditRequest:
+                  max_bytes: int = DEFAULT_MAX_REQUEST_BYTES, privacy=None,
+                  window: EventTimeWindow = DEFAULT_WINDOW) -> CreditRequest:
     """One JSON line -> a validated CreditRequest.
 
     Args:
@@ -239,6 +251,7 @@ def parse_request(line: str, origin: str, received_at: datetime.datetime,
         max_bytes: longer lines are rejected.
         privacy: the data set's ``transforms.credit.privacy.Privacy`` (with its key) when it
             declares pass-through fields; None otherwise.
+        window: the event times accepted (``EventTimeWindow``).
 
     Raises:
         RequestError: with stage "parse" (oversized, empty, not JSON, not an object) or
@@ -247,6 +260,7 @@ def parse_request(line: str, origin: str, received_at: datetime.datetime,
     treatments = privacy.treatments if privacy else {}
     body, request_id, event_time = parse_envelope(line, fields, max_bytes,
                                                   _key_sets(fields, treatments))
+    check_window(event_time, received_at, window)
     if privacy:
         privacy.check_values(body)
     return CreditRequest(
@@ -296,7 +310,7 @@ def _column_looks_valid(field: Field, values: list) -> np.ndarray | None:
 
 def parse_requests(lines, received_at: datetime.datetime, fields: tuple[Field, ...],
                    schema: pa.Schema, max_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                   privacy=None
+                   privacy=None, window: EventTimeWindow = DEFAULT_WINDOW
                    ) -> tuple[pa.RecordBatch | None, list[tuple[str, object, RequestError]]]:
     """Many (origin, line) -> (record batch of the valid requests, [(origin, line, error)] of
     the others), with the same verdicts and messages as ``parse_request`` line by line, but
@@ -308,7 +322,7 @@ def parse_requests(lines, received_at: datetime.datetime, fields: tuple[Field, .
         fields: the served data set's fields.
         schema: ``request_batch_schema(fields, privacy.pseudonymised)``.
         max_bytes: longer lines are rejected.
-        privacy: as ``parse_request``.
+        privacy, window: as ``parse_request``.
     """
     failed, kept = [], []
     key_sets = _key_sets(fields, privacy.treatments if privacy else ())
@@ -316,6 +330,7 @@ def parse_requests(lines, received_at: datetime.datetime, fields: tuple[Field, .
         try:
             text = decode_line(line) if isinstance(line, bytes) else line
             parsed = parse_envelope(text, fields, max_bytes, key_sets)
+            check_window(parsed[2], received_at, window)
             if privacy:
                 privacy.check_values(parsed[0])
             kept.append((origin, line, *parsed))
