@@ -94,8 +94,9 @@ def test_predict_by_alias_version_and_label_with_the_version_that_answered(
         assert answer.status_code == 200, answer.text
         body = answer.json()
         np.testing.assert_allclose(body["predictions"], expected, atol=1e-6)
+        # The sha256 of what scored: the SavedModel export's files.
         assert body["model"] == {"name": "credit_german", "version": "v0001",
-                                 "sha256": credit_model_ref.sha256}
+                                 "sha256": credit_model_ref.export_sha256("saved_model")}
     columns = {k: [i[k] for i in instances] for k in instances[0]}
     answer = _post(f"{server}/v1/models/credit_german:predict", {"inputs": columns})
     np.testing.assert_allclose(answer.json()["predictions"], expected, atol=1e-6)
@@ -229,8 +230,12 @@ def test_the_pipeline_scores_through_the_serving_function_like_in_process(
     for pid, row in local.items():
         assert remote[pid]["score"] == pytest.approx(row["score"], abs=1e-6)
         assert remote[pid]["decision"] == row["decision"]
-        assert (remote[pid]["model_version"], remote[pid]["model_sha256"]) == \
-            (row["model_version"], row["model_sha256"])
+        # Each row names the files that scored it: the .keras file in process, the
+        # SavedModel export behind the serving function; both are the version's.
+        ref = model_registry.resolve(crx_registry, row["model_name"], row["model_version"])
+        assert remote[pid]["model_version"] == row["model_version"]
+        assert (row["model_sha256"], remote[pid]["model_sha256"]) == \
+            (ref.sha256, ref.export_sha256("saved_model"))
 
 
 @pytest.mark.slow

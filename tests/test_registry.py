@@ -247,13 +247,18 @@ def test_alias_moves_on_object_storage_are_refused_in_words(tmp_path):
 
     reg = tmp_path / "reg"
     _publish(tmp_path, reg)
-    remote = object_store.PREFIX + "reg-" + tmp_path.name
     import shutil
+    import uuid
 
+    remote = object_store.PREFIX + "reg-" + uuid.uuid4().hex
     shutil.copytree(reg, object_store.local(remote))
-    with pytest.raises(registry.RegistryError, match="localtest:// does not offer"):
-        registry.set_alias(remote, "toy", "production", "v0001", "t", "t")
-    assert registry.list_versions(remote, "toy") == ["v0001"]  # reading works there
+    try:
+        with pytest.raises(registry.RegistryError, match="localtest:// does not offer"):
+            registry.set_alias(remote, "toy", "production", "v0001", "t", "t")
+        assert registry.list_versions(remote, "toy") == ["v0001"]  # reading works there
+        assert registry.resolve(remote, "toy").version == "v0001"
+    finally:
+        shutil.rmtree(object_store.local(remote))
 
 
 # --- signatures ------------------------------------------------------------------------------
