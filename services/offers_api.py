@@ -153,8 +153,9 @@ class OffersService:
         self.run_id = new_run_id("online")
         self.context = {"pipeline": PIPELINE, "run_mode": "online", "run_id": self.run_id,
                         "code_version": code_version(), "pii_key_id": self.privacy.key_id,
+                        # In process the SavedModel export scores: rows name its digest.
                         "models": {self.ref.path: (self.ref.name, self.ref.version,
-                                                   self.ref.sha256)}}
+                                                   self.ref.export_sha256("saved_model"))}}
         self.offers = OfferCaller(offer_url, self.rules.fields)
         self.endpoint = model_endpoint
         self.endpoint_token = endpoint_token
@@ -199,7 +200,8 @@ class OffersService:
                            type(error).__name__, error)
             return {}
         ref = self._shadow.ref
-        return {"shadow_model_version": ref.version, "shadow_model_sha256": ref.sha256,
+        return {"shadow_model_version": ref.version,
+                "shadow_model_sha256": ref.export_sha256("saved_model"),
                 "shadow_score": score, "shadow_decision": decide(score, self.rules)}
 
     def score(self, fields: dict) -> tuple[float, str]:

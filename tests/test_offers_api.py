@@ -62,7 +62,7 @@ def test_an_applicant_gets_a_decision_an_offer_and_every_version(service_factory
     assert body["decision"] == "approve" and body["offer_status"] == "offered"
     assert body["offer"]["apr"] > 0 and body["offer"]["monthly_payment"] > 0
     assert body["versions"]["model"] == {"name": MODEL, "version": "v0001",
-                                         "sha256": service.ref.sha256}
+                                         "sha256": service.ref.export_sha256("saved_model")}
     assert body["versions"]["rules"] == service.rules.version
     # A retry with the same payload gets the same answer, without a second bank call.
     calls = bank.stats()["calls"]
