@@ -47,7 +47,8 @@ def offers_load(url: str, bodies: list[bytes], rate: float, deadline_ms: int = 2
         started = time.perf_counter()
         try:
             status = requests.post(url, data=body, timeout=10,
-                                   headers={"X-Deadline-Ms": str(deadline_ms)}).status_code
+                                   headers={"X-Deadline-Ms": str(deadline_ms),
+                                            "Content-Type": "application/json"}).status_code
         except requests.RequestException:
             status = "error"
         with lock:

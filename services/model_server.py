@@ -12,9 +12,10 @@ Endpoints (the request/response shapes of TF Serving, which Vertex AI endpoints 
 Each version is served from its SavedModel export (``exports.saved_model`` in the manifest;
 every file checked against its sha256 when loaded) through the ``serving_default`` signature,
 so preprocessing runs inside the model as in training. Inputs are validated against the
-manifest's data set (400 naming the field), bodies over ``--max_body_bytes`` get 413, and with
-a token (``--token`` or ``BEAMLINE_MODEL_TOKEN``) requests without ``Authorization: Bearer
-<token>`` get 401. It binds 127.0.0.1 unless told otherwise; ``--workers`` starts several
+manifest's data set (400 naming the field), bodies over ``--max_body_bytes`` get 413 before
+they are buffered, a Content-Type other than JSON 415, and with a token (``--token_file``,
+``BEAMLINE_MODEL_TOKEN``, or ``--token``) requests without ``Authorization: Bearer <token>``
+get 401. It binds 127.0.0.1 unless told otherwise; ``--workers`` starts several
 processes. Nothing is kept between requests but the loaded models.
 
 Usage::
@@ -24,7 +25,6 @@ Usage::
 
 import argparse
 import functools
-import hmac
 import json
 import logging
 import os
@@ -42,10 +42,12 @@ from models.credit.dataset import Dataset, dataset_from_manifest
 from models.exit_codes import run_command
 from models.provenance import sha256_file
 from models.registry import PRODUCTION, RegistryError
+from services.http import HttpError, bearer_ok, read_json_body, read_token
 from transforms.credit.requests import RequestError, validate_field
 
 LOGGER = logging.getLogger(__name__)
 CONFIG_ENV = "BEAMLINE_MODEL_SERVER"
+TOKEN_ENV = "BEAMLINE_MODEL_TOKEN"
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 SIGNATURE = "serving_default"
 
@@ -60,7 +62,11 @@ class ServingError(Exception):
 
 def version_name(text: str) -> str:
     """TF Serving's integer versions and the registry's ``v0002`` names, as the latter."""
-    return model_registry.format_version(int(text)) if text.isdigit() else text
+    # ASCII digits only ("²".isdigit() is true) and at most 9 (a version's width); anything
+    # else goes on as a name, which the registry's pattern then refuses in words.
+    if text.isascii() and text.isdigit() and len(text) <= 9:
+        return model_registry.format_version(int(text))
+    return text
 
 
 def parse_path(path: str) -> tuple[str, str, str]:
@@ -190,10 +196,7 @@ def create_app(registry: str, token: str | None = None,
             raise ServingError(500, f"{name} {concrete} cannot be served: {error}") from None
 
     def authorised(request: Request) -> bool:
-        if not token:
-            return True
-        given = request.headers.get("authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+        return bearer_ok(request, token)
 
     async def models_endpoint(request: Request):
         try:
@@ -205,18 +208,10 @@ def create_app(registry: str, token: str | None = None,
             if request.method == "POST" and action != "predict":
                 raise ServingError(405, f"{action} takes GET")
             if action == "predict":
-                length = int(request.headers.get("content-length") or 0)
-                if length > max_body_bytes:
-                    raise ServingError(413, f"body of {length} bytes exceeds "
-                                            f"{max_body_bytes}")
-                raw = await request.body()
-                if len(raw) > max_body_bytes:
-                    raise ServingError(413, f"body of {len(raw)} bytes exceeds "
-                                            f"{max_body_bytes}")
                 try:
-                    body = json.loads(raw)
-                except ValueError as error:
-                    raise ServingError(400, f"body is not JSON: {error}") from None
+                    _, body = await read_json_body(request, max_body_bytes)
+                except HttpError as error:
+                    raise ServingError(error.status, str(error)) from None
                 if not isinstance(body, dict):
                     raise ServingError(400, "body must be a JSON object")
                 model = await run_in_threadpool(lookup, name, version)
@@ -255,9 +250,13 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=8501)
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
-    parser.add_argument("--token", default=os.environ.get("BEAMLINE_MODEL_TOKEN"),
-                        help="bearer token clients must send (default: $BEAMLINE_MODEL_TOKEN)")
+    parser.add_argument("--token_file", default=None,
+                        help="a file holding the bearer token clients must send")
+    parser.add_argument("--token", default=None,
+                        help=f"the token itself (default: ${TOKEN_ENV}; on the command line "
+                             f"`ps` shows it to everyone: prefer the variable or the file)")
     args = parser.parse_args(argv)
+    args.token = read_token("serving function", TOKEN_ENV, args.token_file, args.token)
     if not os.path.isdir(args.registry) and "://" not in args.registry:
         print(f"error: registry {args.registry} not found", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ import datetime
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -43,19 +44,21 @@ from starlette.routing import Route
 from models import registry as model_registry
 from models.exit_codes import run_command
 from models.provenance import code_version, new_run_id
+from services.http import HttpError, bearer_ok, read_json_body, read_token
+from services.idempotency import ClaimStore
+from services.spool import Sink, Spool, SpoolError
 from transforms.common import dead_letters as dead
-from transforms.common.parquet_sink import (
-    conform,
-    partition_path,
-    rows_to_table,
-    split_by_partition,
-    write_table_atomically,
-)
 from transforms.common.predictions import PARTITION_COLUMNS, PREDICTIONS
 from transforms.common.sampling import keep_prediction
 from transforms.credit import rows as credit_rows
 from transforms.credit.offers import FAILED, OfferCaller
-from transforms.credit.requests import RequestError, load_json, parse_request
+from transforms.credit.requests import (
+    MAX_REQUEST_ID_LENGTH,
+    RequestError,
+    load_json,
+    parse_request,
+    shown,
+)
 from transforms.credit.rules import (
     decide,
 )
@@ -63,6 +66,10 @@ from transforms.credit.setup import credit_setup
 
 LOGGER = logging.getLogger(__name__)
 CONFIG_ENV = "BEAMLINE_OFFERS_API"
+TOKEN_ENV = "BEAMLINE_OFFERS_TOKEN"
+MODEL_TOKEN_ENV = "BEAMLINE_MODEL_TOKEN"
+MAX_DEADLINE_MS = 30_000.0
+BANK_CONCURRENCY = 16
 PIPELINE = "credit_scoring"
 
 
@@ -75,33 +82,48 @@ class OfferError(Exception):
 
 
 class SampleWriter:
-    """Buffers sampled prediction rows and dead letters; writes complete Parquet files from a
-    background thread every ``flush_secs`` or ``flush_rows``, and on ``close``."""
+    """Sampled prediction rows and dead letters, each durable in the spool before ``add``
+    returns (``services.spool``), written as Parquet every ``flush_secs`` or ``flush_rows``
+    and on ``close``; what a killed process spooled is written at the next start."""
 
     def __init__(self, output: str, run_id: str, model_name: str, schema: pa.Schema,
-                 flush_secs: float, flush_rows: int):
-        self._output = output.rstrip("/")
-        self._run_id = run_id
+                 flush_secs: float, flush_rows: int, spool_dir: str | None = None):
+        output = output.rstrip("/")
+        if spool_dir is None:
+            if "://" in output:
+                raise SpoolError(f"--output {output} is not a local folder: give --spool_dir "
+                                 f"(a local disk; answers wait for it)")
+            spool_dir = os.path.join(output, "_spool", "online")
         self._model_name = model_name
-        self._schema = schema
         self._flush_secs = flush_secs
         self._flush_rows = flush_rows
-        self._rows, self._dead = [], []
-        self._lock = threading.Lock()
+        self.spool = Spool(spool_dir, {
+            "predictions": Sink(f"{output}/{PREDICTIONS}", schema, PARTITION_COLUMNS),
+            "dead_letters": Sink(f"{output}/{dead.DEAD_LETTERS}", dead.SCHEMA,
+                                 dead.PARTITION_COLUMNS)}, run_id)
+        self.recovered = self.spool.recover()
+        if self.recovered:
+            LOGGER.warning("wrote %d rows a stopped process had spooled in %s", self.recovered,
+                           spool_dir)
+        self._pending = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._files = 0
         self._thread = threading.Thread(target=self._loop, name="sample-writer", daemon=True)
         self._thread.start()
 
     def add(self, row: dict | None = None, dead_letter: dict | None = None) -> None:
-        with self._lock:
-            if row is not None:
-                self._rows.append(row)
-            if dead_letter is not None:
-                self._dead.append(dict(dead_letter, model_name=self._model_name))
-            if len(self._rows) + len(self._dead) >= self._flush_rows:
-                self._wake.set()
+        """Spool a row or a dead letter; returns once it is on disk.
+
+        Raises:
+            SpoolError: it is not (the answer must not be released as a success).
+        """
+        if row is not None:
+            self.spool.append("predictions", row)
+        if dead_letter is not None:
+            self.spool.append("dead_letters", dict(dead_letter, model_name=self._model_name))
+        self._pending += 1
+        if self._pending >= self._flush_rows:
+            self._wake.set()
 
     def _loop(self):
         while not self._stop.is_set():
@@ -110,29 +132,15 @@ class SampleWriter:
             self.flush()
 
     def flush(self) -> int:
-        """Write what is buffered; returns how many rows were written."""
-        with self._lock:
-            rows, letters, self._rows, self._dead = self._rows, self._dead, [], []
-        for records, base, schema, columns in (
-                (rows, f"{self._output}/{PREDICTIONS}", self._schema, PARTITION_COLUMNS),
-                (letters, f"{self._output}/{dead.DEAD_LETTERS}", dead.SCHEMA,
-                 dead.PARTITION_COLUMNS)):
-            if not records:
-                continue
-            # The pipelines' sink functions: the same partitions, columns and atomic files.
-            file_schema = pa.schema([f for f in schema if f.name not in columns])
-            for values, part in split_by_partition(rows_to_table(records, schema), columns):
-                self._files += 1
-                name = f"{self._run_id}-{self._files:06d}.parquet"
-                write_table_atomically(conform(part, file_schema),
-                                       partition_path(base, columns, values), name)
-        return len(rows) + len(letters)
+        """Write what is spooled as Parquet; returns how many rows were written."""
+        self._pending = 0
+        return self.spool.flush()
 
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=30)
-        self.flush()
+        self.spool.close()
 
 
 class OffersService:
@@ -142,7 +150,9 @@ class OffersService:
                  output: str, sample_rate: float = 0.1, model_endpoint: str | None = None,
                  endpoint_token: str | None = None, rules_path: str | None = None,
                  idempotency_secs: float = 3600.0, flush_secs: float = 5.0,
-                 flush_rows: int = 1000, shadow_version: str | None = None):
+                 flush_rows: int = 1000, shadow_version: str | None = None,
+                 spool_dir: str | None = None, max_deadline_ms: float = MAX_DEADLINE_MS,
+                 bank_concurrency: int = BANK_CONCURRENCY):
         # The same set-up as the credit pipeline's launch (transforms.credit.setup); the
         # shadow's export is loaded below (ServedVersion), which checks it: no second load.
         setup = credit_setup(registry, model_name, version, rules_path, shadow_version,
@@ -170,10 +180,14 @@ class OffersService:
         LOGGER.info("%s", self.shadow_note)
         self.writer = SampleWriter(output, self.run_id, model_name,
                                    credit_rows.prediction_schema(self.dataset.stored_kinds),
-                                   flush_secs, flush_rows)
-        self.idempotency_secs = idempotency_secs
-        self._answers: dict[str, tuple[str, float, int, dict]] = {}
-        self._lock = threading.Lock()
+                                   flush_secs, flush_rows, spool_dir)
+        self.max_deadline_ms = max_deadline_ms
+        self.claims = ClaimStore(
+            os.path.join(os.path.dirname(self.writer.spool.folder), "idempotency.sqlite"),
+            idempotency_secs, pending_secs=max_deadline_ms / 1000.0 + 30.0)
+        # A bank that hangs holds at most this many calls (and threads) at once; requests for
+        # it beyond them fail at once instead of starving everyone else's.
+        self._bank_slots = threading.BoundedSemaphore(bank_concurrency)
 
     @staticmethod
     def _load_shadow(shadow, note: str):
@@ -228,7 +242,8 @@ class OffersService:
         return float(body["predictions"][0]), model_registry.remote_model_id(body["model"])
 
     def answer(self, raw: bytes, deadline_ms: float) -> tuple[int, dict]:
-        """(HTTP status, body) for one request body; idempotent by request id."""
+        """(HTTP status, body) for one request body; idempotent by request id (an atomic
+        claim in ``services.idempotency``: concurrent duplicates and restarts included)."""
         started = time.monotonic()
         text = raw.decode("utf-8", "replace")
         digest = hashlib.sha256(raw).hexdigest()
@@ -236,19 +251,35 @@ class OffersService:
             request_id = load_json(text).get("request_id")
         except (RequestError, AttributeError):
             request_id = None
-        if isinstance(request_id, str):
-            with self._lock:
-                seen = self._answers.get(request_id)
-                if seen and time.monotonic() - seen[1] < self.idempotency_secs:
-                    if seen[0] != digest:
-                        return 409, {"error": f"request_id {request_id} was already answered "
-                                              f"for another payload", "request_id": request_id}
-                    return seen[2], dict(seen[3], replayed=True)
-        status, body = self._answer(text, started, deadline_ms)
-        if isinstance(request_id, str) and status != 400:
-            with self._lock:
-                self._answers[request_id] = (digest, time.monotonic(), status, body)
+        if not (isinstance(request_id, str) and 0 < len(request_id) <= MAX_REQUEST_ID_LENGTH):
+            return self._answer(text, started, deadline_ms)  # refused with the reason
+        claim = self.claims.claim(request_id, digest)
+        if claim.busy:  # a duplicate sent at the same time: wait for the first one's answer
+            claim = self.claims.wait(request_id, digest, deadline_ms / 1000.0)
+        if claim.conflict:
+            return 409, {"error": "this request_id was already used for another payload",
+                         "request_id": request_id}
+        if claim.answer:
+            return claim.answer[0], dict(claim.answer[1], replayed=True)
+        if claim.busy:
+            return 409, {"error": "this request_id is being answered now; retry later",
+                         "request_id": request_id}
+        status, body = 500, {}
+        try:
+            status, body = self._answer(text, started, deadline_ms)
+        finally:
+            self.claims.settle(request_id, status, body)
         return status, body
+
+    def refuse(self, text: str, error: RequestError) -> tuple[int, dict]:
+        """A 400 and its dead letter (the raw body redacted as the data set says)."""
+        received = datetime.datetime.now(datetime.UTC)
+        raw, raw_hmac = self.privacy.redact_raw(text)
+        self.writer.add(dead_letter=dead.dead_letter(
+            pipeline=PIPELINE, stage=error.stage, error=error, raw=raw, origin="online",
+            run_id=self.run_id, failed_at=received,
+            raw_bytes=len(text.encode("utf-8", errors="replace")), raw_hmac=raw_hmac))
+        return 400, {"error": str(error), "stage": error.stage}
 
     def _answer(self, text: str, started: float, deadline_ms: float) -> tuple[int, dict]:
         received = datetime.datetime.now(datetime.UTC)
@@ -257,12 +288,7 @@ class OffersService:
             request = parse_request(body, "online", received, self.dataset.fields,
                                     privacy=self.privacy if self.privacy.active else None)
         except RequestError as error:
-            raw, raw_hmac = self.privacy.redact_raw(text)
-            self.writer.add(dead_letter=dead.dead_letter(
-                pipeline=PIPELINE, stage=error.stage, error=error, raw=raw, origin="online",
-                run_id=self.run_id, failed_at=received,
-                raw_bytes=len(text.encode("utf-8", errors="replace")), raw_hmac=raw_hmac))
-            return 400, {"error": str(error), "stage": error.stage}
+            return self.refuse(text, error)
         score, model_id = self.score(request.fields)
         row = credit_rows.scored_row(credit_rows.request_key(request),
                                      {**request.fields, **request.pseudonyms}, score,
@@ -274,7 +300,8 @@ class OffersService:
         if row["offer_status"] == FAILED:
             self.writer.add(dead_letter=credit_rows.offer_dead_letter(
                 row, tuple(self.dataset.stored_kinds)))
-            status = 504 if row["offer_error_class"] == "UserCodeTimeoutException" else 502
+            status = {"UserCodeTimeoutException": 504, "BankBusy": 503}.get(
+                row["offer_error_class"], 502)
             return status, {"error": row["offer_error"], **_answer_body(row)}
         if keep_prediction(row["prediction_id"], self.sample_rate):
             self.writer.add(row={**row, **self.shadow_columns(request.fields)})
@@ -289,6 +316,10 @@ class OffersService:
         if remaining_secs <= 0:
             return dict(row, offer_status=FAILED, offer_error_class="UserCodeTimeoutException",
                         offer_error="deadline passed before the bank was asked")
+        if not self._bank_slots.acquire(blocking=False):
+            return dict(row, offer_status=FAILED, offer_error_class="BankBusy",
+                        offer_error="every call slot to the bank is taken by calls still "
+                                    "waiting for it; retry later")
         try:
             return self.offers.call([row], remaining_secs)[0]
         except UserCodeTimeoutException as error:
@@ -297,6 +328,8 @@ class OffersService:
         except UserCodeExecutionException as error:
             return dict(row, offer_status=FAILED, offer_error_class=type(error).__name__,
                         offer_error=str(error))
+        finally:
+            self._bank_slots.release()
 
 
 def _with_event_time(text: str, received: datetime.datetime) -> str:
@@ -327,22 +360,34 @@ def _answer_body(row: dict) -> dict:
 
 
 def create_app(service: OffersService, default_deadline_ms: float = 2000.0,
-               max_body_bytes: int = 64 * 1024) -> Starlette:
+               max_body_bytes: int = 64 * 1024, token: str | None = None) -> Starlette:
     """The ASGI application around one OffersService; shutting down flushes the samples."""
 
     async def offers(request: Request):
-        raw = await request.body()
-        if len(raw) > max_body_bytes:
-            return JSONResponse({"error": f"body of {len(raw)} bytes exceeds "
-                                          f"{max_body_bytes}"}, status_code=413)
+        if not bearer_ok(request, token):
+            return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
         try:
-            deadline = float(request.headers.get("x-deadline-ms", default_deadline_ms))
+            raw, _ = await read_json_body(request, max_body_bytes)
+        except HttpError as error:
+            return JSONResponse({"error": str(error)}, status_code=error.status)
+        given = request.headers.get("x-deadline-ms")
+        try:
+            deadline = default_deadline_ms if given is None else float(given)
         except ValueError:
-            return JSONResponse({"error": "X-Deadline-Ms must be a number"}, status_code=400)
+            deadline = math.nan
+        if not (math.isfinite(deadline) and 0 < deadline <= service.max_deadline_ms):
+            error = RequestError("validate", f"X-Deadline-Ms must be a number of milliseconds "
+                                             f"above 0 and at most {service.max_deadline_ms:g}, "
+                                             f"got {shown(given)}")
+            status, body = await run_in_threadpool(service.refuse, raw.decode("utf-8"), error)
+            return JSONResponse(body, status_code=status)
         try:
             status, body = await run_in_threadpool(service.answer, raw, deadline)
         except OfferError as error:
             status, body = error.status, {"error": str(error)}
+        except SpoolError as error:  # the answer could not be made durable: not given
+            status, body = 503, {"error": f"the answer could not be recorded ({error}); "
+                                          f"retry"}
         return JSONResponse(body, status_code=status)
 
     @contextlib.asynccontextmanager
@@ -354,10 +399,13 @@ def create_app(service: OffersService, default_deadline_ms: float = 2000.0,
 
 
 def app_from_environment() -> Starlette:
-    """The app of a worker process, configured by the parent through the environment."""
+    """The app of a worker process, configured by the parent through the environment (the
+    tokens through their own variables, never in this one)."""
     config = json.loads(os.environ[CONFIG_ENV])
     deadline = config.pop("deadline_ms")
-    return create_app(OffersService(**config), deadline)
+    config["endpoint_token"] = os.environ.get(MODEL_TOKEN_ENV) or None
+    return create_app(OffersService(**config), deadline,
+                      token=os.environ.get(TOKEN_ENV) or None)
 
 
 def main(argv=None) -> int:
@@ -379,6 +427,22 @@ def main(argv=None) -> int:
     parser.add_argument("--sample_rate", type=float, default=0.1)
     parser.add_argument("--deadline_ms", type=float, default=2000.0,
                         help="default deadline of one answer (X-Deadline-Ms overrides)")
+    parser.add_argument("--max_deadline_ms", type=float, default=MAX_DEADLINE_MS,
+                        help="the longest X-Deadline-Ms accepted (longer: 400)")
+    parser.add_argument("--bank_concurrency", type=int, default=BANK_CONCURRENCY,
+                        help="most bank calls in flight at once (more: 503 at once)")
+    parser.add_argument("--spool_dir", default=None,
+                        help="local folder answers are made durable in before they are given "
+                             "(default: <output>/_spool/online)")
+    parser.add_argument("--token_file", default=None,
+                        help="a file holding the bearer token clients must send (or "
+                             f"${TOKEN_ENV}; none: no authentication)")
+    parser.add_argument("--token", default=None, help="the token itself (`ps` shows it)")
+    parser.add_argument("--model_endpoint_token_file", default=None,
+                        help=f"a file holding the serving function's token (or "
+                             f"${MODEL_TOKEN_ENV})")
+    parser.add_argument("--model_endpoint_token", default=None,
+                        help="the serving function's token itself (`ps` shows it)")
     parser.add_argument("--idempotency_secs", type=float, default=3600.0)
     parser.add_argument("--flush_secs", type=float, default=5.0)
     parser.add_argument("--flush_rows", type=int, default=1000)
@@ -388,12 +452,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     config = {k: getattr(args, k) for k in (
         "registry", "model_name", "offer_url", "output", "sample_rate", "model_endpoint",
-        "idempotency_secs", "flush_secs", "flush_rows", "deadline_ms", "shadow_version")}
+        "idempotency_secs", "flush_secs", "flush_rows", "deadline_ms", "shadow_version",
+        "spool_dir", "max_deadline_ms", "bank_concurrency")}
     config["version"] = args.model_version
     os.environ[CONFIG_ENV] = json.dumps(config)
     try:
+        for env, what, file, given in (
+                (TOKEN_ENV, "offers API", args.token_file, args.token),
+                (MODEL_TOKEN_ENV, "serving function", args.model_endpoint_token_file,
+                 args.model_endpoint_token)):
+            value = read_token(what, env, file, given)
+            if value:
+                os.environ[env] = value
         app = app_from_environment()
-    except (ValueError, model_registry.RegistryError) as error:
+    except (ValueError, model_registry.RegistryError, SpoolError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,

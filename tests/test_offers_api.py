@@ -19,6 +19,7 @@ from services.offers_api import OffersService
 from tests.conftest import ROOT, free_port
 
 MODEL = "credit_german"
+JSON = {"Content-Type": "application/json"}
 
 
 def _request(german_records, index: int, request_id: str) -> bytes:
@@ -34,8 +35,10 @@ def service_factory(crx_registry, tmp_path, offer_service):
 
     def make(bank=None, **kwargs):
         bank = bank or offer_service()
+        # Each service its own output: one spool has one writer.
+        output = tmp_path / ("out" if not made else f"out-{len(made) + 1}")
         service = OffersService(crx_registry, MODEL, "production", bank.url,
-                                str(tmp_path / "out"), **{"sample_rate": 1.0, **kwargs})
+                                str(output), **{"sample_rate": 1.0, **kwargs})
         made.append(service)
         return service, bank
 
@@ -132,14 +135,14 @@ def test_sigterm_loses_nothing_answered_and_evaluation_reads_online_rows(
         url = f"http://127.0.0.1:{port}/v1/offers"
         for _ in range(300):
             try:
-                requests.post(url, data=b"{}", timeout=1)
+                requests.post(url, json={}, timeout=1)
                 break
             except requests.ConnectionError:
                 time.sleep(0.1)
         answered = []
         for i in range(25):
             answer = requests.post(url, data=_request(german_records, i, f"sig-{i:02d}"),
-                                   timeout=10)
+                                   headers=JSON, timeout=10)
             if answer.status_code == 200:
                 answered.append(answer.json()["request_id"])
         assert len(answered) == 25
