@@ -158,8 +158,10 @@ def main(argv=None):
             train(MODEL, registry, DATA, command="bench/credit_throughput.py")
         ref = model_registry.resolve(registry, MODEL)
         records = read_data(GERMAN, DATA).records
+        # 30 s apart, ending on 2026-11-01: any --rows stays inside the event-time window.
+        end = datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
         requests = replay_requests(records, args.rows,
-                                   datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC), 30)
+                                   end - datetime.timedelta(seconds=30 * args.rows), 30)
         input_path = os.path.join(workdir, "requests.jsonl")
         write_jsonl(requests, input_path)
         fields = [{k: float(v) if isinstance(v, int) else v for k, v in r.items()

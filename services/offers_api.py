@@ -10,11 +10,22 @@ rejects gives 502; bad input 400 naming the field. Every body says what failed.
 
 Every answered request is sampled with the pipelines' deterministic rule into the same
 Hive-partitioned Parquet layout (same columns, ``run_mode=online``), and failures go to the same
-dead letters, so the scheduled evaluation covers online traffic unchanged. A background writer
-flushes complete files every ``--flush_secs`` or ``--flush_rows`` and on shutdown (SIGTERM), so
-nothing answered is lost. Clients retry: the same ``request_id`` with the same payload within
-``--idempotency_secs`` gets the original answer back (no second score, no second bank call);
-the same id with another payload is a 409.
+dead letters, so the scheduled evaluation covers online traffic unchanged. A row (or dead
+letter) is fsynced in a spool before its answer is released (``services.spool``: one fsync per
+group of concurrent answers) and written as Parquet every ``--flush_secs`` or ``--flush_rows``,
+on shutdown, and, after a crash, at the next start: nothing answered is lost, a kill included.
+Clients retry: a request id is claimed atomically in SQLite (``services.idempotency``), so the
+same id with the same payload gets the original answer back (no second score, no second bank
+call), concurrent duplicates and restarts included; another payload is a 409. A 502/503/504 is
+not final: a retry does it again.
+
+At the edge: a body over ``--max_body_bytes`` is refused while it is read (413), a body that is
+not ``application/json`` is 415, JSON is the pipelines' strict parser, ``X-Deadline-Ms`` must be
+finite, positive and at most ``--max_deadline_ms`` (else 400 and a dead letter), at most
+``--bank_concurrency`` bank calls are in flight (more: 503 at once, so a hanging bank starves
+nobody), and with a token (``--token_file`` or ``BEAMLINE_OFFERS_TOKEN``) a request without
+``Authorization: Bearer <token>`` is 401. The serving function's token is passed on
+(``--model_endpoint_token_file`` or ``BEAMLINE_MODEL_TOKEN``).
 
 Usage::
 

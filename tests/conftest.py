@@ -1,6 +1,7 @@
 """Shared fixtures: the real data, a trained credit model in a temporary registry, the offers
 service on a free loopback port."""
 
+import contextlib
 import datetime
 import json
 import os
@@ -172,6 +173,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_app(app):
+    """An ASGI app under uvicorn on a free 127.0.0.1 port, in a thread; yields its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def rows_of(batch) -> list[dict]:

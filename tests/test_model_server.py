@@ -2,45 +2,27 @@
 server, validation, limits and authentication."""
 
 import concurrent.futures
-import contextlib
 import os
+import select
 import shutil
-import threading
-import time
+import socket
 
 import numpy as np
 import pytest
 import requests
 
 from models import registry as model_registry
-from tests.conftest import free_port
+from tests.conftest import free_port, serve_app
 
 TOKEN = "test-token"
 
 
 
-@contextlib.contextmanager
 def _serve(registry: str):
     """services.model_server on a free 127.0.0.1 port, with a token, in a thread."""
-    import uvicorn
-
     from services.model_server import create_app
 
-    port = free_port()
-    config = uvicorn.Config(create_app(registry, TOKEN, max_body_bytes=64 * 1024),
-                            host="127.0.0.1", port=port, log_level="warning")
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if instance.started:
-            break
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        instance.should_exit = True
-        thread.join(timeout=10)
+    return serve_app(create_app(registry, TOKEN, max_body_bytes=64 * 1024))
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +126,76 @@ def test_limits_authentication_and_unknown_models(server, german_records):
                  {"instances": instances[:1]}).status_code == 404
     assert requests.get(f"{server}/v1/models/credit_german:predict", timeout=10,
                         headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 405
+
+
+def _raw_post(url, data, content_type="application/json"):
+    return requests.post(url, data=data, timeout=30, headers={
+        "Authorization": f"Bearer {TOKEN}", **({"Content-Type": content_type}
+                                               if content_type else {})})
+
+
+@pytest.mark.parametrize("data, content_type, status, message", [
+    (b'{"instances": [], "instances": []}', "application/json", 400, "duplicate key"),
+    (b"[" * 5000 + b"]" * 5000, "application/json", 400, "nested too deeply"),
+    (b'{"instances": [' + b"1" * 5000 + b"]}", "application/json", 400, "malformed JSON"),
+    (b"\xff\xfe", "application/json", 400, "not UTF-8"),
+    (b'{"instances": []}', "text/plain", 415, "Content-Type must be application/json"),
+    (b'{"instances": []}', None, 415, "Content-Type must be application/json"),
+])
+def test_hostile_bodies_are_4xx_in_words_never_500(server, data, content_type, status,
+                                                   message):
+    answer = _raw_post(f"{server}/v1/models/credit_german:predict", data, content_type)
+    assert answer.status_code == status and message in answer.json()["error"], answer.text
+
+
+@pytest.mark.parametrize("path", ["credit_german/versions/²²", "credit_german/versions/"
+                                  + "9" * 5000, "credit_*/versions/1", "cre[dit/labels/x",
+                                  "credit_german/labels/" + "x" * 300])
+def test_hostile_model_paths_are_404_in_words(server, path):
+    answer = _raw_post(f"{server}/v1/models/{path}:predict", b'{"instances": [{}]}')
+    assert answer.status_code == 404 and answer.json()["error"], answer.text
+
+
+def _answer_of(connection) -> str:
+    """One HTTP answer read off a raw socket: head and body."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+            data.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0]):
+        chunk = connection.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode()
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(server, german_records):
+    # Declared 100 MiB, none sent: the answer comes without waiting for the body.
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            f"POST /v1/models/credit_german:predict HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {100 << 20}\r\n\r\n".encode())
+        head = _answer_of(connection)
+    assert head.startswith("HTTP/1.1 413") and "exceeds the limit" in head
+    # A chunked body of up to 100 MiB (no length to check up front), sent a MiB at a time:
+    # the 413 must come while it is still being sent.
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            f"POST /v1/models/credit_german:predict HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+            f"Transfer-Encoding: chunked\r\n\r\n".encode())
+        sent, head = 0, ""
+        while sent < 100 and not head:
+            try:
+                connection.sendall(b"100000\r\n" + b" " * (1 << 20) + b"\r\n")
+            except OSError:
+                pass  # closed by the server after its answer
+            sent += 1
+            if select.select([connection], [], [], 0.2)[0]:
+                head = _answer_of(connection)
+    assert head.startswith("HTTP/1.1 413") and "exceeds the limit" in head
+    assert sent < 10  # the limit is 64 KiB: refused within the first MiB or two, not 100
 
 
 def test_status_and_metadata(server, credit_model_ref):
