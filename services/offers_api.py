@@ -67,8 +67,8 @@ from transforms.credit.requests import (
     MAX_REQUEST_ID_LENGTH,
     RequestError,
     load_json,
+    misfit,
     parse_request,
-    shown,
 )
 from transforms.credit.rules import (
     decide,
@@ -285,7 +285,7 @@ class OffersService:
     def refuse(self, text: str, error: RequestError) -> tuple[int, dict]:
         """A 400 and its dead letter (the raw body redacted as the data set says)."""
         received = datetime.datetime.now(datetime.UTC)
-        raw, raw_hmac = self.privacy.redact_raw(text)
+        raw, raw_hmac = self.privacy.redact_raw(text, error.field)
         self.writer.add(dead_letter=dead.dead_letter(
             pipeline=PIPELINE, stage=error.stage, error=error, raw=raw, origin="online",
             run_id=self.run_id, failed_at=received,
@@ -389,7 +389,7 @@ def create_app(service: OffersService, default_deadline_ms: float = 2000.0,
         if not (math.isfinite(deadline) and 0 < deadline <= service.max_deadline_ms):
             error = RequestError("validate", f"X-Deadline-Ms must be a number of milliseconds "
                                              f"above 0 and at most {service.max_deadline_ms:g}, "
-                                             f"got {shown(given)}")
+                                             f"got {misfit(given)}")
             status, body = await run_in_threadpool(service.refuse, raw.decode("utf-8"), error)
             return JSONResponse(body, status_code=status)
         try:

@@ -428,3 +428,24 @@ def test_tokens_are_read_from_a_file_or_the_environment_and_argv_warns(tmp_path,
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(ValueError, match="is empty"):
         read_token("test", "X_TOKEN", str(tmp_path / "empty"), None)
+
+
+def test_a_name_in_the_wrong_field_is_in_neither_the_400_nor_the_dead_letter(
+        service_factory, german_records, tmp_path):
+    service, _ = service_factory()
+    name = "Greta Geheim-Verborgen"
+    for field in ("event_time", "purpose", "request_id"):
+        body = dict(json.loads(_request(german_records, 0, f"wrong-{field}")), **{field: name})
+        if field == "request_id":
+            body[field] = name + "\u0007"  # control characters: refused
+        status, answer = service.answer(json.dumps(body).encode(), 2000)
+        assert status == 400 and "a string of" in answer["error"], answer
+        assert "Greta" not in json.dumps(answer)
+    service.writer.flush()
+    dead = ds.dataset(str(tmp_path / "out" / "dead_letters"),
+                      partitioning="hive").to_table().to_pylist()
+    assert len(dead) == 3 and "Greta" not in json.dumps(dead, default=str)
+    for letter in dead:
+        kept = [v for v in json.loads(letter["raw"]).values()
+                if isinstance(v, dict) and "characters" in v]
+        assert len(kept) == 1 and "hmac" in kept[0]

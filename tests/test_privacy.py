@@ -260,3 +260,33 @@ def test_a_worker_holding_another_key_than_the_launch_is_refused(monkeypatch):
     with pytest.raises(ConfigError, match=f"fingerprint {key_fingerprint(b'j' * 32)}.* is not "
                                           f"the one the run was launched with \\({launch_id}\\)"):
         other.setup()
+
+
+@pytest.mark.parametrize("declares_personal_data", [True, False])
+def test_a_name_typed_into_the_wrong_field_is_echoed_nowhere(make_requests, monkeypatch,
+                                                             declares_personal_data):
+    """A value that does not fit its field is not quoted in the message, and the dead letter
+    keeps only its length (and keyed hash when the data set has a key)."""
+    content = _content(pass_through=[{"name": "national_id", "treatment": "pseudonymise"}],
+                       privacy={"key": "env:BANK_KEY", "unparsed_dead_letters": "keep"})
+    if not declares_personal_data:  # no key: the length alone is kept
+        content = {k: v for k, v in content.items() if k not in ("pass_through", "privacy")}
+    dataset = Dataset.from_dict(content)
+    monkeypatch.setenv("BANK_KEY", KEY)
+    parse = ParseRequestBatchFn("credit_scoring", "r", 10_000, dataset.fields,
+                                privacy_for(dataset, load_key=False),
+                                dataset.privacy_key, None)
+    parse.setup()
+    good = make_requests(3, "misfit")
+    name = "Greta Geheim-Verborgen"
+    lines = [("a", json.dumps(dict(good[0], event_time=name))),
+             ("b", json.dumps(dict(good[1], checking_status=name))),
+             ("c", json.dumps(dict(good[2], credit_amount=name)))]
+    letters = [o.value for o in parse.process(lines) if hasattr(o, "tag")]
+    assert [d["origin"] for d in letters] == ["a", "b", "c"]
+    assert "event_time (a string of 22 characters) is not ISO-8601" in letters[0]["message"]
+    for letter, field in zip(letters, ("event_time", "checking_status", "credit_amount")):
+        assert name not in json.dumps(letter, default=str)
+        kept = json.loads(letter["raw"])[field]
+        assert kept["characters"] == len(name)
+        assert ("hmac" in kept) == declares_personal_data

@@ -13,7 +13,7 @@ from models.credit.event_times import DEFAULT_WINDOW, EventTimeWindow
 from transforms.common.dead_letters import DEAD_LETTERS, dead_letter
 from transforms.credit import rows as credit_rows
 from transforms.credit.offers import FAILED
-from transforms.credit.privacy import Privacy, read_key
+from transforms.credit.privacy import Privacy, mask_misfit, read_key
 from transforms.credit.requests import parse_requests, request_batch_schema
 
 
@@ -67,7 +67,9 @@ class ParseRequestBatchFn(beam.DoFn):
             raw_hmac = None
             if privacy is not None:
                 size = size or len(raw.encode("utf-8", errors="replace"))
-                raw, raw_hmac = privacy.redact_raw(raw)
+                raw, raw_hmac = privacy.redact_raw(raw, error.field)
+            else:
+                raw = mask_misfit(raw, error.field, None)
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
                 pipeline=self._pipeline_name, stage=error.stage, error=error, raw=raw,
                 origin=origin, run_id=self._run_id, failed_at=now, raw_bytes=size,

@@ -136,8 +136,14 @@ class Privacy:
                 redacted[name] = value
         return redacted
 
-    def redact_raw(self, text: str | None) -> tuple[str | None, str | None]:
-        """(raw text as a dead letter may keep it, keyed hash of the original or None)."""
+    def redact_raw(self, text: str | None, misfit_field: str | None = None
+                   ) -> tuple[str | None, str | None]:
+        """(raw text as a dead letter may keep it, keyed hash of the original or None).
+
+        ``misfit_field``: the field whose value was refused (``RequestError.field``); a text
+        value there is kept as its length and keyed hash only (a name typed into event_time
+        is personal data nobody declared)."""
+        text = mask_misfit(text, misfit_field, self.key)
         if text is None or not self.active:
             return text, None
         try:
@@ -149,6 +155,24 @@ class Privacy:
         if self.hash_unparsed:
             return None, self.pseudonym(text)
         return text, None
+
+
+def mask_misfit(text: str | None, field: str | None, key: bytes | None) -> str | None:
+    """The raw body with the text value of ``field`` replaced by its length (and keyed hash
+    when a key is loaded); anything else unchanged."""
+    if text is None or field is None:
+        return text
+    try:
+        body = load_json(text)
+    except RequestError:
+        return text
+    if not isinstance(body, dict) or not isinstance(body.get(field), str):
+        return text
+    value = body[field]
+    body[field] = {"redacted": "a value that does not fit the field", "characters": len(value),
+                   **({"hmac": hmac.new(key, value.encode("utf-8"), hashlib.sha256)
+                       .hexdigest()[:PSEUDONYM_HEX]} if key else {})}
+    return json.dumps(body)
 
 
 def privacy_for(dataset: Dataset, load_key: bool = True) -> Privacy:

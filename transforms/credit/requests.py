@@ -32,9 +32,10 @@ DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
 class RequestError(ValueError):
     """A request that cannot be scored; ``stage`` is "parse" or "validate"."""
 
-    def __init__(self, stage: str, message: str):
+    def __init__(self, stage: str, message: str, field: str | None = None):
         super().__init__(message)
         self.stage = stage
+        self.field = field  # the field whose value did not fit (its value is never quoted)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +69,21 @@ def shown(value) -> str:
     return f"{text[:32]}... ({size:,} {'characters' if isinstance(value, str) else 'long'})"
 
 
+def misfit(value) -> str:
+    """A value that does not fit its field, as a message describes it without quoting it: a
+    name typed into event_time or a code field must not travel on in a 400 body, a log or a
+    dead letter's message. Numbers are quoted (a number is no name); text is not."""
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
+        return shown(value)
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return f"an object of {len(value)} keys"
+    return type(value).__name__
+
+
 def _listed(names) -> str:
     names = sorted(names)
     return ", ".join(shown(n)[1:-1] if len(n) > 40 else n for n in names[:10]) + (
@@ -92,13 +108,14 @@ def parse_event_time(value) -> datetime.datetime:
     """
     if not isinstance(value, str):
         raise RequestError("validate", f"event_time must be an ISO-8601 string, got "
-                                       f"{type(value).__name__}")
+                                       f"{type(value).__name__}", "event_time")
     try:
         parsed = datetime.datetime.fromisoformat(value)
     except ValueError:
-        raise RequestError("validate", f"event_time {shown(value)} is not ISO-8601") from None
+        raise RequestError("validate", f"event_time ({misfit(value)}) is not ISO-8601",
+                           "event_time") from None
     if parsed.tzinfo is None:
-        raise RequestError("validate", f"event_time {shown(value)} has no time zone")
+        raise RequestError("validate", f"event_time {value} has no time zone")  # a timestamp
     return parsed.astimezone(datetime.UTC)
 
 
@@ -117,7 +134,7 @@ def validate_field(field: Field, value):
     if field.kind == NUMERIC:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RequestError("validate", f"{name} must be a number, got "
-                                           f"{type(value).__name__} {shown(value)}")
+                                           f"{type(value).__name__} ({misfit(value)})", name)
         try:
             number = float(value)
         except OverflowError:  # an integer beyond any float
@@ -132,10 +149,10 @@ def validate_field(field: Field, value):
         return number
     if not isinstance(value, str):
         raise RequestError("validate", f"{name} must be a category code string, got "
-                                       f"{type(value).__name__} {shown(value)}")
+                                       f"{type(value).__name__} ({misfit(value)})", name)
     if not value.strip() or len(value) > field.max_code_length:
-        raise RequestError("validate", f"{name}={shown(value)} is not a category code "
-                                       f"(1..{field.max_code_length} characters)")
+        raise RequestError("validate", f"{name} ({misfit(value)}) is not a category code "
+                                       f"(1..{field.max_code_length} characters)", name)
     return value
 
 
@@ -230,10 +247,10 @@ def parse_envelope(line: str, fields: tuple[Field, ...],
             len(request_id) > MAX_REQUEST_ID_LENGTH:
         raise RequestError("validate", f"request_id must be a non-empty string of at most "
                                        f"{MAX_REQUEST_ID_LENGTH} characters, got "
-                                       f"{shown(request_id)}")
+                                       f"{misfit(request_id)}", "request_id")
     if _CONTROL.search(request_id):
-        raise RequestError("validate", f"request_id {shown(request_id)} contains control "
-                                       f"characters")
+        raise RequestError("validate", f"request_id ({misfit(request_id)}) contains control "
+                                       f"characters", "request_id")
     return body, request_id, parse_event_time(body["event_time"])
 
 
