@@ -42,7 +42,7 @@ from models.credit.dataset import Dataset, dataset_from_manifest
 from models.exit_codes import run_command
 from models.provenance import sha256_file
 from models.registry import PRODUCTION, RegistryError
-from services.http import HttpError, bearer_ok, read_json_body, read_token
+from services.http import HttpError, TimedH11Protocol, bearer_ok, read_json_body, read_token
 from transforms.credit.requests import RequestError, validate_field
 
 LOGGER = logging.getLogger(__name__)
@@ -265,7 +265,8 @@ def main(argv=None) -> int:
     print(f"serving {args.registry} on http://{args.host}:{args.port}/v1/models/<name>",
           flush=True)
     uvicorn.run("services.model_server:app_from_environment", factory=True, host=args.host,
-                port=args.port, workers=args.workers, log_level="warning")
+                port=args.port, workers=args.workers, log_level="warning",
+                http=TimedH11Protocol)
     return 0
 
 

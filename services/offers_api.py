@@ -55,7 +55,7 @@ from starlette.routing import Route
 from models import registry as model_registry
 from models.exit_codes import run_command
 from models.provenance import code_version, new_run_id
-from services.http import HttpError, bearer_ok, read_json_body, read_token
+from services.http import HttpError, TimedH11Protocol, bearer_ok, read_json_body, read_token
 from services.idempotency import ClaimStore
 from services.spool import Sink, Spool, SpoolError
 from transforms.common import dead_letters as dead
@@ -480,7 +480,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
-                                           log_level="warning"))
+                                           log_level="warning", http=TimedH11Protocol))
     if args.port_file:
         def announce():
             while not server.started:

@@ -176,16 +176,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_app(app):
-    """An ASGI app under uvicorn on a free 127.0.0.1 port, in a thread; yields its base URL."""
+def serve_app(app, http=None):
+    """An ASGI app under uvicorn on a free 127.0.0.1 port, in a thread, with the services'
+    HTTP protocol (``services.http.TimedH11Protocol``, or ``http``); yields its base URL."""
     import threading
     import time
 
     import uvicorn
 
+    from services.http import TimedH11Protocol
+
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
+                                           log_level="warning", http=http or TimedH11Protocol))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     for _ in range(200):

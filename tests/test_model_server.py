@@ -307,3 +307,35 @@ def test_an_endpoint_that_is_down_sends_its_requests_to_dead_letters(
     assert dead.num_rows == 20 and set(dead.column("stage").to_pylist()) == {"inference"}
     assert all("unreachable" in m for m in dead.column("message").to_pylist())
     assert not os.path.exists(os.path.join(out, "responses"))
+
+
+def test_slow_headers_and_slow_bodies_do_not_hold_a_connection(crx_registry, monkeypatch):
+    import time
+
+    from services import http
+    from services.model_server import create_app
+
+    class QuickHeaders(http.TimedH11Protocol):
+        header_secs = 1.0
+
+    monkeypatch.setattr(http, "BODY_SECS", 1.0)
+    with serve_app(create_app(crx_registry, TOKEN), http=QuickHeaders) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            started = time.monotonic()
+            connection.sendall(b"POST /v1/models/credit_german:predict HTTP/1.1\r\nHost: x\r\n")
+            assert connection.recv(4096) == b""  # closed: the headers never finished
+            assert time.monotonic() - started < 5
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            started = time.monotonic()
+            connection.sendall(
+                f"POST /v1/models/credit_german:predict HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: 100\r\n\r\n{{\"instances\"".encode())
+            answer = _answer_of(connection)
+            assert answer.startswith("HTTP/1.1 408") and "took over 1 s" in answer
+            assert time.monotonic() - started < 5
+        # A request that is neither slow is served on the same server.
+        fine = requests.get(f"{url}/v1/models/credit_german", timeout=10,
+                            headers={"Authorization": f"Bearer {TOKEN}"})
+        assert fine.status_code == 200
