@@ -156,6 +156,14 @@ def test_hostile_model_paths_are_404_in_words(server, path):
     assert answer.status_code == 404 and answer.json()["error"], answer.text
 
 
+def _predict_head(length: str) -> bytes:
+    """The head of a predict request with the token, and ``length`` (a Content-Length or a
+    Transfer-Encoding line) for a raw socket."""
+    return (f"POST /v1/models/credit_german:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+            f"{length}\r\n\r\n").encode()
+
+
 def _answer_of(connection) -> str:
     """One HTTP answer read off a raw socket: head and body."""
     data = b""
@@ -172,19 +180,13 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(server, german_recor
     # Declared 100 MiB, none sent: the answer comes without waiting for the body.
     host, port = server.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as connection:
-        connection.sendall(
-            f"POST /v1/models/credit_german:predict HTTP/1.1\r\nHost: {host}\r\n"
-            f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {100 << 20}\r\n\r\n".encode())
+        connection.sendall(_predict_head(f"Content-Length: {100 << 20}"))
         head = _answer_of(connection)
     assert head.startswith("HTTP/1.1 413") and "exceeds the limit" in head
     # A chunked body of up to 100 MiB (no length to check up front), sent a MiB at a time:
     # the 413 must come while it is still being sent.
     with socket.create_connection((host, int(port)), timeout=10) as connection:
-        connection.sendall(
-            f"POST /v1/models/credit_german:predict HTTP/1.1\r\nHost: {host}\r\n"
-            f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
-            f"Transfer-Encoding: chunked\r\n\r\n".encode())
+        connection.sendall(_predict_head("Transfer-Encoding: chunked"))
         sent, head = 0, ""
         while sent < 100 and not head:
             try:
@@ -328,10 +330,7 @@ def test_slow_headers_and_slow_bodies_do_not_hold_a_connection(crx_registry, mon
             assert time.monotonic() - started < 5
         with socket.create_connection((host, int(port)), timeout=10) as connection:
             started = time.monotonic()
-            connection.sendall(
-                f"POST /v1/models/credit_german:predict HTTP/1.1\r\nHost: x\r\n"
-                f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: 100\r\n\r\n{{\"instances\"".encode())
+            connection.sendall(_predict_head("Content-Length: 100") + b'{"instances"')
             answer = _answer_of(connection)
             assert answer.startswith("HTTP/1.1 408") and "took over 1 s" in answer
             assert time.monotonic() - started < 5
