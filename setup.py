@@ -46,7 +46,9 @@ setup(
     extras_require={
         # Beam's DaskRunner needs these (apache-beam[dask]); runners.dask_runner uses them.
         "dask": ["dask>=2024.4.2", "distributed>=2024.4.2"],
-        "test": ["pytest", "pytest-timeout", "ruff", "selenium", "dask>=2024.4.2",
+        # The offers API's idempotency store shared by several processes (services.idempotency).
+        "redis": ["redis"],
+        "test": ["pytest", "pytest-timeout", "ruff", "selenium", "dask>=2024.4.2", "redis",
                  "distributed>=2024.4.2", "duckdb>=1.1", "sqlglot>=25",
                  # Py-ART: small real radar files of other formats (pyart.testing) and the
                  # reader the field uses, for the radar format tests.

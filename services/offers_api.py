@@ -14,7 +14,8 @@ dead letters, so the scheduled evaluation covers online traffic unchanged. A row
 letter) is fsynced in a spool before its answer is released (``services.spool``: one fsync per
 group of concurrent answers) and written as Parquet every ``--flush_secs`` or ``--flush_rows``,
 on shutdown, and, after a crash, at the next start: nothing answered is lost, a kill included.
-Clients retry: a request id is claimed atomically in SQLite (``services.idempotency``), so the
+Clients retry: a request id is claimed atomically in SQLite, or Redis for several processes
+(``services.idempotency``, ``--idempotency_store``), so the
 same id with the same payload gets the original answer back (no second score, no second bank
 call), concurrent duplicates and restarts included; another payload is a 409. A 502/503/504 is
 not final: a retry does it again.
@@ -56,7 +57,7 @@ from models import registry as model_registry
 from models.exit_codes import run_command
 from models.provenance import code_version, new_run_id
 from services.http import HttpError, TimedH11Protocol, bearer_ok, read_json_body, read_token
-from services.idempotency import ClaimStore
+from services.idempotency import open_store
 from services.spool import Sink, Spool, SpoolError
 from transforms.common import dead_letters as dead
 from transforms.common.predictions import PARTITION_COLUMNS, PREDICTIONS
@@ -163,7 +164,8 @@ class OffersService:
                  idempotency_secs: float = 3600.0, flush_secs: float = 5.0,
                  flush_rows: int = 1000, shadow_version: str | None = None,
                  spool_dir: str | None = None, max_deadline_ms: float = MAX_DEADLINE_MS,
-                 bank_concurrency: int = BANK_CONCURRENCY):
+                 bank_concurrency: int = BANK_CONCURRENCY,
+                 idempotency_store: str | None = None):
         # The same set-up as the credit pipeline's launch (transforms.credit.setup); the
         # shadow's export is loaded below (ServedVersion), which checks it: no second load.
         setup = credit_setup(registry, model_name, version, rules_path, shadow_version,
@@ -193,8 +195,9 @@ class OffersService:
                                    credit_rows.prediction_schema(self.dataset.stored_kinds),
                                    flush_secs, flush_rows, spool_dir)
         self.max_deadline_ms = max_deadline_ms
-        self.claims = ClaimStore(
-            os.path.join(os.path.dirname(self.writer.spool.folder), "idempotency.sqlite"),
+        self.claims = open_store(
+            idempotency_store or os.path.join(os.path.dirname(self.writer.spool.folder),
+                                              "idempotency.sqlite"),
             idempotency_secs, pending_secs=max_deadline_ms / 1000.0 + 30.0)
         # A bank that hangs holds at most this many calls (and threads) at once; requests for
         # it beyond them fail at once instead of starving everyone else's.
@@ -455,6 +458,10 @@ def main(argv=None) -> int:
     parser.add_argument("--model_endpoint_token", default=None,
                         help="the serving function's token itself (`ps` shows it)")
     parser.add_argument("--idempotency_secs", type=float, default=3600.0)
+    parser.add_argument("--idempotency_store", default=None,
+                        help="where request ids are claimed: a SQLite file (default "
+                             "<output>/_spool/idempotency.sqlite; one machine) or "
+                             "redis://host:port/db (several processes or machines)")
     parser.add_argument("--flush_secs", type=float, default=5.0)
     parser.add_argument("--flush_rows", type=int, default=1000)
     parser.add_argument("--host", default="127.0.0.1")
@@ -464,7 +471,7 @@ def main(argv=None) -> int:
     config = {k: getattr(args, k) for k in (
         "registry", "model_name", "offer_url", "output", "sample_rate", "model_endpoint",
         "idempotency_secs", "flush_secs", "flush_rows", "deadline_ms", "shadow_version",
-        "spool_dir", "max_deadline_ms", "bank_concurrency")}
+        "spool_dir", "max_deadline_ms", "bank_concurrency", "idempotency_store")}
     config["version"] = args.model_version
     os.environ[CONFIG_ENV] = json.dumps(config)
     try:

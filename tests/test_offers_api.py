@@ -449,3 +449,55 @@ def test_a_name_in_the_wrong_field_is_in_neither_the_400_nor_the_dead_letter(
         kept = [v for v in json.loads(letter["raw"]).values()
                 if isinstance(v, dict) and "characters" in v]
         assert len(kept) == 1 and "hmac" in kept[0]
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A real redis-server on a free loopback port, for this test only."""
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server; "
+                    ".ci/run installs it)")
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                               "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import redis
+
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_two_processes_sharing_redis_call_the_bank_once_for_concurrent_duplicates(
+        service_factory, german_records, offer_service, redis_url):
+    import concurrent.futures
+
+    bank = offer_service(latency_ms=300)
+    first, _ = service_factory(bank=bank, idempotency_store=redis_url)
+    second, _ = service_factory(bank=bank, idempotency_store=redis_url)  # behind a balancer
+    index = _approved_index(first, german_records)
+    body = _request(german_records, index, "redis-dup")
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda i: (first, second)[i % 2].answer(body, 5000), range(10)))
+    assert [status for status, _ in answers] == [200] * 10
+    assert len({json.dumps(b["offer"], sort_keys=True) for _, b in answers}) == 1
+    assert bank.stats()["calls"] == 1
+    other = json.loads(body)
+    other["credit_amount"] += 1
+    assert second.answer(json.dumps(other).encode(), 5000)[0] == 409
+    # A 504 releases the claim for a retry, in Redis as in SQLite.
+    slow, _ = service_factory(bank=offer_service(latency_ms=600), idempotency_store=redis_url)
+    late = _request(german_records, index, "redis-late")
+    assert slow.answer(late, 200)[0] == 504
+    assert slow.answer(late, 5000)[0] == 200
