@@ -126,8 +126,9 @@ class Spool:
             error = None
             try:
                 self._write_segment(group)
-            except (OSError, pa.ArrowException) as failure:
-                error = f"the spool segment could not be written: {failure}"
+            except Exception as failure:  # noqa: BLE001 - every waiter must be released
+                error = (f"the spool segment could not be written: {type(failure).__name__}: "
+                         f"{failure}")
                 LOGGER.error("%s", error)
             for _, _, done, outcome in group:
                 if error:
