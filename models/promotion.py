@@ -244,6 +244,9 @@ def keygen_main(argv=None) -> int:
     print(f"registry signing key {key_id}: private key {private} (owner only; on the machine "
           f"that publishes), trusted public keys {trusted} (copy to the machines that serve); "
           f"sign the versions published before it: beamline models sign --model NAME")
+    if pathlib.Path(args.dir).resolve() != default_key_file().parent.resolve():
+        print(f"not the default folder: set {signing.SIGNING_KEY_ENV}={private} and "
+              f"{signing.TRUSTED_KEYS_ENV}={trusted} where they are to be used")
     return 0
 
 
@@ -274,6 +277,10 @@ def main(argv=None, prog_is_command: bool = False) -> int:
                               "moves": trail.moves[-5:], "audit_problems": trail.problems},
                              indent=2))
             return 0
+        if args.command in ("verify", "sign") and not model_registry.list_versions(
+                args.registry, args.model):
+            raise RegistryError(f"no versions of model {args.model!r} in registry "
+                                f"{args.registry!r}")
         if args.command == "verify":
             problems = verify(args.registry, args.model)
             versions = model_registry.list_versions(args.registry, args.model)

@@ -304,3 +304,23 @@ def test_signed_versions_are_required_once_keys_are_trusted_and_survive_rotation
     (reg / "toy" / "v0001" / "model.keras").write_bytes(b"swapped")
     with pytest.raises(registry.RegistryError, match="not signed: .*does not match"):
         registry.sign_version(str(reg), "toy", "v0001")
+
+
+def test_models_verify_prints_each_problem_and_exits_2(tmp_path, capsys):
+    from models.promotion import main
+
+    reg, records = _moved_three_times(tmp_path)
+    assert main(["verify", "--registry", str(reg), "--model", "toy"]) == 0
+    assert "toy: 2 versions, 3 audit records, files, signatures and audit chain intact" in \
+        capsys.readouterr().out
+    (records / "00000002.json").chmod(0o644)
+    (records / "00000002.json").write_text("{junk")
+    (reg / "toy" / "v0001" / "model.keras").write_bytes(b"swapped")
+    assert main(["verify", "--registry", str(reg), "--model", "toy"]) == 2
+    out = capsys.readouterr().out
+    assert "problem: model toy v0001: " in out and "has sha256" in out
+    assert "problem: audit record 00000002.json is damaged" in out
+    # The junk record also breaks the chain to the next one: both are named.
+    assert "problem: audit record 00000003.json does not chain to 00000002.json" in out
+    assert out.splitlines()[-1] == "toy: 2 versions, 2 audit records, 3 problems"
+    assert main(["verify", "--registry", str(reg), "--model", "nobody"]) == 2
