@@ -269,6 +269,23 @@ def test_a_streaming_run_follows_a_moved_alias_without_losing_or_doubling(
         assert_that(outputs["dead_letters"], equal_to([]), label="NothingLost")
 
 
+def test_every_window_gets_one_model_update_before_it_opens():
+    """Side elements are emitted ahead (a runner may read a side window before its end), one
+    per window whatever the poll interval, none twice."""
+    from transforms.common.model_updates import windows_ahead
+
+    emitted, until = [], None
+    for poll in (100.3, 101.3, 102.3, 103.3, 104.3, 105.3):  # polls every 1 s, windows of 2 s
+        starts = windows_ahead(poll, 2, 1, until)
+        assert all(start - poll >= 1.0 for start in starts[1:] if start > poll), (poll, starts)
+        emitted += starts
+        until = starts[-1] if starts else until
+    assert emitted == [100.0, 102.0, 104.0, 106.0]
+    # Polls every 60 s, windows of 10 s: every window until the next poll and half a window.
+    assert windows_ahead(100.3, 10, 60, None) == [100.0 + 10 * k for k in range(7)]
+    assert windows_ahead(160.3, 10, 60, 160.0) == [170.0 + 10 * k for k in range(6)]
+
+
 def test_a_move_to_a_broken_or_other_schema_version_is_refused_while_serving_goes_on(
         loop_registry, tmp_path):
     from transforms.common.model_updates import _FollowAliasFn

@@ -1,11 +1,17 @@
 """Following a registry alias in streaming: RunInference's model-update side input.
 
 ``FollowAlias`` reads the alias every ``poll_secs`` and emits the version it accepts as Beam's
-``ModelMetadata`` (model file path, version), one per fixed window like the main input, so each
-window of requests is scored by the model its side window names and a running pipeline picks up
-a moved ``production`` alias without a restart. A window without a side element falls back to
-the model the run started with, which is why the current version is emitted in every window,
-not only when it changes.
+``ModelMetadata`` (model file path, version), exactly one per fixed window like the main input,
+so each window of requests is scored by the model its side window names and a running pipeline
+picks up a moved ``production`` alias without a restart.
+
+Each window's element is emitted ahead, by the poll before the window opens (at least half a
+window before, and for every window until the next poll), not combined at the window's end:
+a runner that reads a side window before its pane is out (Prism does) gives RunInference an
+empty side input, which reloads the model for every batch and keeps the version loaded last,
+so a live move was followed or not depending on the phase of the two polls. A move reaches the
+windows that open more than half a window after the poll that read it: within
+``poll_secs`` plus a window and a half.
 
 A version is taken only when its file matches its manifest's sha256, its schema hash equals the
 running graph's (another schema needs a new run: the graph's parsing and Parquet columns are
@@ -60,7 +66,9 @@ class _FollowAliasFn(beam.DoFn):
     refused)."""
 
     def __init__(self, registry: str, name: str, alias: str, initial: model_registry.ModelRef,
-                 smoke: bool):
+                 smoke: bool, window_secs: float = 0, poll_secs: float = 0):
+        self._window_secs = window_secs
+        self._poll_secs = poll_secs
         self._registry = registry
         self._name = name
         self._alias = alias
@@ -72,8 +80,9 @@ class _FollowAliasFn(beam.DoFn):
     def setup(self):
         self._current = self._initial
         self._seen = None
+        self._emitted_until = None  # start of the last window given its element
 
-    def process(self, _tick):
+    def process(self, tick):
         try:
             record = model_registry.read_alias(self._registry, self._name, self._alias)
         except model_registry.RegistryError:
@@ -94,16 +103,36 @@ class _FollowAliasFn(beam.DoFn):
                             self._current[0], ref.version)
                 self._current = (ref.version, ref.path)
         version, path = self._current
-        yield ModelMetadata(model_id=path, model_name=version)
+        update = ModelMetadata(model_id=path, model_name=version)
+        if not self._window_secs:
+            yield update
+            return
+        for start in windows_ahead(float(tick), self._window_secs, self._poll_secs,
+                                   self._emitted_until):
+            self._emitted_until = start
+            # The window the poll is in is stamped with the poll's time, not earlier.
+            yield window.TimestampedValue(update, max(start, float(tick)))
 
 
-def newest(stamped_updates):
-    """The (poll time, ModelMetadata) of the newest poll among several in one window."""
-    return max(stamped_updates, key=lambda pair: pair[0])
+def windows_ahead(now: float, window_secs: float, poll_secs: float,
+                  emitted_until: float | None) -> list[float]:
+    """Starts of the fixed windows a poll at ``now`` gives their element: every window not given
+    one yet, from the one ``now`` is in, up to the last that opens before the next poll plus
+    half a window."""
+    first = (now // window_secs) * window_secs
+    if emitted_until is not None:
+        first = max(first, emitted_until + window_secs)
+    horizon = now + poll_secs + window_secs / 2
+    starts = []
+    while first <= horizon:
+        starts.append(first)
+        first += window_secs
+    return starts
 
 
 class FollowAlias(beam.PTransform):
-    """Streaming: the accepted version of a registry alias, one ModelMetadata per window.
+    """Streaming: the accepted version of a registry alias, one ModelMetadata per window,
+    emitted ahead of the window.
 
     Args:
         registry, name, alias: what to follow.
@@ -117,7 +146,7 @@ class FollowAlias(beam.PTransform):
     def __init__(self, registry: str, name: str, alias: str, initial, poll_secs: float,
                  window_secs: int, stop_after_secs: float = 0, smoke: bool = True):
         super().__init__()
-        self._fn = _FollowAliasFn(registry, name, alias, initial, smoke)
+        self._fn = _FollowAliasFn(registry, name, alias, initial, smoke, window_secs, poll_secs)
         self._poll_secs = poll_secs
         self._window_secs = window_secs
         self._stop_after_secs = stop_after_secs
@@ -133,17 +162,15 @@ class FollowAlias(beam.PTransform):
 
 
 class ModelUpdateWindows(beam.PTransform):
-    """ModelMetadata elements -> at most one per fixed window (the newest poll's), as
-    RunInference's singleton side input needs."""
+    """ModelMetadata elements, one per fixed window by construction, -> those windows.
+
+    No combine: a combine's output waits for the end of its window, after the main input of
+    that window has been scored on a runner that does not wait for side inputs."""
 
     def __init__(self, window_secs: int):
         super().__init__()
         self._window_secs = window_secs
 
     def expand(self, updates):
-        return (updates
-                | "UpdateWindows" >> beam.WindowInto(window.FixedWindows(self._window_secs))
-                | "StampPoll" >> beam.Map(
-                    lambda update, ts=beam.DoFn.TimestampParam: (float(ts), update))
-                | "NewestPerWindow" >> beam.CombineGlobally(newest).without_defaults()
-                | "Update" >> beam.MapTuple(lambda _, update: update))
+        return updates | "UpdateWindows" >> beam.WindowInto(
+            window.FixedWindows(self._window_secs))
