@@ -104,6 +104,9 @@ COMMANDS: dict[str, dict[str, Command] | Command] = {
         "credit": Command("bench.credit_throughput:main", "credit throughput, side by side"),
         "radar": Command("bench.radar_throughput:main", "radar throughput and memory"),
         "serving": Command("bench.serving:main", "serving latency and throughput"),
+        "streaming": Command("bench.streaming_latency:main",
+                             "streaming credit latency while the job runs, Prism beside the "
+                             "DirectRunner"),
         "backfill-memory": Command("bench.backfill_memory:main",
                                    "peak memory of a backfill as rows double"),
     },

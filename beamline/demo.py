@@ -182,23 +182,53 @@ def credit_batch(demo: Demo, offer_url: str) -> None:
                  "--offer_url", offer_url, "--offer_timeout_secs", "1", "--sample_rate", "0.2")
 
 
+def streaming_runner() -> tuple[list[str], str]:
+    """(the runner arguments of the demo's streaming jobs, its name): Prism when set-up built
+    it (rows appear while the job runs), else the local DirectRunner (rows at drain)."""
+    from runners.prism import prism_binary
+
+    if prism_binary().exists():
+        return ["--runner", "PrismRunner"], "Prism (rows are written while the job runs)"
+    return [], ("the local DirectRunner (no Prism built: rows are written when the job "
+                "drains; `beamline setup` builds Prism with Go)")
+
+
 def credit_streaming(demo: Demo, offer_url: str) -> None:
     german = os.path.join(demo.data, "credit", "german.data")
     landing = fresh(demo.path("landing"))
-    say(f"credit scoring, streaming: a landing directory receives {demo.sizes.stream_files} "
-        "files while it runs")
+    runner, runner_name = streaming_runner()
+    say(f"credit scoring, streaming on {runner_name}: a landing directory receives "
+        f"{demo.sizes.stream_files} files while it runs")
     with running_job(demo, "credit_streaming", "pipelines.credit_scoring", "--streaming",
                      "--input_dir", landing, "--registry", demo.registry, "--output", demo.out,
                      "--offer_url", offer_url, "--offer_timeout_secs", "1", "--sample_rate",
                      "0.2", "--stop_after_secs", str(demo.sizes.stream_secs), "--poll_secs",
-                     "1") as job:
+                     "1", *runner) as job:
+        responses = os.path.join(demo.out, "responses", "**", "*.parquet")
+        before = set(glob.glob(responses, recursive=True))
+        first_landed = first_written = None
+
+        def watch(secs: float) -> None:  # notes when the stream's first responses are written
+            nonlocal first_written
+            until = time.monotonic() + secs
+            while time.monotonic() < until and job[0].poll() is None:
+                if (first_landed and not first_written
+                        and set(glob.glob(responses, recursive=True)) != before):
+                    first_written = time.monotonic()
+                time.sleep(0.25)
+
         pause = demo.sizes.stream_secs / (demo.sizes.stream_files + 2)
         for part in range(1, demo.sizes.stream_files + 1):
-            time.sleep(pause)
+            watch(pause)
             replay("credit_german", german, os.path.join(landing, f"part{part}.jsonl"),
                    demo.sizes.stream_rows, id_prefix=f"stream{part}",
                    start=f"2026-11-2{part}T00:00:00+00:00")
+            first_landed = first_landed or time.monotonic()
             print(f"   landed {landing}/part{part}.jsonl", flush=True)
+        watch(demo.sizes.stream_secs)
+        if first_written:
+            print(f"   responses in Parquet {first_written - first_landed:.1f} s after the "
+                  "first file landed, the job still running", flush=True)
         finish(job, "credit streaming")
 
 
@@ -589,13 +619,15 @@ def radar_synthetic(demo: Demo) -> None:
 def radar_streaming(demo: Demo) -> None:
     from services.chunk_feed import chunk_files, feed_chunks
 
-    say("radar QC, streaming: the KLOT real-time chunks land one by one, shuffled")
+    runner, runner_name = streaming_runner()
+    say(f"radar QC, streaming on {runner_name}: the KLOT real-time chunks land one by one, "
+        "shuffled")
     landing = fresh(demo.path("landing_chunks"))
     shutil.rmtree(landing + ".staging", ignore_errors=True)
     with running_job(demo, "radar_streaming", "pipelines.radar_qc", "--streaming",
                      "--chunk_dir", landing, "--registry", demo.registry, "--output", demo.out,
                      "--sample_rate", "1.0", "--stop_after_secs", "40", "--poll_secs", "1",
-                     "--chunk_timeout_secs", "30") as job:
+                     "--chunk_timeout_secs", "30", *runner) as job:
         time.sleep(8)
         chunks = chunk_files(os.path.join(demo.data, "radar", "nexrad_chunks_KLOT"))
         delivered = feed_chunks(chunks, landing, "KLOT", delay_secs=0.1, shuffle_seed=1)

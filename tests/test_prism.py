@@ -44,35 +44,155 @@ def prism_location() -> str:
     return str(binary)
 
 
+def _stream(module: str, args: list[str], prism_location: str, land, written: str,
+            limit_secs: float) -> tuple[float | None, bool, int, str]:
+    """Runs ``module`` in streaming on Prism, calls ``land()`` once it is up, and waits up to
+    ``limit_secs`` for a file matching ``written``.
+
+    Returns:
+        (seconds from landed to written or None, whether the job was still running then,
+        its exit status, its console).
+    """
+    job = subprocess.Popen(
+        [sys.executable, "-m", module, "--streaming", *args, "--runner", "PrismRunner",
+         "--prism_location", prism_location], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(15)  # the job is up and watching
+        land()
+        landed, seen = time.monotonic(), None
+        while time.monotonic() - landed < limit_secs and job.poll() is None:
+            if glob.glob(written, recursive=True):
+                seen = time.monotonic() - landed
+                break
+            time.sleep(0.5)
+        running = job.poll() is None
+        output, _ = job.communicate(timeout=240)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    return seen, running, job.returncode, output
+
+
+
 @pytest.mark.slow
 def test_a_streaming_run_on_prism_writes_rows_while_it_runs(prism_location, credit_registry,
                                                             make_requests, tmp_path):
     landing, out = tmp_path / "landing", tmp_path / "out"
     landing.mkdir()
-    job = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.credit_scoring", "--streaming", "--input_dir",
-         str(landing), "--registry", credit_registry, "--output", str(out), "--sample_rate",
-         "1", "--window_secs", "5", "--stop_after_secs", "45", "--runner", "PrismRunner",
-         "--prism_location", prism_location], stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
-    try:
-        time.sleep(15)  # the job is up and watching
-        write_jsonl(landing / "a.jsonl", make_requests(100, "prism"))
-        landed, seen = time.monotonic(), None
-        while time.monotonic() - landed < 25 and job.poll() is None:
-            if glob.glob(f"{out}/responses/**/*.parquet", recursive=True):
-                seen = time.monotonic() - landed
-                break
-            time.sleep(0.5)
-        running = job.poll() is None
-        output, _ = job.communicate(timeout=120)
-    finally:
-        if job.poll() is None:
-            job.kill()
-    assert job.returncode == 0, output[-3000:]
+    seen, running, status, output = _stream(
+        "pipelines.credit_scoring",
+        ["--input_dir", str(landing), "--registry", credit_registry, "--output", str(out),
+         "--sample_rate", "1", "--window_secs", "5", "--stop_after_secs", "45"],
+        prism_location, lambda: write_jsonl(landing / "a.jsonl", make_requests(100, "prism")),
+        f"{out}/responses/**/*.parquet", 25)
+    assert status == 0, output[-3000:]
     assert seen is not None and running, output[-3000:]
     print(f"\nprism: responses in Parquet {seen:.1f} s after the file landed, job running")
     assert "launch: runner PrismRunner" in output
     assert "rows written: predictions 100, responses 100" in output
     assert not os.path.exists(out / "dead_letters") or not glob.glob(
         f"{out}/dead_letters/**/*.parquet", recursive=True)
+
+
+def _rows_by_request(out) -> dict[str, list[str]]:
+    """request id -> the model versions of its response rows, over every Parquet file so far."""
+    import pyarrow.parquet as pq
+
+    versions: dict[str, list[str]] = {}
+    for path in glob.glob(f"{out}/responses/**/*.parquet", recursive=True):
+        table = pq.read_table(path, columns=["request_id", "model_version"])
+        for request_id, version in zip(table.column("request_id").to_pylist(),
+                                       table.column("model_version").to_pylist()):
+            versions.setdefault(request_id, []).append(version)
+    return versions
+
+
+@pytest.mark.slow
+def test_production_moved_mid_stream_on_prism_is_followed_live(prism_location, credit_registry,
+                                                               german_path, make_requests,
+                                                               tmp_path):
+    """Hot-swap through the alias poll, live: files landed before the move are scored by the
+    old version, files landed once the new one shows by the new one, each request once."""
+    import shutil
+
+    from models.credit.train import train
+    from models.promotion import promote
+
+    registry = str(tmp_path / "registry")
+    shutil.copytree(credit_registry, registry)
+    train("credit_german", registry, german_path, seed=8, epochs=2, command="pytest hot-swap")
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    landing.mkdir()
+    job = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.credit_scoring", "--streaming", "--input_dir",
+         str(landing), "--registry", registry, "--output", str(out), "--sample_rate", "1",
+         "--window_secs", "2", "--alias_poll_secs", "1", "--poll_secs", "1",
+         "--stop_after_secs", "90", "--runner", "PrismRunner", "--prism_location",
+         prism_location], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    landed: dict[str, list[str]] = {}  # file -> its request ids
+    moved_at = new_seen_after = None
+    try:
+        time.sleep(15)  # the job is up and watching
+        before = make_requests(20, "before")
+        write_jsonl(landing / "before.jsonl", before)
+        landed["before"] = [r["request_id"] for r in before]
+        deadline = time.monotonic() + 25
+        while len(_rows_by_request(out)) < 20 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        promote(registry, "credit_german", "v0002", by="pytest", reason="hot-swap test")
+        moved_at = time.monotonic()
+        for k in range(20):  # a file every 2 s until the new version shows
+            part = make_requests(5, f"after{k:02d}")
+            write_jsonl(landing / f"after{k:02d}.jsonl", part)
+            landed[f"after{k:02d}"] = [r["request_id"] for r in part]
+            time.sleep(2)
+            if "v0002" in {v for vs in _rows_by_request(out).values() for v in vs}:
+                new_seen_after = time.monotonic() - moved_at
+                break
+        output, _ = job.communicate(timeout=150)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, output[-3000:]
+    versions = _rows_by_request(out)
+    assert sorted(versions) == sorted(i for ids in landed.values() for i in ids), output[-3000:]
+    assert all(len(v) == 1 for v in versions.values()), "a request scored twice"
+    assert {versions[i][0] for i in landed["before"]} == {"v0001"}
+    assert new_seen_after is not None, output[-3000:]
+    # Once a file is scored by the new version, every later file is too.
+    per_file = [{versions[i][0] for i in ids} for name, ids in landed.items() if name != "before"]
+    first_new = next(k for k, seen in enumerate(per_file) if "v0002" in seen)
+    assert all(seen == {"v0002"} for seen in per_file[first_new + 1:]), per_file
+    print(f"\nprism hot-swap: first row of v0002 in Parquet {new_seen_after:.1f} s after the "
+          f"move")
+
+
+@pytest.mark.slow
+def test_radar_chunks_streamed_on_prism_are_qcd_while_the_job_runs(prism_location,
+                                                                  radar_registry, tmp_path):
+    """Chunk assembly (state and an event-time timer), RunInference with its exception
+    handling and the writers on Prism: the volume is out before the source stops."""
+    from services.chunk_feed import chunk_files, feed_chunks
+    from tests.conftest import KLOT_CHUNKS
+
+    if not KLOT_CHUNKS.exists():
+        pytest.skip(f"real data not found at {KLOT_CHUNKS}")
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    landing.mkdir()
+    seen, running, status, output = _stream(
+        "pipelines.radar_qc",
+        ["--chunk_dir", str(landing), "--registry", radar_registry, "--output", str(out),
+         "--sample_rate", "1", "--poll_secs", "0.5", "--window_secs", "5",
+         "--chunk_timeout_secs", "60", "--stop_after_secs", "120"],
+        prism_location, lambda: feed_chunks(chunk_files(str(KLOT_CHUNKS)), str(landing), "KLOT",
+                                            delay_secs=0.05, shuffle_seed=1),
+        f"{out}/qc_volumes/**/*.parquet", 90)
+    assert status == 0, output[-3000:]
+    assert seen is not None and running, output[-3000:]
+    print(f"\nprism radar: the volume's index row in Parquet {seen:.1f} s after its last "
+          f"chunk landed, job running")
+    assert "launch: runner PrismRunner" in output
+    volumes = glob.glob(f"{out}/volumes/radar=KLOT/**/*_qc.nc", recursive=True)
+    assert len(volumes) == 1, output[-3000:]
+    assert not glob.glob(f"{out}/dead_letters/**/*.parquet", recursive=True)
