@@ -136,6 +136,27 @@ def read_trail(folder: str, aliases: dict[str, dict] | None = None) -> Trail:
     return Trail(moves=moves, problems=problems)
 
 
+def aliases_at(moves: list[dict], when: datetime.datetime) -> dict[str, dict]:
+    """Where each alias pointed at ``when`` (an aware datetime), from the audit records.
+
+    Returns:
+        alias -> the record of the last move at or before ``when`` (``to`` is the version,
+        ``time`` since when); an alias first moved later is absent. Records are taken in
+        sequence order, so a clock stepping back between two moves cannot reorder them.
+    """
+    found: dict[str, dict] = {}
+    for record in sorted(moves, key=lambda r: r["seq"]):
+        try:
+            moved = datetime.datetime.fromisoformat(record["time"])
+        except (TypeError, ValueError):
+            continue  # read_trail reports a record it cannot read; it decides nothing here
+        if moved.tzinfo is None:
+            moved = moved.replace(tzinfo=datetime.UTC)
+        if moved <= when:
+            found[record["alias"]] = record
+    return found
+
+
 def is_local(path: str) -> bool:
     return FileSystems.get_scheme(path) is None
 

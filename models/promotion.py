@@ -10,6 +10,8 @@ behind it; ``verify`` checks every version's files and the chain.
 Usage::
 
     python -m models.promotion status --registry registry --model credit_german
+    python -m models.promotion status --registry registry --model credit_german \\
+        --at 2026-11-03T12:00:00+00:00   # which version each alias named then
     python -m models.promotion promote --registry registry --model credit_german --version v0002 \\
         --reason "challenger beat champion" --decision registry/credit_german/promotions/...json
     python -m models.promotion rollback --registry registry --model credit_german
@@ -17,12 +19,14 @@ Usage::
 """
 
 import argparse
+import datetime
 import getpass
 import json
 import sys
 
 import numpy as np
 
+from models import audit
 from models import registry as model_registry
 from models.exit_codes import run_command
 from models.registry import PRODUCTION, ModelRef, RegistryError
@@ -183,6 +187,29 @@ def _who(command: str) -> str:
 COMMANDS = ("status", "promote", "rollback", "verify", "sign")
 
 
+def moment(text: str) -> datetime.datetime:
+    """An ISO-8601 time from the command line, aware (UTC when it has no offset)."""
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO-8601 time such as 2026-11-03T12:00:00+00:00") from None
+    return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
+
+
+def status_at(registry: str, name: str, when: datetime.datetime) -> dict:
+    """Which version each alias named at ``when``, and since when, from the audit trail."""
+    if not model_registry.list_versions(registry, name):
+        raise RegistryError(f"no versions of model {name!r} in registry {registry!r}")
+    trail = model_registry.audit_trail(registry, name)
+    found = audit.aliases_at(trail.moves, when)
+    return {"model": name, "at": when.isoformat(),
+            "aliases": {alias: {"version": r["to"], "since": r["time"], "by": r["by"],
+                                "reason": r["reason"], "record": audit.record_name(r["seq"])}
+                        for alias, r in sorted(found.items())},
+            "audit_problems": trail.problems}
+
+
 def add_command_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     """The options of one of ``COMMANDS``."""
     parser.add_argument("--registry", default="registry")
@@ -192,9 +219,14 @@ def add_command_arguments(parser: argparse.ArgumentParser, command: str) -> None
                             help="one version (default: every version)")
     if command in ("verify", "sign"):
         return
-    if command != "status":
-        parser.add_argument("--alias", default=PRODUCTION)
-        parser.add_argument("--reason", default=f"{command} by hand")
+    if command == "status":
+        parser.add_argument("--at", default=None, type=moment, metavar="TIME",
+                            help="where the aliases pointed at this time, from the audit trail "
+                                 "(ISO-8601, e.g. 2026-11-03T12:00:00+00:00; UTC when no "
+                                 "offset is given)")
+        return
+    parser.add_argument("--alias", default=PRODUCTION)
+    parser.add_argument("--reason", default=f"{command} by hand")
     if command == "promote":
         parser.add_argument("--version", required=True, help="e.g. v0002")
         parser.add_argument("--decision", default=None,
@@ -270,6 +302,9 @@ def main(argv=None, prog_is_command: bool = False) -> int:
             add_command_arguments(commands.add_parser(command), command)
         args = parser.parse_args(argv)
     try:
+        if args.command == "status" and args.at:
+            print(json.dumps(status_at(args.registry, args.model, args.at), indent=2))
+            return 0
         if args.command == "status":
             trail = model_registry.audit_trail(args.registry, args.model)
             print(json.dumps({"versions": model_registry.list_versions(args.registry, args.model),

@@ -462,6 +462,12 @@ def audit_trail(registry: str, name: str) -> audit.Trail:
     return audit.read_trail(_aliases_folder(registry, name), _alias_files(registry, name))
 
 
+def aliases_at(registry: str, name: str, when) -> dict[str, dict]:
+    """Where each alias of a model pointed at ``when`` (an aware datetime): alias -> the audit
+    record of the move that put it there (``audit.aliases_at``)."""
+    return audit.aliases_at(audit_log(registry, name), when)
+
+
 def audit_log(registry: str, name: str) -> list[dict]:
     """Every readable alias move of a model, oldest first."""
     return audit_trail(registry, name).moves

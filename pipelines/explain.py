@@ -19,6 +19,7 @@ is decoded again and the sweep classified; the bit-packed removal mask must be i
 """
 
 import argparse
+import datetime
 import glob
 import logging
 import os
@@ -28,6 +29,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from models import audit
 from models import registry as model_registry
 from models.config import ConfigError
 from models.exit_codes import run_command
@@ -127,15 +129,29 @@ def replay(rows: list[dict], registry: str, rules_path: str | None = None) -> li
                             "match": False, "error": str(error)} for r in members)
             continue
         by_id = {r["prediction_id"]: r for r in members}
+        moves = model_registry.audit_log(registry, ref.name)
         for result in replayed:
             row = by_id[result["prediction_id"]]
             result.update(pipeline=pipeline, event_time=str(row["event_time"]),
+                          in_service=in_service(moves, row),
                           run_id=row["run_id"], run_mode=row["run_mode"],
                           model={"name": ref.name, "version": ref.version,
                                  "sha256": row["model_sha256"], "path": ref.path},
                           code={"stored": row["code_version"], "current": current_code})
         results.extend(replayed)
     return results
+
+
+def in_service(moves: list[dict], row: dict) -> dict:
+    """Where the model's aliases pointed when the row was scored (its ``processed_at``, else
+    its event time): {"at": time, alias: version}. A backfill or a pinned run may have scored
+    with another version on purpose; the row records the one that did."""
+    when = row.get("processed_at") or row.get("event_time")
+    if not isinstance(when, datetime.datetime):
+        return {}
+    when = when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
+    return {"at": when.isoformat(), **{alias: record["to"] for alias, record in
+                                       sorted(audit.aliases_at(moves, when).items())}}
 
 
 def describe(result: dict) -> str:
@@ -147,6 +163,16 @@ def describe(result: dict) -> str:
              f"  model:    {result['model']['name']} {result['model']['version']} sha256 "
              f"{result['model']['sha256'][:16]}... (matches the row)",
              f"  code:     stored {result['code']['stored']}, now {result['code']['current']}"]
+    service = dict(result.get("in_service") or {})
+    if service:
+        at = service.pop("at")
+        named = ", ".join(f"{alias} {version}" for alias, version in service.items()) or \
+            "no alias set"
+        production = service.get("production")
+        note = ("" if production in (None, result["model"]["version"]) else
+                f" (this row was scored by {result['model']['version']}: run mode "
+                f"{result['run_mode']})")
+        lines.append(f"  in service when scored ({at}): {named}{note}")
     if "rules" in result:
         rules = result["rules"]
         lines.append(f"  rules:    stored {rules['stored']}, now {rules['current']}"

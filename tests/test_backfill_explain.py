@@ -93,8 +93,34 @@ def test_explain_one_prediction_prints_versions_and_outputs(credit_backfill, cre
     text = capsys.readouterr().out
     assert status == 0
     for expected in ("prediction old-0000007 (credit_scoring", "credit_german v0001 sha256",
-                     "rules:    stored 2026", "score ", "decision ", "=> MATCH"):
+                     "rules:    stored 2026", "score ", "decision ", "=> MATCH",
+                     "in service when scored (", "): production v0001\n"):
         assert expected in text
+
+
+def test_explain_says_which_version_was_in_production_when_a_row_was_scored():
+    """From the audit trail, at the row's processed_at; a backfill scored by another version
+    on purpose says so."""
+    import datetime
+
+    moves = [{"seq": 1, "time": "2026-11-01T00:00:00+00:00", "alias": "production",
+              "to": "v0001"},
+             {"seq": 2, "time": "2026-11-10T00:00:00+00:00", "alias": "shadow", "to": "v0002"},
+             {"seq": 3, "time": "2026-11-20T00:00:00+00:00", "alias": "production",
+              "to": "v0002"}]
+    scored = {"processed_at": datetime.datetime(2026, 11, 15, tzinfo=datetime.UTC)}
+    service = explain.in_service(moves, scored)
+    assert service == {"at": "2026-11-15T00:00:00+00:00", "production": "v0001",
+                       "shadow": "v0002"}
+    assert explain.in_service(moves, {"processed_at": datetime.datetime(2026, 10, 1)}) == {
+        "at": "2026-10-01T00:00:00+00:00"}
+    result = {"prediction_id": "p1", "pipeline": "credit_scoring", "event_time": "e",
+              "run_id": "r", "run_mode": "backfill", "in_service": service,
+              "model": {"name": "m", "version": "v0002", "sha256": "0" * 64},
+              "code": {"stored": "c", "current": "c"}, "stored": {}, "replayed": {},
+              "match": True}
+    assert ("  in service when scored (2026-11-15T00:00:00+00:00): production v0001, shadow "
+            "v0002 (this row was scored by v0002: run mode backfill)") in explain.describe(result)
 
 
 def test_a_model_file_that_changed_is_refused(credit_backfill, credit_registry):

@@ -324,3 +324,39 @@ def test_models_verify_prints_each_problem_and_exits_2(tmp_path, capsys):
     assert "problem: audit record 00000003.json does not chain to 00000002.json" in out
     assert out.splitlines()[-1] == "toy: 2 versions, 2 audit records, 3 problems"
     assert main(["verify", "--registry", str(reg), "--model", "nobody"]) == 2
+
+
+def test_status_at_a_time_answers_from_the_audit_trail_which_version_each_alias_named(
+        tmp_path, capsys):
+    import datetime
+
+    from models.promotion import main
+
+    reg, _ = _moved_three_times(tmp_path)
+    registry.set_alias(str(reg), "toy", "shadow", "v0002", "t", "shadow it")
+    moves = registry.audit_log(str(reg), "toy")
+    times = [datetime.datetime.fromisoformat(m["time"]) for m in moves]
+    tick = datetime.timedelta(microseconds=1)
+
+    def at(when):
+        assert main(["status", "--registry", str(reg), "--model", "toy", "--at",
+                     when.isoformat()]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        return {alias: entry["version"] for alias, entry in answer["aliases"].items()}
+
+    assert at(times[0] - tick) == {}
+    assert at(times[0]) == {"production": "v0001"}
+    assert at(times[1] + tick) == {"production": "v0002"}
+    assert at(times[2]) == {"production": "v0001"}
+    assert at(times[3] + datetime.timedelta(days=1)) == {"production": "v0001",
+                                                         "shadow": "v0002"}
+    # Without an offset the time is UTC.
+    naive = (times[1] + tick).astimezone(datetime.UTC).replace(tzinfo=None).isoformat()
+    assert main(["status", "--registry", str(reg), "--model", "toy", "--at", naive]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["aliases"]["production"]["version"] == "v0002"
+    assert answer["aliases"]["production"]["record"] == "00000002.json"
+    with pytest.raises(SystemExit) as refused:
+        main(["status", "--registry", str(reg), "--model", "toy", "--at", "last tuesday"])
+    assert refused.value.code == 2
+    assert "--at: 'last tuesday' is not an ISO-8601 time" in capsys.readouterr().err
