@@ -4,7 +4,8 @@ Today: the pseudonymisation key of national ids (generated once into
 ``<BEAMLINE_HOME>/.secrets/pii.key``, the project's folder unless ``BEAMLINE_HOME`` names
 another, readable by its owner only, unless ``BEAMLINE_PII_KEY`` gives one; every run then
 finds it there without exporting anything), Beam's Prism runner built from source with Go
-(``runners.prism``; without Go, one line says so), and a check that the shared
+(``runners.prism``; without Go, one line says so), Beam's Flink job server fetched with Maven
+(``runners.flink``; without Java or Maven, one line says so), and a check that the shared
 data folder is where the demo looks. Each step says in one line what it did or what is missing.
 """
 
@@ -45,6 +46,9 @@ def main(argv=None) -> int:
     from runners.prism import build
 
     print(f"setup: {build()[1]}", flush=True)
+    from runners.flink import fetch
+
+    print(f"setup: {fetch()[1]}", flush=True)
     german = os.path.join(args.data, "credit", "german.data")
     if os.path.exists(german):
         print(f"setup: data folder {args.data} found")

@@ -1,7 +1,8 @@
-"""The same batch inputs on three runners give the same outputs: the DirectRunner, Dask on a
-LocalCluster of two worker processes (runners.dask_runner), and the PortableRunner against
-Beam's local job service with an external worker pool whose workers import the package
-installed from the sdist (not the checkout), as on Flink."""
+"""The same batch inputs on four runners give the same outputs: the DirectRunner, Dask on a
+LocalCluster of two worker processes (runners.dask_runner), the PortableRunner against Beam's
+local job service, and Flink (Beam's Flink job server on an embedded mini cluster,
+runners.flink); the last two with an external worker pool whose workers import the package
+installed from the sdist (not the checkout)."""
 
 import json
 import os
@@ -52,9 +53,10 @@ def dask_args():
 
 
 @pytest.fixture(scope="module")
-def portable(tmp_path_factory):
-    """Local job service + external worker pool; the pool's workers import beamline from the
-    package built by setup.py (installed into a folder of its own), never from the checkout."""
+def worker_pool(tmp_path_factory):
+    """An external SDK worker pool whose workers import beamline from the package built by
+    setup.py (installed into a folder of its own), never from the checkout: (its port, the
+    folder, the services' log)."""
     root = tmp_path_factory.mktemp("portable")
     subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(root)],
                    cwd=ROOT, check=True, capture_output=True)
@@ -63,29 +65,61 @@ def portable(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                     "--no-build-isolation", "--target", str(staged), str(sdist)],
                    cwd=root, check=True, capture_output=True)
-    job_port, pool_port = free_port(), free_port()
+    pool_port = free_port()
     env = dict(os.environ, PYTHONPATH=str(staged),
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     log = open(root / "services.log", "wb")
     pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
                              "--service_port", str(pool_port)], cwd=root, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
-    job = subprocess.Popen([sys.executable, "-m",
-                            "apache_beam.runners.portability.local_job_service_main",
-                            "--port", str(job_port)], cwd=root, stdout=log,
-                           stderr=subprocess.STDOUT)
     try:
         _wait_for_port(pool_port, pool)
-        _wait_for_port(job_port, job)
-        yield {"staged": str(staged),
-               "args": ["--runner", "PortableRunner", "--job_endpoint", f"localhost:{job_port}",
-                        "--environment_type", "EXTERNAL", "--environment_config",
-                        f"localhost:{pool_port}"]}
+        yield pool_port, staged, log
     finally:
-        for process in (job, pool):
-            process.terminate()
-            process.wait(timeout=30)
+        pool.terminate()
+        pool.wait(timeout=30)
         log.close()
+
+
+def _job_service(command: list[str], job_port: int, pool_port: int, log, cwd):
+    """A job service on ``job_port`` (started by ``command``) for as long as the generator
+    runs: the PortableRunner arguments that reach it with the external worker pool."""
+    job = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_port(job_port, job, timeout=120)
+        yield ["--runner", "PortableRunner", "--job_endpoint", f"localhost:{job_port}",
+               "--environment_type", "EXTERNAL", "--environment_config", f"localhost:{pool_port}"]
+    finally:
+        job.terminate()
+        job.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def portable(worker_pool):
+    """Beam's local job service (Python) with the worker pool."""
+    pool_port, staged, log = worker_pool
+    job_port = free_port()
+    for args in _job_service([sys.executable, "-m",
+                              "apache_beam.runners.portability.local_job_service_main",
+                              "--port", str(job_port)], job_port, pool_port, log,
+                             staged.parent):
+        yield {"staged": str(staged), "args": args}
+
+
+@pytest.fixture(scope="module")
+def flink(worker_pool):
+    """Beam's Flink job server (fetched by set-up) on an embedded Flink mini cluster, with the
+    worker pool: every stage runs in Flink's operators, the SDK stages in the pool."""
+    from runners.flink import fetch, job_server_command
+
+    record, said = fetch()
+    if record is None:
+        pytest.skip(said)
+    pool_port, staged, log = worker_pool
+    job_port = free_port()
+    for args in _job_service(job_server_command(record, job_port, free_port()), job_port,
+                             pool_port, log, staged.parent):
+        yield args
 
 
 def _rows(out: str, name: str, key) -> list[dict]:
@@ -121,24 +155,25 @@ def _run_credit(registry, requests, out, runner_args):
     return _outputs(out, CREDIT_OUTPUTS)
 
 
-def test_credit_batch_is_identical_on_direct_dask_and_portable(credit_input, credit_registry,
-                                                               dask_args, portable):
+def test_credit_batch_is_identical_on_direct_dask_portable_and_flink(
+        credit_input, credit_registry, dask_args, portable, flink):
     requests, _, root = credit_input
     direct = _run_credit(credit_registry, requests, f"{root}/direct", [])
     assert len(direct["responses"]) == 300 and len(direct["dead_letters"]) == 2
     assert len(direct["predictions"]) > 100
-    for name, args in (("dask", dask_args), ("portable", portable["args"])):
+    for name, args in (("dask", dask_args), ("portable", portable["args"]), ("flink", flink)):
         assert _run_credit(credit_registry, requests, f"{root}/{name}", args) == direct, name
 
 
-def test_evaluation_is_identical_on_direct_dask_and_portable(credit_input, credit_registry,
-                                                             dask_args, portable):
+def test_evaluation_is_identical_on_direct_dask_portable_and_flink(
+        credit_input, credit_registry, dask_args, portable, flink):
     requests, truth, root = credit_input
     predictions = f"{root}/evaluated"
     credit_scoring.run(["--input", requests, "--registry", credit_registry, "--output",
                         predictions, "--sample_rate", "0.5", "--run_id", "evaluated"])
     results = {}
-    for name, args in (("direct", []), ("dask", dask_args), ("portable", portable["args"])):
+    for name, args in (("direct", []), ("dask", dask_args), ("portable", portable["args"]),
+                       ("flink", flink)):
         out = f"{root}/evaluation_{name}"
         evaluate.run(["--pipeline", "credit_scoring", "--predictions", predictions, "--truth",
                       truth, "--registry", credit_registry, "--output", out, "--run_id",
@@ -149,6 +184,7 @@ def test_evaluation_is_identical_on_direct_dask_and_portable(credit_input, credi
     assert len(results["direct"]) > 500
     assert results["dask"] == results["direct"]
     assert results["portable"] == results["direct"]
+    assert results["flink"] == results["direct"]
 
 
 RADAR_OUTPUTS = {"predictions": lambda r: r["prediction_id"],
@@ -156,15 +192,15 @@ RADAR_OUTPUTS = {"predictions": lambda r: r["prediction_id"],
                  "dead_letters": lambda r: r["dead_letter_id"]}
 
 
-def test_radar_batch_is_identical_on_direct_dask_and_portable(klbb_path, radar_registry,
-                                                              tmp_path, dask_args,
-                                                              portable):
+def test_radar_batch_is_identical_on_direct_dask_portable_and_flink(
+        klbb_path, radar_registry, tmp_path, dask_args, portable, flink):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     os.symlink(klbb_path, inputs / os.path.basename(klbb_path))
     (inputs / "corrupt_V06").write_bytes(os.urandom(50_000))
     results = {}
-    for name, args in (("direct", []), ("dask", dask_args), ("portable", portable["args"])):
+    for name, args in (("direct", []), ("dask", dask_args), ("portable", portable["args"]),
+                       ("flink", flink)):
         out = str(tmp_path / name)
         radar_qc.run(["--input", f"{inputs}/*", "--registry", radar_registry, "--output", out,
                       "--sample_rate", "1.0", "--run_id", "cross-runner", *args])
@@ -176,6 +212,7 @@ def test_radar_batch_is_identical_on_direct_dask_and_portable(klbb_path, radar_r
     assert [d["stage"] for d in direct["dead_letters"]] == ["decode"]
     assert results["dask"] == direct
     assert results["portable"] == direct
+    assert results["flink"] == direct
 
 
 def test_portable_workers_import_beamline_from_the_staged_package(portable, tmp_path):
