@@ -30,6 +30,12 @@ FLINK = "1.19"
 FALLBACK_BEAM = "2.62.0"
 DRIVER = "org.apache.beam.runners.flink.FlinkJobServerDriver"
 FETCH_TIMEOUT_SECS = 1800
+# What Flink's own launch scripts open on Java 17 (its env.java.opts.all): Flink's state
+# serializers reach into these packages, and streaming jobs fail without them.
+JAVA_OPENS = [f"--add-opens=java.base/{package}=ALL-UNNAMED" for package in (
+    "java.lang", "java.lang.reflect", "java.net", "java.io", "java.nio", "sun.nio.ch",
+    "java.text", "java.time", "java.util", "java.util.concurrent",
+    "java.util.concurrent.atomic", "java.util.concurrent.locks")]
 POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>beamline</groupId><artifactId>flink-job-server</artifactId><version>1</version>
@@ -122,5 +128,6 @@ def job_server_command(record: dict, job_port: int, artifact_port: int,
                        flink_master: str = "[local]") -> list[str]:
     """The command line of the job server (``FlinkJobServerDriver``)."""
     classpath = pathlib.Path(record["classpath"]).read_text().strip()
-    return ["java", "-cp", classpath, DRIVER, "--job-port", str(job_port), "--artifact-port",
-            str(artifact_port), "--expansion-port", "0", "--flink-master", flink_master]
+    return ["java", *JAVA_OPENS, "-cp", classpath, DRIVER, "--job-port", str(job_port),
+            "--artifact-port", str(artifact_port), "--expansion-port", "0", "--flink-master",
+            flink_master]

@@ -3,11 +3,15 @@ service on a free loopback port."""
 
 import contextlib
 import datetime
+import glob
 import json
 import os
 import pathlib
 import secrets
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -205,3 +209,104 @@ def serve_app(app, http=None):
 def rows_of(batch) -> list[dict]:
     """The rows of a record batch (the credit pipeline's element type), for assertions."""
     return batch.to_pylist()
+
+
+# --- engines: an external SDK worker pool, job services (tests/test_runners.py, test_flink.py)
+
+def wait_for_port(port: int, process, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"service on port {port} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def worker_pool(tmp_path_factory):
+    """An external SDK worker pool whose workers import beamline from the package built by
+    setup.py (installed into a folder of its own), never from the checkout: (its port, the
+    folder, the services' log)."""
+    root = tmp_path_factory.mktemp("portable")
+    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(root)],
+                   cwd=ROOT, check=True, capture_output=True)
+    (sdist,) = root.glob("*.tar.gz")
+    staged = root / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--target", str(staged), str(sdist)],
+                   cwd=root, check=True, capture_output=True)
+    pool_port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(staged),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    log = open(root / "services.log", "wb")
+    pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                             "--service_port", str(pool_port)], cwd=root, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(pool_port, pool)
+        yield pool_port, staged, log
+    finally:
+        pool.terminate()
+        pool.wait(timeout=30)
+        log.close()
+
+
+def job_service(command: list[str], job_port: int, pool_port: int, log, cwd):
+    """A job service on ``job_port`` (started by ``command``) for as long as the generator
+    runs: the PortableRunner arguments that reach it with the external worker pool."""
+    job = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(job_port, job, timeout=120)
+        yield ["--runner", "PortableRunner", "--job_endpoint", f"localhost:{job_port}",
+               "--environment_type", "EXTERNAL", "--environment_config", f"localhost:{pool_port}"]
+    finally:
+        job.terminate()
+        job.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def flink(worker_pool):
+    """Beam's Flink job server (fetched by set-up) on an embedded Flink mini cluster, with the
+    worker pool: every stage runs in Flink's operators, the SDK stages in the pool."""
+    from runners.flink import fetch, job_server_command
+
+    record, said = fetch()
+    if record is None:
+        pytest.skip(said)
+    pool_port, staged, log = worker_pool
+    job_port = free_port()
+    yield from job_service(job_server_command(record, job_port, free_port()), job_port,
+                           pool_port, log, staged.parent)
+
+
+def stream_job(module: str, args: list[str], runner_args: list[str], land, written: str,
+               limit_secs: float) -> tuple[float | None, bool, int, str]:
+    """Runs ``module`` in streaming on a runner, calls ``land()`` once it is up, and waits up
+    to ``limit_secs`` for a file matching ``written``.
+
+    Returns:
+        (seconds from landed to written or None, whether the job was still running then,
+        its exit status, its console).
+    """
+    job = subprocess.Popen(
+        [sys.executable, "-m", module, "--streaming", *args, *runner_args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(15)  # the job is up and watching
+        land()
+        landed, seen = time.monotonic(), None
+        while time.monotonic() - landed < limit_secs and job.poll() is None:
+            if glob.glob(written, recursive=True):
+                seen = time.monotonic() - landed
+                break
+            time.sleep(0.5)
+        running = job.poll() is None
+        output, _ = job.communicate(timeout=240)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    return seen, running, job.returncode, output

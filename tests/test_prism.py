@@ -10,7 +10,7 @@ import time
 import pytest
 
 from runners import prism
-from tests.conftest import write_jsonl
+from tests.conftest import stream_job, write_jsonl
 
 
 def test_runs_that_ask_for_prism_get_the_built_binary_or_a_clear_refusal(tmp_path,
@@ -44,35 +44,8 @@ def prism_location() -> str:
     return str(binary)
 
 
-def _stream(module: str, args: list[str], prism_location: str, land, written: str,
-            limit_secs: float) -> tuple[float | None, bool, int, str]:
-    """Runs ``module`` in streaming on Prism, calls ``land()`` once it is up, and waits up to
-    ``limit_secs`` for a file matching ``written``.
-
-    Returns:
-        (seconds from landed to written or None, whether the job was still running then,
-        its exit status, its console).
-    """
-    job = subprocess.Popen(
-        [sys.executable, "-m", module, "--streaming", *args, "--runner", "PrismRunner",
-         "--prism_location", prism_location], stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
-    try:
-        time.sleep(15)  # the job is up and watching
-        land()
-        landed, seen = time.monotonic(), None
-        while time.monotonic() - landed < limit_secs and job.poll() is None:
-            if glob.glob(written, recursive=True):
-                seen = time.monotonic() - landed
-                break
-            time.sleep(0.5)
-        running = job.poll() is None
-        output, _ = job.communicate(timeout=240)
-    finally:
-        if job.poll() is None:
-            job.kill()
-    return seen, running, job.returncode, output
-
+def prism_args(location: str) -> list[str]:
+    return ["--runner", "PrismRunner", "--prism_location", location]
 
 
 @pytest.mark.slow
@@ -80,11 +53,12 @@ def test_a_streaming_run_on_prism_writes_rows_while_it_runs(prism_location, cred
                                                             make_requests, tmp_path):
     landing, out = tmp_path / "landing", tmp_path / "out"
     landing.mkdir()
-    seen, running, status, output = _stream(
+    seen, running, status, output = stream_job(
         "pipelines.credit_scoring",
         ["--input_dir", str(landing), "--registry", credit_registry, "--output", str(out),
          "--sample_rate", "1", "--window_secs", "5", "--stop_after_secs", "45"],
-        prism_location, lambda: write_jsonl(landing / "a.jsonl", make_requests(100, "prism")),
+        prism_args(prism_location),
+        lambda: write_jsonl(landing / "a.jsonl", make_requests(100, "prism")),
         f"{out}/responses/**/*.parquet", 25)
     assert status == 0, output[-3000:]
     assert seen is not None and running, output[-3000:]
@@ -180,13 +154,14 @@ def test_radar_chunks_streamed_on_prism_are_qcd_while_the_job_runs(prism_locatio
         pytest.skip(f"real data not found at {KLOT_CHUNKS}")
     landing, out = tmp_path / "landing", tmp_path / "out"
     landing.mkdir()
-    seen, running, status, output = _stream(
+    seen, running, status, output = stream_job(
         "pipelines.radar_qc",
         ["--chunk_dir", str(landing), "--registry", radar_registry, "--output", str(out),
          "--sample_rate", "1", "--poll_secs", "0.5", "--window_secs", "5",
          "--chunk_timeout_secs", "60", "--stop_after_secs", "120"],
-        prism_location, lambda: feed_chunks(chunk_files(str(KLOT_CHUNKS)), str(landing), "KLOT",
-                                            delay_secs=0.05, shuffle_seed=1),
+        prism_args(prism_location),
+        lambda: feed_chunks(chunk_files(str(KLOT_CHUNKS)), str(landing), "KLOT",
+                            delay_secs=0.05, shuffle_seed=1),
         f"{out}/qc_volumes/**/*.parquet", 90)
     assert status == 0, output[-3000:]
     assert seen is not None and running, output[-3000:]

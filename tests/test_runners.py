@@ -6,17 +6,14 @@ installed from the sdist (not the checkout)."""
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 
 import pyarrow.dataset as ds
 import pytest
 
 from models.credit.scenarios import generate
 from pipelines import credit_scoring, evaluate, radar_qc
-from tests.conftest import free_port, load_german, write_jsonl
+from tests.conftest import free_port, job_service, load_german, write_jsonl
 
 pytestmark = pytest.mark.slow  # pipeline runs; the fast tier is -m 'not slow'
 
@@ -26,19 +23,6 @@ VOLATILE = {"processed_at", "latency_ms", "received_at", "failed_at", "evaluated
             "netcdf", "quicklook"}
 BAD_LINES = ['{"request_id": "broken", ', '["not", "an", "object"]']
 
-
-
-def _wait_for_port(port: int, process, timeout: float = 60.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"service on port {port} exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -53,73 +37,15 @@ def dask_args():
 
 
 @pytest.fixture(scope="module")
-def worker_pool(tmp_path_factory):
-    """An external SDK worker pool whose workers import beamline from the package built by
-    setup.py (installed into a folder of its own), never from the checkout: (its port, the
-    folder, the services' log)."""
-    root = tmp_path_factory.mktemp("portable")
-    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(root)],
-                   cwd=ROOT, check=True, capture_output=True)
-    (sdist,) = root.glob("*.tar.gz")
-    staged = root / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                    "--no-build-isolation", "--target", str(staged), str(sdist)],
-                   cwd=root, check=True, capture_output=True)
-    pool_port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(staged),
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    log = open(root / "services.log", "wb")
-    pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
-                             "--service_port", str(pool_port)], cwd=root, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    try:
-        _wait_for_port(pool_port, pool)
-        yield pool_port, staged, log
-    finally:
-        pool.terminate()
-        pool.wait(timeout=30)
-        log.close()
-
-
-def _job_service(command: list[str], job_port: int, pool_port: int, log, cwd):
-    """A job service on ``job_port`` (started by ``command``) for as long as the generator
-    runs: the PortableRunner arguments that reach it with the external worker pool."""
-    job = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_for_port(job_port, job, timeout=120)
-        yield ["--runner", "PortableRunner", "--job_endpoint", f"localhost:{job_port}",
-               "--environment_type", "EXTERNAL", "--environment_config", f"localhost:{pool_port}"]
-    finally:
-        job.terminate()
-        job.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
 def portable(worker_pool):
     """Beam's local job service (Python) with the worker pool."""
     pool_port, staged, log = worker_pool
     job_port = free_port()
-    for args in _job_service([sys.executable, "-m",
+    for args in job_service([sys.executable, "-m",
                               "apache_beam.runners.portability.local_job_service_main",
                               "--port", str(job_port)], job_port, pool_port, log,
                              staged.parent):
         yield {"staged": str(staged), "args": args}
-
-
-@pytest.fixture(scope="module")
-def flink(worker_pool):
-    """Beam's Flink job server (fetched by set-up) on an embedded Flink mini cluster, with the
-    worker pool: every stage runs in Flink's operators, the SDK stages in the pool."""
-    from runners.flink import fetch, job_server_command
-
-    record, said = fetch()
-    if record is None:
-        pytest.skip(said)
-    pool_port, staged, log = worker_pool
-    job_port = free_port()
-    for args in _job_service(job_server_command(record, job_port, free_port()), job_port,
-                             pool_port, log, staged.parent):
-        yield args
 
 
 def _rows(out: str, name: str, key) -> list[dict]:
