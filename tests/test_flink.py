@@ -44,8 +44,9 @@ def test_a_fetched_job_server_is_found_with_both_beam_versions_named(tmp_path, m
         f"Flink 1.19 job server of Beam {job_server.FALLBACK_BEAM} (Python SDK "
         f"{job_server.sdk_version()})")
     assert job_server.job_server_command(record, 8099, 8098) == [
-        "java", *job_server.JAVA_OPENS, "-cp", "/m2/a.jar:/m2/b.jar", job_server.DRIVER, "--job-port", "8099",
-        "--artifact-port", "8098", "--expansion-port", "0", "--flink-master", "[local]"]
+        "java", *job_server.JAVA_OPENS, "-cp", "/m2/a.jar:/m2/b.jar", job_server.DRIVER,
+        "--job-port", "8099", "--artifact-port", "8098", "--expansion-port", "0",
+        "--flink-master", "[local]"]
 
 
 @pytest.mark.slow
@@ -59,7 +60,7 @@ def test_credit_streaming_on_flink_writes_every_row_while_it_runs(flink, credit_
     seen, running, status, output = stream_job(
         "pipelines.credit_scoring",
         ["--input_dir", str(landing), "--registry", credit_registry, "--output", str(out),
-         "--sample_rate", "1", "--window_secs", "5", "--stop_after_secs", "50"], flink,
+         "--sample_rate", "1", "--window_secs", "5", "--stop_after_secs", "40"], flink,
         lambda: write_jsonl(landing / "a.jsonl", [*requests, requests[3]]),
         f"{out}/responses/**/*.parquet", 30)
     assert status == 0, output[-3000:]
@@ -85,10 +86,10 @@ def test_radar_chunks_streamed_on_flink_are_assembled_and_qcd_while_it_runs(
         "pipelines.radar_qc",
         ["--chunk_dir", str(landing), "--registry", radar_registry, "--output", str(out),
          "--sample_rate", "1", "--poll_secs", "0.5", "--window_secs", "5",
-         "--chunk_timeout_secs", "60", "--stop_after_secs", "120"], flink,
+         "--chunk_timeout_secs", "60", "--stop_after_secs", "90"], flink,
         lambda: feed_chunks(chunk_files(str(KLOT_CHUNKS)), str(landing), "KLOT",
                             delay_secs=0.05, shuffle_seed=1),
-        f"{out}/qc_volumes/**/*.parquet", 90)
+        f"{out}/qc_volumes/**/*.parquet", 70)
     assert status == 0, output[-3000:]
     assert seen is not None and running, output[-3000:]
     print(f"\nflink radar: the volume's index row in Parquet {seen:.1f} s after its last "
