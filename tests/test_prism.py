@@ -62,10 +62,6 @@ def _rows_by_request(out) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "Prism followed the move in 4 of 7 runs here (6.0 s after it when it did); in the others "
-    "no window saw the new version: its side-input delivery still races the main input "
-    "(docs/runners.md)"))
 def test_production_moved_mid_stream_on_prism_is_followed_live(prism_location, credit_registry,
                                                                german_path, make_requests,
                                                                tmp_path):
@@ -121,7 +117,11 @@ def test_production_moved_mid_stream_on_prism_is_followed_live(prism_location, c
     assert sorted(versions) == sorted(i for ids in landed.values() for i in ids), output[-3000:]
     assert all(len(v) == 1 for v in versions.values()), "a request scored twice"
     assert {versions[i][0] for i in landed["before"]} == {"v0001"}
-    assert new_seen_after is not None, output[-3000:]
+    if new_seen_after is None:
+        # Everything above holds in every run; following the move does not yet.
+        pytest.xfail("Prism followed the move in 4 of 7 runs here (6.0 s after it when it did); "
+                     "in the others no window saw the new version: its side-input delivery "
+                     "still races the main input (docs/runners.md)")
     # Once a file is scored by the new version, every later file is too.
     per_file = [{versions[i][0] for i in ids} for name, ids in landed.items() if name != "before"]
     first_new = next(k for k, seen in enumerate(per_file) if "v0002" in seen)
