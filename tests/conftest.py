@@ -310,3 +310,24 @@ def stream_job(module: str, args: list[str], runner_args: list[str], land, writt
         if job.poll() is None:
             job.kill()
     return seen, running, job.returncode, output
+
+
+def stream_klot_chunks(registry: str, tmp_path, runner_args: list[str], stop_after_secs: int,
+                       limit_secs: float):
+    """The radar chunk stream on a runner while the 55 KLOT real-time chunks land shuffled:
+    ``stream_job``'s answer and the output folder."""
+    from services.chunk_feed import chunk_files, feed_chunks
+
+    if not KLOT_CHUNKS.exists():
+        pytest.skip(f"real data not found at {KLOT_CHUNKS}")
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    landing.mkdir()
+    answer = stream_job(
+        "pipelines.radar_qc",
+        ["--chunk_dir", str(landing), "--registry", registry, "--output", str(out),
+         "--sample_rate", "1", "--poll_secs", "0.5", "--window_secs", "5",
+         "--chunk_timeout_secs", "60", "--stop_after_secs", str(stop_after_secs)], runner_args,
+        lambda: feed_chunks(chunk_files(str(KLOT_CHUNKS)), str(landing), "KLOT",
+                            delay_secs=0.05, shuffle_seed=1),
+        f"{out}/qc_volumes/**/*.parquet", limit_secs)
+    return (*answer, out)

@@ -9,7 +9,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from runners import flink as job_server
-from tests.conftest import stream_job, write_jsonl
+from tests.conftest import stream_job, stream_klot_chunks, write_jsonl
 
 
 def read_rows(path) -> list[dict]:
@@ -75,21 +75,8 @@ def test_credit_streaming_on_flink_writes_every_row_while_it_runs(flink, credit_
 @pytest.mark.slow
 def test_radar_chunks_streamed_on_flink_are_assembled_and_qcd_while_it_runs(
         flink, radar_registry, tmp_path):
-    from services.chunk_feed import chunk_files, feed_chunks
-    from tests.conftest import KLOT_CHUNKS
-
-    if not KLOT_CHUNKS.exists():
-        pytest.skip(f"real data not found at {KLOT_CHUNKS}")
-    landing, out = tmp_path / "landing", tmp_path / "out"
-    landing.mkdir()
-    seen, running, status, output = stream_job(
-        "pipelines.radar_qc",
-        ["--chunk_dir", str(landing), "--registry", radar_registry, "--output", str(out),
-         "--sample_rate", "1", "--poll_secs", "0.5", "--window_secs", "5",
-         "--chunk_timeout_secs", "60", "--stop_after_secs", "90"], flink,
-        lambda: feed_chunks(chunk_files(str(KLOT_CHUNKS)), str(landing), "KLOT",
-                            delay_secs=0.05, shuffle_seed=1),
-        f"{out}/qc_volumes/**/*.parquet", 70)
+    seen, running, status, output, out = stream_klot_chunks(radar_registry, tmp_path, flink,
+                                                            90, 70)
     assert status == 0, output[-3000:]
     assert seen is not None and running, output[-3000:]
     print(f"\nflink radar: the volume's index row in Parquet {seen:.1f} s after its last "

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from runners import prism
-from tests.conftest import stream_job, write_jsonl
+from tests.conftest import stream_klot_chunks, write_jsonl
 
 
 def test_runs_that_ask_for_prism_get_the_built_binary_or_a_clear_refusal(tmp_path,
@@ -135,22 +135,8 @@ def test_radar_chunks_streamed_on_prism_are_qcd_while_the_job_runs(prism_locatio
                                                                   radar_registry, tmp_path):
     """Chunk assembly (state and an event-time timer), RunInference with its exception
     handling and the writers on Prism: the volume is out before the source stops."""
-    from services.chunk_feed import chunk_files, feed_chunks
-    from tests.conftest import KLOT_CHUNKS
-
-    if not KLOT_CHUNKS.exists():
-        pytest.skip(f"real data not found at {KLOT_CHUNKS}")
-    landing, out = tmp_path / "landing", tmp_path / "out"
-    landing.mkdir()
-    seen, running, status, output = stream_job(
-        "pipelines.radar_qc",
-        ["--chunk_dir", str(landing), "--registry", radar_registry, "--output", str(out),
-         "--sample_rate", "1", "--poll_secs", "0.5", "--window_secs", "5",
-         "--chunk_timeout_secs", "60", "--stop_after_secs", "80"],
-        prism_args(prism_location),
-        lambda: feed_chunks(chunk_files(str(KLOT_CHUNKS)), str(landing), "KLOT",
-                            delay_secs=0.05, shuffle_seed=1),
-        f"{out}/qc_volumes/**/*.parquet", 60)
+    seen, running, status, output, out = stream_klot_chunks(
+        radar_registry, tmp_path, prism_args(prism_location), 80, 60)
     assert status == 0, output[-3000:]
     assert seen is not None and running, output[-3000:]
     print(f"\nprism radar: the volume's index row in Parquet {seen:.1f} s after its last "
