@@ -64,6 +64,9 @@ COMMANDS: dict[str, dict[str, Command] | Command] = {
         "weak-labels": Command("transforms.radar.weak_labels:main",
                                "train the dual-pol UNet on synthetic plus real volumes labelled "
                                "by the reference algorithms"),
+        "leave-one-out": Command("transforms.radar.leave_one_radar_out:main",
+                                 "train without each radar in turn and score the model on "
+                                 "it against the reference algorithms (an experiment)"),
         "reference": Command("pipelines.radar_reference:main",
                              "compare the UNet with reference QC algorithms on real volumes",
                              pipeline="radar_reference"),

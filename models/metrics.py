@@ -69,6 +69,16 @@ def detection_scores(truth, detected) -> dict:
     }
 
 
+def heidke_skill_score(hits: int, misses: int, false_alarms: int,
+                       correct_negatives: int) -> float:
+    """Heidke skill score of a 2x2 contingency table: the share of correct answers beyond
+    those a random forecast with the same marginals gets (1 perfect, 0 no skill; Cohen's
+    kappa of the table). NaN where the table has one row or column only."""
+    a, b, c, d = (float(x) for x in (hits, false_alarms, misses, correct_negatives))
+    denominator = (a + c) * (c + d) + (a + b) * (b + d)
+    return 2.0 * (a * d - b * c) / denominator if denominator else float("nan")
+
+
 def calibration_table(labels, probabilities, bins: int = 10) -> list[dict]:
     """Reliability bins of equal width on [0, 1]: count, mean probability, observed rate.
 

@@ -129,7 +129,8 @@ def run(argv=None, test_pipeline=None) -> dict:
     for row in volume_table(rows):
         if row["pair"] == "UNet vs consensus":
             print(f"  {row['volume_id']}: UNet vs the references' consensus CSI "
-                  f"{figure(row['csi'])} (POD {figure(row['pod'])}, FAR {figure(row['far'])}); "
+                  f"{figure(row['csi'])} (POD {figure(row['pod'])}, FAR {figure(row['far'])}, "
+                  f"HSS {figure(row['hss'])}); "
                   f"removes {figure(row['weather_removed_share'], '.1%')} of what both call "
                   f"weather")
     print(f"  report:  {report}")

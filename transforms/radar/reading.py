@@ -141,6 +141,29 @@ def volume_source(path: str) -> tuple[str, ...]:
     return (path,)
 
 
+def volume_paths(folder: str) -> list[str]:
+    """Every volume under ``folder`` and its subfolders: archive files, and folders of one
+    volume's real-time chunks (a folder whose files are all chunk-named)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        names = [f for f in sorted(files)
+                 if not f.startswith(".") and not f.lower().startswith("readme")]
+        if names and all(_chunk_named(f) for f in names):
+            found.append(root)
+        else:
+            found += [os.path.join(root, f) for f in names]
+    return found
+
+
+def _chunk_named(name: str) -> bool:
+    try:
+        parse_chunk_name(name)
+    except RadarReadError:
+        return False
+    return True
+
+
 def parse_chunk_name(path: str) -> Chunk:
     """``.../20260328-201457-001-S`` -> Chunk.
 

@@ -23,7 +23,7 @@ import dataclasses
 
 import numpy as np
 
-from models.metrics import detection_scores
+from models.metrics import detection_scores, heidke_skill_score
 
 UNET, FUZZY, RHOHV, CONSENSUS = "unet", "fuzzy", "rhohv", "consensus"
 # (detected, reference) pairs reported, each of every sweep and range band.
@@ -152,7 +152,9 @@ def agreement_rows(sweep: dict, masks: dict[str, np.ndarray], echo: np.ndarray,
 
 def summed(rows: list[dict]) -> dict:
     """POD / FAR / CSI of rows' summed hits, misses and false alarms (a band or a volume as
-    one), plus their summed gates and the gate-weighted removed shares."""
+    one), the Heidke skill score over the gates scored (echo gates, or for the consensus the
+    echo gates where the references agree: counting empty gates as correct negatives would
+    inflate it), plus their summed gates and the gate-weighted removed shares."""
     hits = sum(r["hits"] for r in rows)
     misses = sum(r["misses"] for r in rows)
     false_alarms = sum(r["false_alarms"] for r in rows)
@@ -163,8 +165,13 @@ def summed(rows: list[dict]) -> dict:
            "csi": hits / (hits + misses + false_alarms) if hits + misses + false_alarms
            else None,
            "gates": sum(r["gates"] for r in rows), "echo_gates": echo,
+           "hss": None,
            "removed_share": (sum(r["removed_share"] * r["echo_gates"] for r in rows) / echo
                              if echo else None)}
+    correct_negatives = out["gates"] - hits - misses - false_alarms
+    if out["gates"]:
+        hss = heidke_skill_score(hits, misses, false_alarms, correct_negatives)
+        out["hss"] = None if np.isnan(hss) else hss
     weighted = [r for r in rows if r.get("weather_removed_share") is not None]
     out["weather_removed_share"] = None
     if weighted:

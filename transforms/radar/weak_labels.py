@@ -18,7 +18,9 @@ Usage (trains and publishes the dual-pol model, synthetic windows plus these)::
 """
 
 import argparse
+import dataclasses
 import logging
+import os
 import shlex
 import sys
 
@@ -40,27 +42,69 @@ def consensus_labels(masks: dict, echo: np.ndarray) -> np.ndarray:
     return labels
 
 
-def volume_sweeps_with_labels(sources, params) -> tuple[list, list[str]]:
-    """(data, labels) of every dual-pol sweep of the volumes, and their volume ids."""
-    sweeps, volume_ids = [], []
-    for source in sources:
-        source = tuple(source)
-        volume = decode_volume(open_volume(source[0] if len(source) == 1 else list(source)),
-                               source)
-        volume_ids.append(volume.first.volume_id)
+@dataclasses.dataclass(frozen=True)
+class LabelledSweep:
+    """One dual-pol sweep on the model grid with the references' masks and its weak labels."""
+
+    radar: str
+    volume_id: str
+    sweep_number: int
+    elevation: float
+    data: np.ndarray         # float32 (azimuth, range, 4), NaN = no echo
+    masks: dict              # {"fuzzy", "rhohv"}: True = not weather
+    labels: np.ndarray       # uint8 consensus labels (consensus_labels)
+    range_km: np.ndarray     # range of each gate along the range axis
+
+
+def labelled_sweeps(source, params) -> list[LabelledSweep]:
+    """Every dual-pol sweep of one volume source (archive file, or ordered chunk paths)."""
+    from transforms.radar.reading import GRID_GATE_M
+
+    source = tuple(source)
+    volume = decode_volume(open_volume(source[0] if len(source) == 1 else list(source)), source)
+    try:
+        out = []
         for i, key in enumerate(volume.role_keys(DUAL_POL)):
             data = volume.stacks[DUAL_POL][i]
             echo = ~np.isnan(data[..., 0])
             masks = reference.reference_masks(data, reference.sweep_velocity(
                 volume.tree, key.sweep_number, key.elevation), params)
-            sweeps.append((data, consensus_labels(masks, echo)))
+            out.append(LabelledSweep(
+                key.radar, key.volume_id, key.sweep_number, key.elevation, data, masks,
+                consensus_labels(masks, echo),
+                (key.first_gate_m + GRID_GATE_M * np.arange(data.shape[1])) / 1000.0))
+        return out
+    finally:
         volume.tree.close()
-    return sweeps, volume_ids
 
 
-def weak_windows(sweeps, count: int, n_azimuth: int, n_range: int, seed: int):
+def load_sweeps(sources, params) -> tuple[list[LabelledSweep], list[str]]:
+    """Labelled dual-pol sweeps of every volume source, and one line for each volume left out
+    (no dual-pol sweep, such as a legacy volume, or not readable)."""
+    sweeps, skipped = [], []
+    for source in sources:
+        source = tuple(source)
+        name = os.path.basename(os.path.dirname(source[0]) if len(source) > 1 else source[0])
+        try:
+            found = labelled_sweeps(source, params)
+        except RadarReadError as error:
+            skipped.append(f"{name}: {error}")
+            continue
+        if not found:
+            skipped.append(f"{name}: no dual-pol sweep")
+        sweeps += found
+    return sweeps, skipped
+
+
+def weak_windows(sweeps, count: int, n_azimuth: int, n_range: int, seed: int,
+                 groups=None):
     """``count`` windows cut from the labelled sweeps (azimuth wraps; first gate drawn as
     ``max_gate * u**2``, towards the radar where most non-weather echo is).
+
+    Args:
+        groups: one name per sweep (its radar, say); when given, each window first draws a
+            group, each equally likely, then a sweep of it, so a radar with many sweeps does
+            not outweigh one with few. Else every sweep is equally likely.
 
     Returns:
         (data float32 (count, n_azimuth, n_range, 4), labels uint8 (count, n_azimuth, n_range)).
@@ -68,8 +112,16 @@ def weak_windows(sweeps, count: int, n_azimuth: int, n_range: int, seed: int):
     rng = np.random.default_rng(seed)
     data = np.empty((count, n_azimuth, n_range, sweeps[0][0].shape[-1]), dtype=np.float32)
     labels = np.empty((count, n_azimuth, n_range), dtype=np.uint8)
+    members = None
+    if groups is not None:
+        names = sorted(set(groups))
+        members = [[j for j, g in enumerate(groups) if g == name] for name in names]
     for i in range(count):
-        sweep, sweep_labels = sweeps[rng.integers(len(sweeps))]
+        if members is None:
+            sweep, sweep_labels = sweeps[rng.integers(len(sweeps))]
+        else:
+            group = members[rng.integers(len(members))]
+            sweep, sweep_labels = sweeps[group[rng.integers(len(group))]]
         rays = (rng.integers(sweep.shape[0]) + np.arange(n_azimuth)) % sweep.shape[0]
         first = int((sweep.shape[1] - n_range) * rng.random() ** 2)
         data[i] = sweep[rays, first:first + n_range]
@@ -80,13 +132,25 @@ def weak_windows(sweeps, count: int, n_azimuth: int, n_range: int, seed: int):
 def weak_training_windows(sources, count: int, seed: int, config_path: str | None = None
                           ) -> dict:
     """``count`` windows of the volumes' sweeps with their weak labels, as
-    ``models.radar_qc.train.train`` takes them ({"data", "labels", "volume_ids"})."""
+    ``models.radar_qc.train.train`` takes them ({"data", "labels", "volume_ids"}). Volumes
+    without dual-pol sweeps are left out, each with a printed line.
+
+    Raises:
+        RadarReadError: none of the volumes has a dual-pol sweep.
+    """
     from models.radar_qc.train import TRAIN_WINDOW
 
     params, _ = reference.load_parameters(config_path)
-    sweeps, volume_ids = volume_sweeps_with_labels(sources, params)
-    data, labels = weak_windows(sweeps, count, *TRAIN_WINDOW, seed=seed + 17)
-    return {"data": data, "labels": labels, "volume_ids": volume_ids}
+    sweeps, skipped = load_sweeps(sources, params)
+    for line in skipped:
+        print(f"  weak labels: left out {line}", flush=True)
+    if not sweeps:
+        raise RadarReadError("--weak_labels: no volume given has a dual-pol sweep "
+                             "(the references need ZDR, RHOHV and PHIDP)")
+    data, labels = weak_windows([(s.data, s.labels) for s in sweeps], count, *TRAIN_WINDOW,
+                                seed=seed + 17)
+    return {"data": data, "labels": labels,
+            "volume_ids": sorted({s.volume_id for s in sweeps})}
 
 
 def volume_argument(text: str) -> tuple[str, ...]:
