@@ -66,7 +66,7 @@ def print_help_if_asked(argv, pipeline: str, description: str) -> None:
         sys.exit(0)
 
 
-def pipeline_runner(description: str, name: str, prepare, build, outputs):
+def pipeline_runner(description: str, name: str, prepare, build, outputs, notes=None):
     """The ``run`` function of a pipeline module.
 
     Args:
@@ -76,6 +76,8 @@ def pipeline_runner(description: str, name: str, prepare, build, outputs):
         prepare: ``prepare(options) -> RunConfig``: checks and the launch step.
         build: ``build(pipeline, config)`` wiring its graph.
         outputs: ``outputs(config) -> {label: path}`` for the summary.
+        notes: optional ``notes(result, config) -> [line]``: the pipeline's own lines of the
+            summary (after the counts).
     """
 
     def run(argv=None, test_pipeline=None):
@@ -96,10 +98,24 @@ def pipeline_runner(description: str, name: str, prepare, build, outputs):
         width = max(len(label) for label in folders) + 2
         print("\n".join([f"{name} run {config.run_id}: {result.state} in {seconds:.1f} s"]
                         + [f"  {label + ':':<{width}}{path}" for label, path in folders.items()]
-                        + counts_summary(result, seconds)))
+                        + counts_summary(result, seconds)
+                        + (notes(result, config) if notes else [])))
         return result
 
     return run
+
+
+def counter_total(result, namespace: str, name: str) -> int | None:
+    """A Beam counter's total over the run (None when the runner reports no metrics)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    try:
+        counters = result.metrics().query(MetricsFilter().with_namespace(namespace)
+                                          .with_name(name))["counters"]
+    except Exception:  # noqa: BLE001 - a runner without metrics
+        return None
+    return sum(int((c.committed if c.committed is not None else c.attempted) or 0)
+               for c in counters)
 
 
 def counts_summary(result, seconds: float) -> list[str]:

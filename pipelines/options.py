@@ -318,6 +318,13 @@ class RadarQcOptions(PipelineOptions):
         parser.add_argument("--chunk_timeout_secs", type=float, default=900.0,
                             help="a volume still missing chunks this long after its first "
                                  "chunk goes to dead letters")
+        parser.add_argument("--check_uncertainty", action="store_true",
+                            help="run the reference algorithms (wradlib's fuzzy "
+                                 "classification, the RHOHV rule) on every dual-pol sweep "
+                                 "and flag a volume 'QC uncertain' where the UNet's call "
+                                 "differs from both on more than qc_uncertain_share of its "
+                                 "echo (<config>/evaluation/radar_reference.json); about "
+                                 "0.6-1.5 s more per sweep")
 
 
 class EvaluateOptions(PipelineOptions):

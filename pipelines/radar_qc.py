@@ -40,7 +40,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from models import registry as model_registry
 from models.radar_qc.engine import choose_engine
 from models.radar_qc.handler import DEFAULT_SWEEPS_PER_CALL, radar_model_handler
-from pipelines.launch import cli, pipeline_runner, run_outputs
+from pipelines.launch import cli, counter_total, pipeline_runner, run_outputs
 from pipelines.options import (
     DEFAULT_SINGLE_POL_MODEL,
     RadarQcOptions,
@@ -59,6 +59,7 @@ from transforms.radar.dofns import (
     PREDICTIONS,
     QUICKLOOKS,
     VOLUMES,
+    VOLUMES_QC_UNCERTAIN,
     ChunkPathFn,
     DecodeVolumeFn,
     WriteQcVolumeFn,
@@ -67,6 +68,7 @@ from transforms.radar.dofns import (
     record_classes,
 )
 from transforms.radar.reading import DUAL_POL, SINGLE_POL
+from transforms.radar.reference import load_parameters
 from transforms.radar.volumes import OUTPUT_FORMATS
 
 LOGGER = logging.getLogger(__name__)
@@ -205,8 +207,10 @@ def build(pipeline, config: RunConfig, sources=None) -> dict:
                       >> beam.FlatMap(inference_dead_letters, context))
         volumes = classified | f"RecordClasses{suffix}" >> beam.Map(record_classes, role)
     total = count_inputs(config.input) if config.input else None
+    # The references' settings and the share above which a volume is "QC uncertain".
+    uncertainty = load_parameters()[0] if radar.check_uncertainty else None
     written = volumes | "WriteQcVolumes" >> beam.ParDo(WriteQcVolumeFn(
-        output, context, total, list(output_formats(radar)))).with_outputs(
+        output, context, total, list(output_formats(radar)), uncertainty)).with_outputs(
         DEAD_LETTERS, PREDICTIONS, main="volumes")
     predictions = written[PREDICTIONS]
     dead_letters = ((*source_dead, decoded[DEAD_LETTERS], *failed, written[DEAD_LETTERS])
@@ -240,7 +244,21 @@ def output_folders(config: RunConfig) -> dict:
             "dead letters": f"{out}/{DEAD_LETTERS}/pipeline={PIPELINE_NAME}/{model}/"}
 
 
-run = pipeline_runner(__doc__, PIPELINE_NAME, prepare, build, output_folders)
+def summary_notes(result, config: RunConfig) -> list[str]:
+    """The "QC uncertain" line of a run that checked it."""
+    if not config.view(RadarQcOptions).check_uncertainty:
+        return []
+    flagged = counter_total(result, PIPELINE_NAME, VOLUMES_QC_UNCERTAIN)
+    share = load_parameters()[0].uncertain_share
+    if flagged is None:
+        return [f"  QC uncertain: see qc_uncertain in {config.output.rstrip('/')}/"
+                f"{INDEX.name}/ (this runner reports no counters)"]
+    return [f"  QC uncertain: {flagged} volume(s) where the UNet's call differs from both "
+            f"reference algorithms' on more than {share:.0%} of the echo (qc_uncertain, "
+            f"qc_uncertain_share in the volume index)"]
+
+
+run = pipeline_runner(__doc__, PIPELINE_NAME, prepare, build, output_folders, summary_notes)
 
 
 def main(argv=None) -> int:

@@ -108,8 +108,25 @@ def batch_run(klbb_path, radar_registry, tmp_path_factory):
         (inputs / name).write_bytes(content)
     out = tmp_path_factory.mktemp("out")
     radar_qc.run(["--input", str(inputs / "*"), "--output", str(out), "--registry",
-                  radar_registry, "--sample_rate", "1.0", "--run_id", "radar-test"])
+                  radar_registry, "--sample_rate", "1.0", "--run_id", "radar-test",
+                  "--check_uncertainty"])
     return inputs, out
+
+
+def test_each_volume_says_whether_its_qc_is_uncertain(batch_run):
+    """The share of echo where the UNet's call differs from both references, and the flag
+    above the configured share, in the index row; the run summary counts the flagged."""
+    from transforms.radar.reference import load_parameters
+
+    _, out = batch_run
+    threshold = load_parameters()[0].uncertain_share
+    volumes = read(out / "qc_volumes").to_pylist()
+    assert len(volumes) == 3
+    for row in volumes:
+        assert 0.0 <= row["qc_uncertain_share"] <= 1.0
+        assert row["qc_uncertain"] == (row["qc_uncertain_share"] > threshold)
+    # A tiny test model: far from the references on much of the echo, so some are flagged.
+    assert any(row["qc_uncertain"] for row in volumes)
 
 
 def test_every_input_file_ends_in_exactly_one_output(batch_run):

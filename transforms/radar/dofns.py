@@ -23,6 +23,7 @@ from transforms.radar.reading import (
     open_volume,
     parse_chunk_name,
 )
+from transforms.radar.reference import volume_uncertainty
 from transforms.radar.volumes import (
     CFRADIAL1_OUT,
     CFRADIAL2_OUT,
@@ -42,6 +43,8 @@ PIPELINE_NAME = "radar_qc"
 VOLUMES, QUICKLOOKS = "volumes", "quicklooks"
 # Output tag of the sweeps' prediction rows.
 PREDICTIONS = "predictions"
+# Counter of volumes flagged "QC uncertain" (--check_uncertainty), for the run summary.
+VOLUMES_QC_UNCERTAIN = "volumes_qc_uncertain"
 
 
 class DecodeVolumeFn(beam.DoFn):
@@ -90,11 +93,13 @@ class WriteQcVolumeFn(beam.DoFn):
     """
 
     def __init__(self, output: str, context: dict, total_volumes: int | None = None,
-                 output_formats=(CFRADIAL2_OUT,)):
+                 output_formats=(CFRADIAL2_OUT,), uncertainty_params=None):
         self._output = output
         self._context = context
         self._total = total_volumes
         self._formats = tuple(output_formats)
+        # ReferenceParameters when the references check each volume (--check_uncertainty).
+        self._uncertainty = uncertainty_params
 
     def setup(self):
         # A volume takes seconds: every one is worth a line.
@@ -137,6 +142,7 @@ class WriteQcVolumeFn(beam.DoFn):
             LOGGER.warning("%s: %d of the %d sweeps of its coverage pattern arrived whole; "
                            "those are QC'd and its index row says complete=false",
                            key.volume_id, sweeps_in_volume, expected)
+        uncertainty = self._check_uncertainty(volume)  # before the moments are masked
         qc = apply_qc(tree, classes_by_sweep, {
             "qc_model_name": name, "qc_model_version": version, "qc_model_sha256": sha256,
             "qc_run_id": self._context["run_id"]}, in_place=True, model_by_sweep=model_by_sweep)
@@ -163,7 +169,23 @@ class WriteQcVolumeFn(beam.DoFn):
             self._context, sweeps_expected=expected, sweeps_single_pol=len(single),
             single_pol_model=model_by_sweep[single[0].sweep_number] if single else None,
             damaged_cuts=tree.attrs.get("damaged_cuts"),
-            radar_id_from=tree.attrs.get("radar_id_from"))
+            radar_id_from=tree.attrs.get("radar_id_from"), uncertainty=uncertainty)
+
+    def _check_uncertainty(self, volume: DecodedVolume) -> tuple[float, bool] | None:
+        if self._uncertainty is None:
+            return None
+        uncertain, echo = volume_uncertainty(volume, self._uncertainty)
+        if not echo:
+            return None
+        share = uncertain / echo
+        flagged = share > self._uncertainty.uncertain_share
+        if flagged:
+            beam.metrics.Metrics.counter(PIPELINE_NAME, VOLUMES_QC_UNCERTAIN).inc()
+            LOGGER.warning("%s: QC uncertain: the UNet's call differs from both reference "
+                           "algorithms' on %.1f %% of its dual-pol echo (above %.0f %%)",
+                           volume.first.volume_id, 100 * share,
+                           100 * self._uncertainty.uncertain_share)
+        return share, flagged
 
 
 def inference_dead_letters(failure, context: dict) -> list[dict]:

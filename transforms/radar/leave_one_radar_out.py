@@ -69,8 +69,7 @@ def score_sweeps(probabilities, sweeps: list[LabelledSweep], bands_km) -> list[d
         masks = {reference.UNET: unet, **sweep.masks}
         identity = {"volume_id": sweep.volume_id, "radar": sweep.radar,
                     "sweep_number": sweep.sweep_number, "elevation": sweep.elevation}
-        uncertain = echo & (unet != sweep.masks[reference.FUZZY]) & (
-            unet != sweep.masks[reference.RHOHV])
+        uncertain = reference.uncertain_gates(unet, sweep.masks, echo)
         for row in reference.agreement_rows(identity, masks, echo, sweep.range_km, bands_km):
             in_band = _band_mask(row["band"], sweep.range_km)
             row["uncertain_gates"] = int((uncertain & in_band[None, :]).sum())

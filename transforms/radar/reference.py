@@ -40,12 +40,15 @@ class ReferenceParameters:
             weather (wradlib's documentation suggests 0.5).
         rhohv_threshold: the RHOHV rule's threshold.
         gabella: keyword arguments of ``wradlib.classify.filter_gabella``.
+        uncertain_share: share of a volume's echo above which its QC is "uncertain": where
+            the UNet's call differs from both references' (``uncertain_gates``).
     """
 
     fuzzy_threshold: float = 0.5
     rhohv_threshold: float = 0.8
     gabella: dict = dataclasses.field(default_factory=lambda: {
         "wsize": 5, "thrsnorain": 0.0, "tr1": 6.0, "n_p": 6, "tr2": 1.3})
+    uncertain_share: float = 0.10
 
 
 def load_parameters(path: str | None = None) -> tuple[ReferenceParameters, list[float]]:
@@ -56,7 +59,10 @@ def load_parameters(path: str | None = None) -> tuple[ReferenceParameters, list[
     config = read_config("evaluation", path or default_path("evaluation", "radar_reference")
                          ).content
     return (ReferenceParameters(config["fuzzy_threshold"], config["rhohv_threshold"],
-                                config["gabella"]), config["range_bands_km"])
+                                config["gabella"],
+                                config.get("qc_uncertain_share",
+                                           ReferenceParameters.uncertain_share)),
+            config["range_bands_km"])
 
 
 def static_clutter(dbzh: np.ndarray, params: ReferenceParameters) -> np.ndarray:
@@ -98,6 +104,34 @@ def reference_masks(data: np.ndarray, velocity: np.ndarray | None,
                         < params.fuzzy_threshold)
         rhohv = echo & (data[..., _RHOHV] < params.rhohv_threshold)
     return {FUZZY: fuzzy, RHOHV: rhohv}
+
+
+def uncertain_gates(unet: np.ndarray, masks: dict[str, np.ndarray],
+                    echo: np.ndarray) -> np.ndarray:
+    """Echo gates where the UNet's call (True = removed) differs from both references': they
+    agree with each other there and the model says otherwise."""
+    return echo & (unet != masks[FUZZY]) & (unet != masks[RHOHV])
+
+
+def volume_uncertainty(volume, params: ReferenceParameters) -> tuple[int, int]:
+    """(uncertain gates, echo gates) over the dual-pol sweeps of a classified volume
+    (``DecodedVolume``); (0, 0) when it has none (the references need dual-pol moments)."""
+    from models.radar_qc.vocabulary import removed
+    from transforms.radar.reading import DUAL_POL
+
+    keys = volume.role_keys(DUAL_POL)
+    if not keys:
+        return 0, 0
+    classes, _ = volume.classes[DUAL_POL]
+    uncertain = echo_gates = 0
+    for i, key in enumerate(keys):
+        data = volume.stacks[DUAL_POL][i]
+        echo = ~np.isnan(data[..., _DBZH])
+        masks = reference_masks(data, sweep_velocity(volume.tree, key.sweep_number,
+                                                     key.elevation), params)
+        uncertain += int(uncertain_gates(removed(classes[i]) & echo, masks, echo).sum())
+        echo_gates += int(echo.sum())
+    return uncertain, echo_gates
 
 
 def _scores(detected: np.ndarray, reference: np.ndarray, where: np.ndarray) -> dict:

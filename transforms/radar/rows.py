@@ -65,6 +65,11 @@ VOLUME_SCHEMA = pa.schema([
     pa.field("sweeps_single_pol", pa.int32()),
     pa.field("single_pol_model", pa.string()),
     pa.field("fraction_removed", pa.float64()),
+    # --check_uncertainty: the share of the dual-pol sweeps' echo where the UNet's call
+    # differs from both reference algorithms', and whether it is above the configured share
+    # (null when not checked, or no dual-pol sweep).
+    pa.field("qc_uncertain_share", pa.float64()),
+    pa.field("qc_uncertain", pa.bool_()),
     *(_COMMON[name] for name in ("processed_at", "model_name", "model_version", "model_sha256",
                                  "code_version", "run_mode", "run_id", "latency_ms", "dt")),
 ])
@@ -131,7 +136,8 @@ def volume_row(key: SweepKey, paths: dict, sweeps_total: int, fraction_removed: 
                now: datetime.datetime | None = None,
                sweeps_expected: int | None = None, sweeps_single_pol: int = 0,
                single_pol_model: str | None = None, damaged_cuts: str | None = None,
-               radar_id_from: str | None = None) -> dict:
+               radar_id_from: str | None = None,
+               uncertainty: tuple[float, bool] | None = None) -> dict:
     """The index row of one QC'd volume; ``complete`` is False when fewer sweeps were found
     than its coverage pattern has (a volume cut short), None when that count is unknown.
     ``model`` is the dual-pol model when it classified any sweep, else the single-pol one."""
@@ -155,6 +161,8 @@ def volume_row(key: SweepKey, paths: dict, sweeps_total: int, fraction_removed: 
         "sweeps_single_pol": sweeps_single_pol,
         "single_pol_model": single_pol_model,
         "fraction_removed": fraction_removed,
+        "qc_uncertain_share": uncertainty[0] if uncertainty else None,
+        "qc_uncertain": uncertainty[1] if uncertainty else None,
         "processed_at": now,
         "model_name": name,
         "model_version": version,
