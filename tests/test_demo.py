@@ -69,3 +69,22 @@ def test_background_commands_report_a_failure_and_stop_with_the_demo(tmp_path):
     slow.stop()  # the demo stopped early: the running command is stopped too
     slow.wait()
     assert slow._process.returncode == -signal.SIGTERM
+
+
+def test_the_demo_radar_model_learns_from_every_shared_radar_but_klbb(tmp_path, monkeypatch):
+    if not (DATA_DIR / "radar" / "network").exists():
+        pytest.skip(f"real data not found at {DATA_DIR / 'radar' / 'network'}")
+    started = []
+    monkeypatch.setattr(demo_module, "BackgroundCommands",
+                        lambda commands, log: started.append(commands) or "started")
+    demo = demo_module.Demo(data=str(DATA_DIR), registry=str(tmp_path / "registry"),
+                            out=str(tmp_path / "out"))
+    assert demo_module.radar_training(demo) == "started"
+    weak, single = started[0]
+    assert weak[0] == "transforms.radar.weak_labels" and single[0] == "models.radar_qc.train"
+    learnt = [weak[i + 1] for i, word in enumerate(weak) if word == "--weak_labels"]
+    names = {p.rstrip("/").split("/")[-1] for p in learnt}
+    assert "nexrad_chunks_KLOT" in names and "KTLX20190715_120037_V06" in names
+    assert not any("KLBB" in name for name in names)
+    assert len(learnt) == 1 + len([n for n in (DATA_DIR / "radar" / "network").iterdir()
+                                   if not n.name.startswith("README")])

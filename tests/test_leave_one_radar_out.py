@@ -130,3 +130,15 @@ def test_the_command_refuses_bad_arguments(tmp_path, capsys):
             parse_arguments(argv)
         assert exit_.value.code == 2
         assert words in capsys.readouterr().err
+
+
+def test_weak_labels_leave_out_volumes_without_dual_pol_sweeps(capsys):
+    from transforms.radar.reading import RadarReadError
+    from transforms.radar.weak_labels import weak_training_windows
+
+    legacy = DATA_DIR / "radar" / "network" / "KABR20050101_000745.gz"
+    if not legacy.exists():
+        pytest.skip(f"real data not found at {legacy}")
+    with pytest.raises(RadarReadError, match="no volume given has a dual-pol sweep"):
+        weak_training_windows([(str(legacy),)], 4, seed=1)
+    assert "left out KABR20050101_000745.gz: " in capsys.readouterr().out
