@@ -70,20 +70,9 @@ def score_sweeps(probabilities, sweeps: list[LabelledSweep], bands_km) -> list[d
         identity = {"volume_id": sweep.volume_id, "radar": sweep.radar,
                     "sweep_number": sweep.sweep_number, "elevation": sweep.elevation}
         uncertain = reference.uncertain_gates(unet, sweep.masks, echo)
-        for row in reference.agreement_rows(identity, masks, echo, sweep.range_km, bands_km):
-            in_band = _band_mask(row["band"], sweep.range_km)
-            row["uncertain_gates"] = int((uncertain & in_band[None, :]).sum())
-            rows.append(row)
+        rows += reference.agreement_rows(identity, masks, echo, sweep.range_km, bands_km,
+                                         {"uncertain": uncertain})
     return rows
-
-
-def _band_mask(band: str, range_km: np.ndarray) -> np.ndarray:
-    if band == "all":
-        return np.ones_like(range_km, dtype=bool)
-    if band.startswith(">"):
-        return range_km >= float(band[1:].split()[0])
-    lo, hi = band.split()[0].split("-")
-    return (range_km >= float(lo)) & (range_km < float(hi))
 
 
 def radar_summary(rows: list[dict]) -> dict:

@@ -141,7 +141,7 @@ def _scores(detected: np.ndarray, reference: np.ndarray, where: np.ndarray) -> d
 
 
 def agreement_rows(sweep: dict, masks: dict[str, np.ndarray], echo: np.ndarray,
-                   range_km: np.ndarray, bands_km) -> list[dict]:
+                   range_km: np.ndarray, bands_km, counted: dict | None = None) -> list[dict]:
     """Agreement of each pair in ``PAIRS``, over all echo gates and per range band.
 
     Args:
@@ -151,6 +151,8 @@ def agreement_rows(sweep: dict, masks: dict[str, np.ndarray], echo: np.ndarray,
         echo: the sweep's echo gates.
         range_km: range of each gate along the range axis.
         bands_km: band edges, e.g. [0, 25, 50, 100, 200] (the last band is open-ended).
+        counted: optional {name: gate mask}; every row also gets ``<name>_gates``, the mask's
+            gates in the row's band.
 
     Returns:
         Rows with pair, band, POD/FAR/CSI, hits/misses/false alarms, gates scored, the share
@@ -176,6 +178,8 @@ def agreement_rows(sweep: dict, masks: dict[str, np.ndarray], echo: np.ndarray,
                 **sweep, "band": band, "detected": detected, "reference": reference,
                 **_scores(masks[detected], masks[reference], where),
                 "echo_gates": int(gates.sum()),
+                **{f"{name}_gates": int((mask & in_band[None, :]).sum())
+                   for name, mask in (counted or {}).items()},
                 "removed_share": float(masks[detected][gates].mean()),
                 "weather_removed_share": (float(masks[detected][weather].mean())
                                           if reference == CONSENSUS and weather.any()
