@@ -55,7 +55,9 @@ DESCRIPTIONS = {"datasets": "data set configuration", "offer_rules": "offer rule
 EVALUATION_DEFAULTS = {"window": "week", "approve_decision": "approve", "calibration_bins": 10,
                        "min_slice_size": 30, "min_class_count": 5, "slices": [], "drift": {}}
 RETRAINING_RULE_TYPES = ("metric_drop", "metric_rise", "drift", "slice_gap", "schedule",
-                         "event")
+                         "event", "estimated_drop", "estimated_rise")
+# Estimates come before the labels: nothing to retrain on yet, so they can only alert.
+ALERT_ONLY_RULE_TYPES = ("estimated_drop", "estimated_rise")
 
 
 class ConfigError(ValueError):
@@ -251,6 +253,10 @@ def load_retraining_rules(path: str) -> dict:
         if rule.get("action", "retrain") not in ("retrain", "alert"):
             raise ConfigError(f"{path}: rule {rule.get('name')!r}: action must be retrain or "
                               f"alert")
+        if rule["type"] in ALERT_ONLY_RULE_TYPES and rule.get("action") != "alert":
+            raise ConfigError(f"{path}: rule {rule.get('name')!r} of type {rule['type']} needs "
+                              f"\"action\": \"alert\": an estimate comes before the labels, "
+                              f"so there is nothing to retrain on yet")
     minimum = config.content.get("min_new_labels", 0)
     if not isinstance(minimum, (int, float)) or math.isnan(minimum) or minimum < 0:
         raise ConfigError(f"{path}: min_new_labels must be a number >= 0")

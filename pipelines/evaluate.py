@@ -57,7 +57,7 @@ from transforms.common.dead_letters import DEAD_LETTERS, WriteDeadLetters
 from transforms.common.parquet_sink import WritePartitionedParquet
 from transforms.evaluation import join as evaluation
 from transforms.evaluation.join import METRIC_SCHEMA, METRICS, JoinFn
-from transforms.evaluation.metrics import GroupMetricsFn
+from transforms.evaluation.metrics import CALIBRATION, GroupMetricsFn
 from transforms.evaluation.outcome import EVALUATION, EvaluationRun, finish
 from transforms.evaluation.reading import (
     ParseTruthFn,
@@ -155,13 +155,15 @@ def model_manifests(registry: str, model_name: str, versions: list[str]) -> dict
 
 def drift_statistics(manifest: dict | None) -> dict:
     """The training statistics drift is measured against: every input with figures, and the
-    score."""
+    score; with the version's calibrator (``calibration``) for the estimates before labels."""
     if not manifest:
         return {}
     stats = {k: v for k, v in manifest.get("feature_statistics", {}).items()
              if v.get("kind") in ("numeric", "categorical") and v.get("count")}
     if "score_statistics" in manifest:
         stats["score"] = manifest["score_statistics"]
+    if manifest.get("calibration"):
+        stats[CALIBRATION] = manifest["calibration"]
     return stats
 
 

@@ -74,6 +74,14 @@ def test_manifest_has_schema_metrics_and_training_statistics(credit_model_ref):
     assert len(manifest["training_data_sha256"]) == 64
     for key in ("created_at", "code_version", "library_versions", "training_command"):
         assert manifest[key]
+    # The calibrator of the estimates before labels: fitted out of fold, judged on the hold-out.
+    calibration = manifest["calibration"]
+    assert calibration["method"] == "platt" and calibration["folds"] == 3
+    assert calibration["fitted_on"] == (f"3-fold out-of-fold scores of the "
+                                        f"{manifest['split']['train_count']} training rows")
+    assert calibration["used"] == (calibration["holdout_calibrated"]["log_loss"]
+                                   < calibration["holdout"]["log_loss"])
+    assert calibration["holdout"]["log_loss"] == pytest.approx(metrics["log_loss"])
 
 
 def test_handler_scores_a_batch_and_reports_the_versioned_path(credit_model_ref, german_records):

@@ -23,6 +23,12 @@ import tempfile
 import numpy as np
 
 from models import registry as model_registry
+from models.calibration import (
+    apply_calibration,
+    expected_calibration_error,
+    fit_platt,
+    fold_indices,
+)
 from models.config import evaluation_config_for
 from models.credit.dataset import (
     DataError,
@@ -103,6 +109,45 @@ def holdout_slice_gaps(records: list[dict], labels: np.ndarray, scores: np.ndarr
     return gaps
 
 
+def out_of_fold_calibration(fit_and_score, labels: np.ndarray, weights: np.ndarray,
+                            holdout_labels: np.ndarray, holdout_scores: np.ndarray,
+                            folds: int, seed: int) -> dict:
+    """A Platt calibrator fitted on out-of-fold scores of the training rows, judged on the
+    hold-out: used (by performance estimation only) where it lowers the hold-out log loss.
+
+    Args:
+        fit_and_score: (train row indices, scored row indices) -> scores of the scored rows by
+            a model of the same recipe trained on the train rows.
+        labels, weights: of the training rows.
+        holdout_labels, holdout_scores: the hold-out set scored by the published model.
+        folds: number of folds (0: no calibrator).
+
+    Returns:
+        The manifest's ``calibration`` record.
+    """
+    raw = {"log_loss": log_loss(holdout_labels, holdout_scores),
+           "ece": expected_calibration_error(holdout_labels, holdout_scores)}
+    if folds < 2:
+        return {"method": "none", "used": False, "holdout": raw,
+                "note": "no out-of-fold calibration asked (--calibration_folds 0)"}
+    out_of_fold = np.empty(len(labels))
+    members = fold_indices(labels, folds, seed)
+    for k, scored in enumerate(members):
+        trained = np.concatenate([m for j, m in enumerate(members) if j != k])
+        out_of_fold[scored] = fit_and_score(trained, scored)
+    calibration = fit_platt(out_of_fold, labels, weights)
+    calibrated = apply_calibration({**calibration, "used": True}, holdout_scores)
+    after = {"log_loss": log_loss(holdout_labels, calibrated),
+             "ece": expected_calibration_error(holdout_labels, calibrated)}
+    return {**calibration, "used": bool(after["log_loss"] < raw["log_loss"]),
+            "folds": folds, "fitted_on": f"{folds}-fold out-of-fold scores of the "
+                                         f"{len(labels)} training rows",
+            "out_of_fold_ece": expected_calibration_error(labels, out_of_fold),
+            "holdout": raw, "holdout_calibrated": after,
+            "purpose": "performance estimation before labels only; served scores and "
+                       "decisions do not use it"}
+
+
 def snapshot_inputs(registry: str, dataset: Dataset, snapshot_ids, since, until,
                     weight: float, half_life_days: float | None):
     """Rows of the chosen snapshots in [since, until), newest label per prediction id.
@@ -140,7 +185,7 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
           epochs: int = 60, holdout_fraction: float = 0.2, evaluation_config: str | None = None,
           command: str | None = None, snapshots=(), since: str | None = None,
           until: str | None = None, snapshot_weight: float = 1.0,
-          half_life_days: float | None = None):
+          half_life_days: float | None = None, calibration_folds: int = 3):
     """Train on a configured data set, evaluate on the hold-out and publish.
 
     Args:
@@ -161,6 +206,8 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
         snapshot_weight: sample weight of a snapshot row (base rows weigh 1).
         half_life_days: a snapshot row's weight halves for every this many days it is older
             than the newest one.
+        calibration_folds: folds of the out-of-fold calibrator (``out_of_fold_calibration``);
+            0 fits none.
 
     Returns:
         The new registry ModelRef.
@@ -200,10 +247,14 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
     train_records = [records[i] for i in train_idx]
     holdout_records = [records[i] for i in holdout_idx]
 
-    model = build_credit_model(train_records, dataset)
-    model.fit(to_model_inputs(train_records, kinds), labels[train_idx].astype(np.float32),
-              sample_weight=weights[train_idx], epochs=epochs, batch_size=32, shuffle=True,
-              verbose=0)
+    def fit(rows: np.ndarray):
+        model = build_credit_model([records[i] for i in rows], dataset)
+        model.fit(to_model_inputs([records[i] for i in rows], kinds),
+                  labels[rows].astype(np.float32), sample_weight=weights[rows], epochs=epochs,
+                  batch_size=32, shuffle=True, verbose=0)
+        return model
+
+    model = fit(train_idx)
     holdout_scores = predict_scores(model, holdout_records, kinds)
     train_scores = predict_scores(model, train_records, kinds)
     bad = int(np.sum(~np.isfinite(holdout_scores)) + np.sum(~np.isfinite(train_scores)))
@@ -213,6 +264,12 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
                         f"{path} or the snapshots")
     metrics = holdout_metrics(labels[holdout_idx], holdout_scores, dataset)
     LOGGER.info("hold-out metrics: %s", metrics)
+    calibration = out_of_fold_calibration(
+        lambda fitted, scored: predict_scores(fit(train_idx[fitted]),
+                                              [train_records[i] for i in scored], kinds),
+        labels[train_idx], weights[train_idx], labels[holdout_idx], holdout_scores,
+        calibration_folds, seed)
+    LOGGER.info("calibration: %s", calibration)
 
     manifest = {
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
@@ -248,6 +305,7 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
         # Promotion re-scores these and must get the same scores (models.promotion).
         "smoke": {"inputs": holdout_records[:SMOKE_ROWS],
                   "scores": [float(x) for x in holdout_scores[:SMOKE_ROWS]]},
+        "calibration": calibration,
         "feature_statistics": feature_statistics(train_records, kinds),
         "score_statistics": numeric_stats(train_scores),
     }
@@ -261,6 +319,18 @@ def train(config: str, registry: str, data: str | None = None, seed: int = 42,
                                      exports={"saved_model": f"{tmp}/saved_model"})
     promote_first(registry, ref)
     return ref
+
+
+def calibration_line(calibration: dict) -> str:
+    """The calibrator in one line, as training prints it."""
+    raw = calibration["holdout"]
+    if calibration["method"] == "none":
+        return f"calibration: none; hold-out ECE {raw['ece']:.3f}"
+    after = calibration["holdout_calibrated"]
+    return (f"calibration ({calibration['fitted_on']}): hold-out ECE {raw['ece']:.3f} -> "
+            f"{after['ece']:.3f}, log loss {raw['log_loss']:.3f} -> {after['log_loss']:.3f}: "
+            + ("used by performance estimation" if calibration["used"]
+               else "not used (it does not lower the hold-out log loss)"))
 
 
 def main(argv=None) -> int:
@@ -283,18 +353,24 @@ def main(argv=None) -> int:
                         help="sample weight of a snapshot row (base rows weigh 1)")
     parser.add_argument("--half_life_days", type=float, default=None,
                         help="a snapshot row's weight halves per this many days of age")
+    parser.add_argument("--calibration_folds", type=int, default=3,
+                        help="folds of the out-of-fold Platt calibrator that performance "
+                             "estimation uses (0: none; served scores never use it)")
     parser.add_argument("--evaluation_config", default=None,
                         help="slices for the hold-out gaps (default: "
                              "<config>/evaluation/<model name>.json)")
     args = parser.parse_args(argv)
     if not 0.0 < args.holdout_fraction < 1.0:
         parser.error("--holdout_fraction must lie strictly between 0 and 1")
+    if args.calibration_folds == 1 or args.calibration_folds < 0:
+        parser.error("--calibration_folds must be 0 (none) or at least 2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         ref = train(args.config, args.registry, args.data, args.seed, args.epochs,
                     args.holdout_fraction, args.evaluation_config,
                     snapshots=args.snapshot, since=args.since, until=args.until,
-                    snapshot_weight=args.snapshot_weight, half_life_days=args.half_life_days)
+                    snapshot_weight=args.snapshot_weight, half_life_days=args.half_life_days,
+                    calibration_folds=args.calibration_folds)
     except (ValueError, OSError) as error:  # configuration, data, snapshot or date errors
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -303,7 +379,8 @@ def main(argv=None) -> int:
     print(f"published {ref.name} {ref.version} -> {ref.path}\n"
           f"hold-out ({m['count']} rows): AUC {m['auc']:.3f}, log loss {m['log_loss']:.3f}, "
           f"accuracy@{m['decision_threshold']:.3f} {m['accuracy_at_threshold']:.3f}"
-          + (f", expected cost {cost:.3f} per applicant" if cost is not None else ""))
+          + (f", expected cost {cost:.3f} per applicant" if cost is not None else "")
+          + "\n" + calibration_line(ref.manifest["calibration"]))
     return 0
 
 

@@ -20,6 +20,8 @@ WINDOWS = ("week", "day", "all")
 # Whose answers a metric row scores: the version that served the requests, or a shadow version
 # that scored the same requests beside it (its answers only in the sampled rows).
 SERVED, SHADOW = "served", "shadow"
+# A figure estimated from the served version's scores before the labels (models.estimation).
+ESTIMATED = "estimated"
 METRICS = "metrics"
 
 METRIC_SCHEMA = pa.schema([
@@ -28,7 +30,8 @@ METRIC_SCHEMA = pa.schema([
     pa.field("pipeline", pa.string()),
     pa.field("model_name", pa.string()),
     pa.field("model_version", pa.string()),
-    pa.field("role", pa.string()),            # "served" or "shadow" (same rows, its answers)
+    pa.field("role", pa.string()),            # "served", "shadow" (same rows, its answers)
+                                              # or "estimated" (served, before labels)
     pa.field("window", pa.string()),          # "all", "week" or "day"
     pa.field("window_start", pa.string()),    # YYYY-MM-DD, "all" for the whole period
     pa.field("slice", pa.string()),           # slice dimension, "all" for everyone
@@ -160,8 +163,10 @@ def served_rows(rows: list[dict]) -> list[dict]:
 
 
 def version_label(row: dict) -> str:
-    """A metric row's version as the report shows it: ``v0002 (shadow)`` for a shadow's."""
-    return row["model_version"] + (" (shadow)" if row.get("role") == SHADOW else "")
+    """A metric row's version as the report shows it: ``v0002 (shadow)`` for a shadow's,
+    ``v0001 (estimated)`` for the figures estimated before labels."""
+    role = row.get("role")
+    return row["model_version"] + (f" ({role})" if role in (SHADOW, ESTIMATED) else "")
 
 
 def group_keys(row: dict, window: str) -> list[tuple]:
@@ -184,7 +189,8 @@ def metric(name: str, value, count: int, slice_name: str = ALL, group: str = ALL
 
 
 def keyed(rows: list[dict], key: tuple, pipeline: str, run: dict) -> list[dict]:
-    """Add the group and run columns to metric rows."""
+    """Add the group and run columns to metric rows (a row's own ``role``, e.g. estimated,
+    stands)."""
     model_name, model_version, role, window, start = key
     return [{"evaluation_run_id": run["run_id"], "evaluated_at": run["evaluated_at"],
              "pipeline": pipeline, "model_name": model_name, "model_version": model_version,

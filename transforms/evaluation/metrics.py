@@ -5,9 +5,14 @@ applies the evaluated capability's metric function to each group.
 """
 
 
+import hashlib
+import json
+
 import apache_beam as beam
 import numpy as np
 
+from models import estimation
+from models.calibration import apply_calibration
 from models.metrics import (
     brier_score,
     calibration_table,
@@ -20,15 +25,19 @@ from models.metrics import (
 from models.radar_qc.vocabulary import unpack_mask
 from models.slices import fairness_gaps, group_members
 from transforms.evaluation.drift import drift_report
-from transforms.evaluation.join import ALL, keyed, metric
+from transforms.evaluation.join import ALL, ESTIMATED, SERVED, keyed, metric
 
 NOT_AVAILABLE = "not_available"
 
 
 # --- credit ------------------------------------------------------------------------------
 
-CREDIT_METRICS = ("auc", "log_loss", "brier", "approval_rate", "expected_cost_per_applicant",
-                  "tpr", "fpr", "good_rate")
+CREDIT_METRICS = ("auc", "log_loss", "brier", "accuracy", "approval_rate",
+                  "expected_cost_per_applicant", "tpr", "fpr", "good_rate")
+# The version's calibrator travels with its drift statistics (``pipelines.evaluate``).
+CALIBRATION = "calibration"
+# Labels count as complete for a window (its estimate's error is reported) from this share.
+LABELS_COMPLETE = 0.9
 
 
 def credit_scores(labels, scores, approved, costs: dict | None) -> dict:
@@ -44,6 +53,7 @@ def credit_scores(labels, scores, approved, costs: dict | None) -> dict:
         "auc": roc_auc(labels, scores) if both_classes else float("nan"),
         "log_loss": log_loss(labels, scores),
         "brier": brier_score(labels, scores),
+        "accuracy": rate(approved == labels.astype(bool)),
         "approval_rate": rate(approved),
         "expected_cost_per_applicant": expected_cost(
             labels, approved, costs["bad_approved"], costs["good_declined"])
@@ -52,6 +62,56 @@ def credit_scores(labels, scores, approved, costs: dict | None) -> dict:
         "fpr": rate(approved, labels == 0),
         "good_rate": float(labels.mean()),
     }
+
+
+def applicant_keys(rows: list[dict], fields: list[str]) -> list[str]:
+    """One key per distinct applicant: a hash of the input fields (rows of a returning
+    applicant or a replay share one outcome); the prediction id when no fields are known."""
+    if not fields:
+        return [r["prediction_id"] for r in rows]
+    return [hashlib.sha256(json.dumps([r.get(f) for f in fields], default=str).encode())
+            .hexdigest()[:16] for r in rows]
+
+
+def estimated_rows(rows: list[dict], member, approved, probabilities, keys, costs,
+                   realized: dict, calibrated: bool, slice_name: str = ALL,
+                   group: str = ALL) -> list[dict]:
+    """CBPE figures of the rows in ``member`` as metric rows of role ``estimated``: the point
+    estimate (detail null), its interval (``interval_low`` / ``interval_high``) and, once at
+    least ``LABELS_COMPLETE`` of the rows have labels, the realized figure minus the estimate
+    (detail ``error``, flag ``inside`` / ``outside`` the interval). The approval rate needs no
+    label: its "estimate" is the observed rate of every row, its interval a point."""
+    member = np.asarray(member, dtype=bool)
+    size = int(member.sum())
+    if size == 0:
+        return []
+    scores = np.asarray([r["score"] for r in rows], dtype=float)[member]
+    p, chosen = probabilities[member], approved[member]
+    clusters = [k for k, m in zip(keys, member) if m]
+    point = estimation.estimate(p, scores, chosen, clusters, costs)
+    bounds = estimation.interval(p, scores, chosen, clusters, costs)
+    labelled = sum(1 for r, m in zip(rows, member) if m and r.get("label") is not None)
+    flag = "calibrated" if calibrated else "raw_scores"
+    out = []
+    for name in estimation.ESTIMATED_METRICS:
+        if name == "expected_cost_per_applicant" and not costs:
+            continue
+        low, high = bounds[name]
+        out += [dict(metric(name, point[name], size, slice_name, group, flag=flag),
+                     role=ESTIMATED),
+                dict(metric(name, low, size, slice_name, group, detail="interval_low"),
+                     role=ESTIMATED),
+                dict(metric(name, high, size, slice_name, group, detail="interval_high"),
+                     role=ESTIMATED)]
+        value = realized.get(name)
+        complete = labelled >= LABELS_COMPLETE * size
+        if name != "approval_rate" and complete and value is not None and np.isfinite(value) \
+                and np.isfinite(point[name]):
+            inside = np.isfinite(low) and low <= value <= high
+            out.append(dict(metric(name, value - point[name], labelled, slice_name, group,
+                                   detail="error", flag="inside" if inside else "outside"),
+                            role=ESTIMATED))
+    return out
 
 
 def credit_group_metrics(rows: list[dict], config: dict, statistics: dict) -> list[dict]:
@@ -63,13 +123,17 @@ def credit_group_metrics(rows: list[dict], config: dict, statistics: dict) -> li
             the data set's error costs (None when unknown: cost figures are then flagged
             ``not_available``).
         statistics: the model manifest's ``feature_statistics`` plus ``score`` (training
-            score statistics) when known.
+            score statistics) and ``calibration`` (its calibrator) when known.
 
     Returns:
         Metric rows: counts, overall figures, calibration bins, per slice group its figures
-        and gaps against the rest, and drift per feature.
+        and gaps against the rest, and drift per feature; for the served version, the
+        figures estimated from its scores before labels (``estimated_rows``) overall and per
+        slice group, over every row of the group, labelled or not.
     """
     costs = config.get("costs")
+    calibration = statistics.get(CALIBRATION)
+    statistics = {k: v for k, v in statistics.items() if k != CALIBRATION}
     approve = config["approve_decision"]
     labelled = [r for r in rows if r.get("label") is not None]
     labels = np.asarray([r["label"] for r in labelled], dtype=int)
@@ -89,9 +153,18 @@ def credit_group_metrics(rows: list[dict], config: dict, statistics: dict) -> li
         releases[release] = releases.get(release, 0) + 1
     for release, n in sorted(releases.items()):
         out.append(metric("rows_by_code_release", n, n, detail=release))
-    for name, value in credit_scores(labels, scores, approved, costs).items():
+    overall = credit_scores(labels, scores, approved, costs)
+    for name, value in overall.items():
         flag = NOT_AVAILABLE if name == "expected_cost_per_applicant" and not costs else None
         out.append(metric(name, value, len(labelled), flag=flag))
+    served = bool(rows) and rows[0].get("role", SERVED) == SERVED
+    if served:  # a shadow's answers are sampled beside the served ones: no estimate of its own
+        every_approved = np.asarray([r["decision"] == approve for r in rows], dtype=bool)
+        probabilities = apply_calibration(calibration, [r["score"] for r in rows])
+        keys = applicant_keys(rows, sorted(k for k in statistics if k != "score"))
+        calibrated = bool(calibration and calibration.get("used"))
+        out += estimated_rows(rows, np.ones(len(rows), dtype=bool), every_approved,
+                              probabilities, keys, costs, overall, calibrated)
     for b in calibration_table(labels, scores, config["calibration_bins"]):
         detail = f"{b['low']:.1f}-{b['high']:.1f}"
         out.append(metric("calibration_mean_score", b["mean_probability"], b["count"],
@@ -113,11 +186,25 @@ def credit_group_metrics(rows: list[dict], config: dict, statistics: dict) -> li
             for name in ("approval_rate_ratio", "approval_rate_diff", "tpr_diff", "fpr_diff",
                          "approval_z"):
                 out.append(metric(name, gaps[name], size, dimension["name"], group, flag=flag))
+        if served:
+            # Estimates see every row of the group, labelled or not.
+            for group, member in group_members(dimension, rows):
+                figures = credit_scores(*_labelled_of(rows, member, approve), costs)
+                out += estimated_rows(rows, member, every_approved, probabilities, keys, costs,
+                                      figures, calibrated, dimension["name"], group)
 
     columns = {name: [r.get(name) for r in rows if r.get(name) is not None]
                for name in statistics}
     out.extend(drift_metrics(statistics, columns, config["drift"]))
     return out
+
+
+def _labelled_of(rows: list[dict], member, approve: str):
+    """(labels, scores, approved) of the labelled rows among ``member``."""
+    chosen = [r for r, m in zip(rows, member) if m and r.get("label") is not None]
+    return (np.asarray([r["label"] for r in chosen], dtype=int),
+            np.asarray([r["score"] for r in chosen], dtype=float),
+            np.asarray([r["decision"] == approve for r in chosen], dtype=bool))
 
 
 def drift_metrics(statistics: dict, columns: dict, drift_config: dict) -> list[dict]:

@@ -13,7 +13,11 @@ the answer (a model cannot be retrained without new labels to learn from). Rule 
 - ``schedule``: a weekday and time (UTC) with a tolerance, e.g. Sundays 02:00 within 60 min;
 - ``event``: ``rules_version_changed``, the offer rules version differs from the one the
   previous decision saw; ``code_release_changed``, the code release (the package version, not
-  the commit) differs.
+  the commit) differs;
+- ``estimated_drop`` / ``estimated_rise``: as ``metric_drop`` / ``metric_rise``, on the figure
+  estimated from the scores before labels (role ``estimated``, ``models.estimation``); always
+  ``"action": "alert"`` (no labels to retrain on yet). A change of the outcomes themselves for
+  unchanged inputs is invisible to it.
 A rule with ``"enabled": false`` is listed but never fires. A rule with ``"action": "alert"``
 is reported (for a person to read) but does not ask for retraining: fairness gaps that the data
 itself carries are not fixed by retraining on more of the same data.
@@ -22,7 +26,7 @@ itself carries are not fixed by retraining on more of the same data.
 import datetime
 import math
 
-from transforms.evaluation.join import ALL, served_rows
+from transforms.evaluation.join import ALL, ESTIMATED, served_rows
 
 # event -> (metric row counting what the window saw, key of the decision record keeping it)
 EVENTS = {"rules_version_changed": ("rows_by_rules_version", "rules_versions"),
@@ -65,9 +69,9 @@ def window_rows(rows: list[dict], model_version: str, window: str) -> tuple[str,
     return starts[-1], [r for r in own if r["window"] != ALL and r["window_start"] == starts[-1]]
 
 
-def _overall(rows: list[dict], name: str):
+def _overall(rows: list[dict], name: str, detail: str | None = None):
     for r in rows:
-        if r["slice"] == ALL and r["metric"] == name:
+        if r["slice"] == ALL and r["metric"] == name and r.get("detail") == detail:
             return r["value"]
     return None
 
@@ -118,13 +122,20 @@ def check_rule(rule: dict, rows: list[dict], holdout: dict, now: datetime.dateti
     if not rule.get("enabled", True):
         result["evidence"] = {"disabled": True}
         return result
-    if kind in ("metric_drop", "metric_rise"):
-        current = _overall(rows, rule["metric"])
+    if kind in ("metric_drop", "metric_rise", "estimated_drop", "estimated_rise"):
+        estimated = kind.startswith("estimated")
+        judged = [r for r in rows if (r.get("role") == ESTIMATED) == estimated]
+        current = _overall(judged, rule["metric"])
         reference = _holdout_value(holdout, rule.get("holdout", rule["metric"]))
         evidence = {"metric": rule["metric"], "current": current, "holdout": reference}
+        if estimated:
+            evidence.update(estimated=True, interval=[
+                _overall(judged, rule["metric"], "interval_low"),
+                _overall(judged, rule["metric"], "interval_high")])
         if current is not None and reference is not None and not math.isnan(current):
-            change = (reference - current) if kind == "metric_drop" else (current - reference)
-            limit = rule["max_drop"] if kind == "metric_drop" else rule["max_rise"]
+            dropping = kind.endswith("_drop")
+            change = (reference - current) if dropping else (current - reference)
+            limit = rule["max_drop"] if dropping else rule["max_rise"]
             evidence.update(change=change, limit=limit)
             result["fired"] = change > limit
         else:
@@ -189,12 +200,15 @@ def evidence_sentence(check: dict, most: int = 3) -> str:
     e, kind = check["evidence"], check["type"]
     if e.get("disabled"):
         return "Disabled in the rules file."
-    if kind in ("metric_drop", "metric_rise"):
+    if kind in ("metric_drop", "metric_rise", "estimated_drop", "estimated_rise"):
         if "change" not in e:
             return f"{e['metric']} is not available in this window."
-        direction = "drop" if kind == "metric_drop" else "rise"
+        direction = "drop" if kind.endswith("_drop") else "rise"
         verdict = "more than" if check["fired"] else "within"
-        return (f"{e['metric']} {_num(e['current'])} now against {_num(e['holdout'])} on the "
+        now = (f"estimated at {_num(e['current'])} (95 % interval {_num(e['interval'][0])} to "
+               f"{_num(e['interval'][1])}) before labels" if e.get("estimated")
+               else f"{_num(e['current'])} now")
+        return (f"{e['metric']} {now} against {_num(e['holdout'])} on the "
                 f"hold-out: a {direction} of {_num(e['change'])}, {verdict} the "
                 f"{_num(e['limit'])} allowed.")
     if kind == "drift":
@@ -248,9 +262,14 @@ def decide(rows: list[dict], rules: dict, holdout: dict, now: datetime.datetime,
         training_command: the command that trained the evaluated version (its manifest),
             substituted for ``{training_command}``: "retrain as the version in service was".
     """
-    rows = served_rows(rows)  # a shadow's figures are evidence for a person, not a trigger
+    # A shadow's figures are evidence for a person, not a trigger; the served version's
+    # estimates are judged by the estimated_* rules only.
+    estimates = [r for r in rows if r.get("role") == ESTIMATED]
+    rows = served_rows(rows)
     version = current_model_version(rows)
     start, judged = window_rows(rows, version, rules.get("window", "latest"))
+    judged = judged + [r for r in estimates if r["model_version"] == version
+                       and r["window_start"] == start]
     labels = _overall(judged, "labelled") or 0
     checks = [check_rule(rule, judged, holdout, now, previous, holdout_slices)
               for rule in rules["rules"]]
