@@ -82,6 +82,9 @@ COMMANDS: dict[str, dict[str, Command] | Command] = {
                        "explain and replay sampled predictions bit-exact"),
     "models": {
         "status": Command("models.promotion:status_main", "versions, aliases, recent moves"),
+        "page": Command("pipelines.operations:main",
+                        "the operations page: runs, estimates, decisions and alias moves on one "
+                        "time axis"),
         "promote": Command("models.promotion:promote_main",
                            "move an alias to a version (smoke-checked, audited)"),
         "rollback": Command("models.promotion:rollback_main",

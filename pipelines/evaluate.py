@@ -21,10 +21,11 @@ the data set in its manifest; its error costs from that data set.
 
 Outputs under ``<output>/evaluation/``: ``metrics/pipeline=<p>/model_name=<m>/`` (Parquet, one
 row per metric x slice x model version x window, a file per run, so history accumulates),
-``reports/<p>/<m>/<run id>/index.html`` (+ summary.json and PNG plots), ``latest_<p>_<m>.json``
-and, with --decide, ``decisions/pipeline=<p>/model_name=<m>/<time>-<run id>.json``. Truth
-records that cannot be used go to ``<output>/dead_letters/pipeline=evaluate/model_name=<m>/``
-(stage truth).
+``reports/<p>/<m>/<run id>/index.html`` (+ summary.json and PNG plots), the model's operations
+page ``operations/<m>/index.html`` (every run so far; ``pipelines.operations``),
+``latest_<p>_<m>.json`` and, with --decide,
+``decisions/pipeline=<p>/model_name=<m>/<time>-<run id>.json``. Truth records that cannot be
+used go to ``<output>/dead_letters/pipeline=evaluate/model_name=<m>/`` (stage truth).
 
 Exit status (the table of ``models.exit_codes``): 0 when done (and no retraining asked), 3 when
 --decide asks for retraining, 2 for input or configuration a user can fix, 1 for a bug, so cron
@@ -52,6 +53,7 @@ from models.credit.snapshots import snapshot_dir, snapshot_schema
 from models.exit_codes import RETRAIN
 from pipelines.capabilities import Capability, capability
 from pipelines.launch import build_and_run, cli
+from pipelines.operations import rebuild_after_run
 from pipelines.options import EvaluateOptions, RunConfig, resolve_run
 from transforms.common.dead_letters import DEAD_LETTERS, WriteDeadLetters
 from transforms.common.parquet_sink import WritePartitionedParquet
@@ -284,6 +286,8 @@ def run(argv=None, test_pipeline=None) -> dict:
                           else None),
         history_metrics=cap.history_metrics, mask_examples=cap.mask_examples,
         snapshot_id=plan.snapshot_id), now)
+    outcome["operations_page"] = rebuild_after_run(config.output, config.model_name,
+                                                   config.registry, now)
     join = outcome["summary"]["join"]
     print(f"evaluate {cap.pipeline} {config.model_name} run {config.run_id}: {result.state}\n"
           f"  joined {join.get('matched', 0)} predictions with truth; unmatched: "
@@ -292,7 +296,9 @@ def run(argv=None, test_pipeline=None) -> dict:
           f"label_time kept)\n"
           f"  metrics: {config.output.rstrip('/')}/{EVALUATION}/{METRICS}/"
           f"pipeline={cap.pipeline}/model_name={config.model_name}/\n"
-          f"  report:  {outcome['report']}")
+          f"  report:  {outcome['report']}"
+          + (f"\n  operations page: {outcome['operations_page']}"
+             if outcome["operations_page"] else ""))
     snapshot = outcome["summary"].get("snapshot")
     if snapshot:
         print(f"  training snapshot: {snapshot['snapshot_id']} ({snapshot['rows']} labelled rows; "

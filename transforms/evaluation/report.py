@@ -17,8 +17,10 @@ matplotlib.use("Agg")  # headless: no display on workers or CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from transforms.evaluation.estimates import estimate_table  # noqa: E402
 from transforms.evaluation.join import (  # noqa: E402
     ALL,
+    ESTIMATED,
     SHADOW,
     served_rows,
     version_label,
@@ -271,7 +273,10 @@ def write_report(directory: str, summary: dict, rows: list[dict], history: list[
                 f"<p>Run <code>{html.escape(summary['evaluation_run_id'])}</code> at "
                 f"{html.escape(summary['evaluated_at'])}. Machine-readable: "
                 f"<a href='summary.json'>summary.json</a>. Evaluation configuration: "
-                f"{html.escape(str(summary.get('config')))}.</p>"]
+                f"{html.escape(str(summary.get('config')))}. Every run of the model on one "
+                f"time axis: <a href='../../../../operations/"
+                f"{html.escape(summary.get('model_name') or '')}/index.html'>its operations "
+                f"page</a>.</p>"]
     join = summary.get("join", {})
     sections.append("<h2>Join of predictions and ground truth</h2><table>" + "".join(
         f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in join.items())
@@ -325,6 +330,13 @@ def write_report(directory: str, summary: dict, rows: list[dict], history: list[
                            "small to judge; red flags a significant approval-rate gap.</p>"
                            if any(r["metric"] == "approval_rate_diff" for r in whole)
                            else ""))
+        if any(r.get("role") == ESTIMATED for r in rows):
+            sections.append(
+                "<h2>Estimated before labels, realized after</h2><p>From the served "
+                "version's calibrated scores (CBPE); the interval is where the realized "
+                "figure should fall 95 times in 100 if the calibration holds; a change of the "
+                "outcomes for unchanged inputs is invisible to it.</p>"
+                + estimate_table([{"name": "this run", "rows": rows}]))
         if latest:
             sections.append(f"<h2>Slices (latest window {html.escape(starts[-1])})</h2>"
                             + slice_table(latest, "slices-latest"))
