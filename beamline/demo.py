@@ -19,6 +19,7 @@ time.
 import argparse
 import contextlib
 import dataclasses
+import datetime
 import glob
 import json
 import os
@@ -31,6 +32,8 @@ import time
 
 DEFAULT_DATA = os.environ.get("BEAMLINE_DATA", "../shared/data")
 SHIFT = "young_no_history_surge,amounts_inflate,slice_outcomes_worsen,young_outcomes_worsen"
+# The shifted scenario is first evaluated before the labels of its newest weeks have arrived.
+LABEL_DELAY_WEEKS = 2
 # The bad lines of the batch demo: malformed, mistyped, with personal data, not an object; the
 # demo adds a line nested 5,000 levels deep and a request delivered twice.
 BAD_LINES = [
@@ -282,13 +285,13 @@ def serving(demo: Demo, offer_url: str) -> None:
     demo.results["online_joined"] = outcome["summary"]["join"].get("matched", 0)
 
 
-def decide(demo: Demo, pipeline: str, predictions: str, truth: str) -> dict:
+def decide(demo: Demo, pipeline: str, predictions: str, truth: str, *extra: str) -> dict:
     """Evaluate with the retraining rules; the outcome (report, decision record)."""
     from pipelines import evaluate
 
     outcome = evaluate.run(["--pipeline", pipeline, "--predictions", predictions, "--truth",
                             truth, "--registry", demo.registry, "--output", predictions,
-                            "--decide"])
+                            "--decide", *extra])
     decision = outcome["decision"] or {}
     outcome["verdict"] = ("RETRAIN (exit status 3)" if decision.get("retrain")
                           else "no retraining")
@@ -328,13 +331,85 @@ def evaluation(demo: Demo) -> None:
     say("the unshifted replay, batch")
     score_credit(demo, "--input", f"{unshifted}/requests.jsonl", "--output", unshifted,
                  "--sample_rate", "0.5")
-    say("evaluate -> decide -> report: shifted")
+    early, cutoff = withhold_newest_labels(f"{shifted}/truth.jsonl", LABEL_DELAY_WEEKS)
+    say(f"evaluate before the labels of the newest {LABEL_DELAY_WEEKS} weeks exist (the labels "
+        f"arrived by {cutoff[:10]}): figures estimated from the calibrated scores (CBPE)")
+    before = decide(demo, "credit_scoring", shifted, early, "--no_snapshot")
+    print_estimates(before["rows"])
+    say("the late labels arrive: evaluate -> decide -> report: shifted, estimates beside the "
+        "realized figures")
     demo.results["shifted"] = decide(demo, "credit_scoring", shifted, f"{shifted}/truth.jsonl")
-    say("evaluate -> decide -> report: unshifted")
+    print_estimates(demo.results["shifted"]["rows"])
+    say("evaluate -> decide -> report: unshifted (the control)")
     demo.results["unshifted"] = decide(demo, "credit_scoring", unshifted,
                                        f"{unshifted}/truth.jsonl")
+    print_estimates(demo.results["unshifted"]["rows"])
     sql_evaluation(shifted)
     loop(demo, shifted, demo.results["shifted"]["decision"] or {})
+    operations_page(demo, [shifted, unshifted, demo.path("shadow_demo"), demo.path("online")])
+
+
+def operations_page(demo: Demo, roots: list[str]) -> None:
+    """credit_german's life on one page: every evaluation run of the demo, the estimates and
+    the realized figures, the decisions and the loop's alias moves."""
+    from pipelines.operations import build_page
+
+    roots = [r for r in roots if os.path.isdir(os.path.join(r, "evaluation", "metrics"))]
+    page = build_page(roots, "credit_german", demo.registry,
+                      demo.path("operations", "credit_german"))
+    demo.results["operations_page"] = page["path"]
+    print(f"   operations page of credit_german: {page['path']} ({len(page['runs'])} "
+          f"evaluation runs of {len(roots)} outputs)")
+
+
+def withhold_newest_labels(truth: str, weeks: int) -> tuple[str, str]:
+    """The truth file as it stood ``weeks`` weeks before its newest label: the labels of the
+    newest weeks have not arrived yet. Returns (the file written beside it, the cut-off)."""
+    with open(truth, encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle if line.strip()]
+    newest = max(datetime.datetime.fromisoformat(r["label_time"]) for r in records)
+    cutoff = newest - datetime.timedelta(weeks=weeks)
+    early = truth.replace(".jsonl", f"_as_of_{cutoff:%Y%m%d}.jsonl")
+    with open(early, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in records
+                          if datetime.datetime.fromisoformat(r["label_time"]) <= cutoff)
+    return early, cutoff.isoformat()
+
+
+def print_estimates(rows: list[dict]) -> None:
+    """Per week: the AUC and the cost per applicant estimated before labels with their 95 %
+    interval, beside the realized figure once the labels are in."""
+    from transforms.evaluation.estimates import latest_cells
+
+    cells = latest_cells(rows)
+    weeks = sorted({key[2] for key in cells if key[1] == "estimated"})
+    version = max((key[0] for key in cells if key[1] == "estimated"), default=None)
+    if version is None:
+        return
+    print(f"   {'week':<11}{'rows':>5}{'labels':>7}   {'AUC estimate [95 %]':<22}{'realized':>9}"
+          f"   {'cost estimate [95 %]':<22}{'realized':>9}")
+    inside = judged = 0
+    for week in weeks:
+        def cell(metric, detail=None, role="estimated", week=week):
+            row = cells.get((version, role, week, "all", "all", metric, detail))
+            value = row and row["value"]
+            return "n/a" if value is None else f"{value:.3f}"
+        line = (f"   {week:<11}{cell('predictions', role='served')[:-4]:>5}"
+                f"{cell('labelled', role='served')[:-4]:>7}")
+        for metric in ("auc", "expected_cost_per_applicant"):
+            error = cells.get((version, "estimated", week, "all", "all", metric, "error"))
+            estimate = (f"{cell(metric)} [{cell(metric, 'interval_low')}, "
+                        f"{cell(metric, 'interval_high')}]")
+            mark = "" if error and error["flag"] == "inside" else "!"
+            realized = f"{cell(metric, role='served')}{mark}" if error else "no labels"
+            line += f"   {estimate:<22}{realized:>9}"
+            if error and metric == "auc":
+                judged += 1
+                inside += error["flag"] == "inside"
+        print(line)
+    if judged:
+        print(f"   realized AUC inside its estimate's interval in {inside} of {judged} weeks "
+              f"with labels ('!': outside)")
 
 
 def sql_evaluation(run: str) -> None:
@@ -762,6 +837,9 @@ def summary(demo: Demo, total_secs: float) -> dict:
         if key in results:
             print(f"   {label}: {results[key]['report']}\n     decision: "
                   f"{results[key]['verdict']}")
+    if "operations_page" in results:
+        print(f"   credit_german, every run, decision and alias move on one page: "
+              f"{results['operations_page']}")
     if "loop" in results:
         print(f"   the loop: {results['loop']} (decision records in "
               f"{demo.registry}/credit_german/promotions/)")
@@ -775,7 +853,8 @@ def summary(demo: Demo, total_secs: float) -> dict:
             "steps": demo.steps, "decisions": {k: results[k]["verdict"] for k in
                                                ("shifted", "unshifted", "radar")
                                                if k in results},
-            "loop": results.get("loop"), "replay": results.get("replay")}
+            "loop": results.get("loop"), "replay": results.get("replay"),
+            "operations_page": results.get("operations_page")}
 
 
 PARTS = ("credit", "radar")

@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -331,3 +332,81 @@ def stream_klot_chunks(registry: str, tmp_path, runner_args: list[str], stop_aft
                             delay_secs=0.05, shuffle_seed=1),
         f"{out}/qc_volumes/**/*.parquet", limit_secs)
     return (*answer, out)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def render_page(path, script: str | None = None):
+    """Open a page in headless Chromium; returns (images, broken images, broken links, page
+    text, tables by id) and, with ``script``, what that script returned as well."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get(f"file://{path}")
+        broken_images = driver.execute_script(
+            "return Array.from(document.images).filter("
+            "i => !i.complete || i.naturalWidth === 0).map(i => i.src);")
+        images = driver.execute_script("return document.images.length;")
+        links = driver.execute_script(
+            "return Array.from(document.links).map(a => a.href);")
+        text = driver.find_element("tag name", "body").text
+        tables = driver.execute_script(
+            "const out = {};"
+            "for (const t of document.querySelectorAll('table[id]')) {"
+            "  out[t.id] = Array.from(t.rows).slice(1).map(r => ({"
+            "    cells: Array.from(r.cells).map(c => c.textContent), cls: r.className}));"
+            "}"
+            "return out;")
+        extra = driver.execute_script(script) if script else None
+    finally:
+        driver.quit()
+    broken_links = [h for h in links if h.startswith("file://")
+                    and not os.path.exists(h[len("file://"):])]
+    if script:
+        return images, broken_images, broken_links, text, tables, extra
+    return images, broken_images, broken_links, text, tables
+
+
+needs_browser = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("BEAMLINE_REQUIRE_BROWSER"),
+    reason="Chromium and chromedriver not installed (.ci/run installs them)")
+
+
+# Where the operations page's chart drew each alias move, and its time axis.
+_TIMELINE_SCRIPT = """
+const timeline = document.getElementById('timeline');
+const axes = document.getElementById('timeline-axes').getBoundingClientRect();
+const moves = {};
+for (const g of document.querySelectorAll('#timeline [id^="alias-move-"]')) {
+  const r = g.getBoundingClientRect();
+  moves[g.id] = r.left + r.width / 2;
+}
+return {start: timeline.dataset.start, end: timeline.dataset.end, left: axes.left,
+        width: axes.width, moves: moves};
+"""
+
+
+def check_operations_page(path: str, moves: list[dict]) -> tuple[str, dict]:
+    """Render an operations page in headless Chromium: no broken link, a row and a line per
+    alias move, each line where its time falls on the chart's axis (within 3 px). Returns
+    (page text, tables by id)."""
+    _, _, broken_links, text, tables, timeline = render_page(path, _TIMELINE_SCRIPT)
+    assert broken_links == []
+    assert len(tables["alias-moves"]) == len(moves)
+    start = datetime.datetime.fromisoformat(timeline["start"])
+    span = (datetime.datetime.fromisoformat(timeline["end"]) - start).total_seconds()
+    for move in moves:
+        when = datetime.datetime.fromisoformat(move["time"])
+        expected = timeline["left"] + timeline["width"] * (when - start).total_seconds() / span
+        assert abs(timeline["moves"][f"alias-move-{move['seq']}"] - expected) < 3, move
+    return text, tables

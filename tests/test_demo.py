@@ -8,7 +8,8 @@ import time
 import pytest
 
 from beamline import demo as demo_module
-from tests.conftest import DATA_DIR
+from models import registry as model_registry
+from tests.conftest import CHROMEDRIVER, CHROMIUM, DATA_DIR, check_operations_page
 
 CREDIT_STEPS = ["credit model training, demo inputs", "credit scoring, batch",
                 "credit scoring, streaming", "second data set (credit_crx)",
@@ -42,6 +43,18 @@ def test_the_reduced_demo_runs_every_credit_step_and_sums_up(crx_registry, tmp_p
         assert summary["loop"].endswith("then rolled back")
     assert demo.results["online_joined"] > 0
     assert sum(demo.results["online_statuses"].values()) == demo_module.SMALL.online_requests
+    # Estimates before labels, then beside the late labels; every run on the operations page.
+    assert "AUC estimate [95 %]" in printed and "no labels" in printed
+    assert "realized AUC inside its estimate's interval in" in printed
+    page = summary["operations_page"]
+    assert page and page in printed
+    if CHROMIUM and CHROMEDRIVER:
+        moves = model_registry.audit_trail(str(registry), "credit_german").moves
+        _, tables = check_operations_page(page, moves)
+        runs = {row["cells"][1] for row in tables["runs"]}
+        # online, shifted before and after the late labels, unshifted, the shadow's live week
+        assert len(runs) == 5
+        assert any(cells["cells"][6] == "no labels yet" for cells in tables["estimates"])
 
 
 def test_the_demo_refuses_an_unknown_part(capsys):

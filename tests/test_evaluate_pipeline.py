@@ -16,14 +16,18 @@ from models.credit.scenarios import generate, parse_scenarios
 from models.exit_codes import RETRAIN as RETRAIN_EXIT_STATUS
 from models.slices import group_names
 from pipelines import credit_scoring, evaluate, radar_qc
-from tests.conftest import german_scenarios, load_german
+from tests.conftest import (
+    check_operations_page,
+    german_scenarios,
+    load_german,
+    needs_browser,
+    render_page,
+)
 from transforms.evaluation.join import METRIC_SCHEMA
 from transforms.radar.synthetic_volumes import write_synthetic_volumes
 
 pytestmark = pytest.mark.slow  # pipeline runs; the fast tier is -m 'not slow'
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 BAD_TRUTH = ['{"prediction_id": "x", ', '{"prediction_id": "app-w00-00000", "label": 2, '
              '"label_time": "2026-10-01T00:00:00+00:00"}']
 
@@ -158,52 +162,12 @@ def test_dt_and_version_filters_narrow_what_is_evaluated(scenario_runs, credit_r
         evaluate.run(["--predictions", out, "--truth", truth, "--model_versions", "v0099"])
 
 
-def _render(path):
-    """Open a page in headless Chromium; returns (broken images, broken links, page text)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        driver.get(f"file://{path}")
-        broken_images = driver.execute_script(
-            "return Array.from(document.images).filter("
-            "i => !i.complete || i.naturalWidth === 0).map(i => i.src);")
-        images = driver.execute_script("return document.images.length;")
-        links = driver.execute_script(
-            "return Array.from(document.links).map(a => a.href);")
-        text = driver.find_element("tag name", "body").text
-        tables = driver.execute_script(
-            "const out = {};"
-            "for (const t of document.querySelectorAll('table[id]')) {"
-            "  out[t.id] = Array.from(t.rows).slice(1).map(r => ({"
-            "    cells: Array.from(r.cells).map(c => c.textContent), cls: r.className}));"
-            "}"
-            "return out;")
-    finally:
-        driver.quit()
-    broken_links = [h for h in links if h.startswith("file://")
-                    and not os.path.exists(h[len("file://"):])]
-    return images, broken_images, broken_links, text, tables
-
-
-needs_browser = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("BEAMLINE_REQUIRE_BROWSER"),
-    reason="Chromium and chromedriver not installed (.ci/run installs them)")
-
-
 @needs_browser
 def test_report_renders_in_headless_chromium(scenario_runs, credit_registry):
     out, truth, _ = scenario_runs["shifted"]
     outcome = evaluate.run(["--pipeline", "credit_scoring", "--predictions", out, "--truth",
                             truth, "--registry", credit_registry, "--output", out, "--decide"])
-    images, broken_images, broken_links, text, tables = _render(
+    images, broken_images, broken_links, text, tables = render_page(
         os.path.abspath(outcome["report"]))
     assert images >= 4 and broken_images == [] and broken_links == []
     assert "Retraining decision: RETRAIN" in text
@@ -216,6 +180,34 @@ def test_report_renders_in_headless_chromium(scenario_runs, credit_registry):
     assert {"age_years", "credit_history"} <= drifted
     assert not {row["cells"][0] for row in tables["drift-latest"]
                 if row["cells"][0] in ("telephone", "job")} & drifted
+
+
+@needs_browser
+def test_operations_page_shows_runs_estimates_and_alias_moves_where_they_happened(
+        scenario_runs, credit_registry, tmp_path):
+    from models import promotion
+    from models import registry as model_registry
+    from pipelines import operations
+
+    out, truth, _ = scenario_runs["unshifted"]
+    evaluate.run(["--pipeline", "credit_scoring", "--predictions", out, "--truth", truth,
+                  "--registry", credit_registry, "--output", out, "--run_id", "ops-page"])
+    registry = str(tmp_path / "registry")
+    shutil.copytree(credit_registry, registry)
+    promotion.promote(registry, "credit_german", "v0001", alias="shadow",
+                      reason="a second move on the axis")
+    assert operations.main(["--model", "credit_german", "--evaluations", out, "--registry",
+                            registry, "--output", str(tmp_path / "page")]) == 0
+    moves = model_registry.audit_trail(registry, "credit_german").moves
+    text, tables = check_operations_page(str(tmp_path / "page" / "index.html"), moves)
+    assert "ops-page" in {row["cells"][1] for row in tables["runs"]}
+    assert {row["cells"][2] for row in tables["alias-moves"]} == {"production", "shadow"}
+    weeks = [row["cells"] for row in tables["estimates"]]
+    assert len(weeks) == 4 and all(cells[1] == "v0001" for cells in weeks)
+    assert all(cells[7].endswith("(inside)") or cells[7].endswith("(outside)")
+               for cells in weeks)  # every week labelled: the AUC's error stands beside it
+    assert "shadow" in {row["cells"][0] for row in tables["serving"]}
+    assert operations.main(["--model", "nobody", "--evaluations", out]) == 2
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +264,7 @@ def test_radar_truth_mask_matches_the_generator(radar_evaluation, klbb_path):
 @needs_browser
 def test_radar_report_shows_truth_and_predicted_masks(radar_evaluation):
     _, _, outcome = radar_evaluation
-    images, broken_images, broken_links, text, _ = _render(os.path.abspath(outcome["report"]))
+    images, broken_images, broken_links, text, _ = render_page(os.path.abspath(outcome["report"]))
     assert broken_images == [] and broken_links == []
     assert "Truth vs predicted removal masks" in text and images >= 2
 
