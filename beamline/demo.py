@@ -529,7 +529,8 @@ def shadow(demo: Demo, shifted: str, challenger: str, until: str) -> None:
                   "--run_id", "shadow-demo-eval", "--window", "all"])
     rows = ds.dataset(f"{live}/evaluation/metrics", partitioning="hive").to_table().to_pylist()
     cells = {(r["model_version"], r["role"], r["metric"]): r for r in rows
-             if r["window"] == "all" and r["slice"] == "all" and r["detail"] is None}
+             if r["window"] == "all" and r["slice"] == "all" and r["detail"] is None
+             and r["role"] in ("served", "shadow")}
     print("   side by side on the same labelled rows (whole week):")
     print(f"   {'version':<8}{'role':<8}{'rows':>6}{'auc':>8}{'log_loss':>10}{'approval':>10}")
     for version, role in sorted({(v, r) for v, r, _ in cells}):

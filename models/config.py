@@ -22,6 +22,7 @@ still told apart. Files are read once, where a job starts, and travel as values.
 """
 
 import dataclasses
+import datetime
 import hashlib
 import importlib.resources
 import json
@@ -55,7 +56,7 @@ DESCRIPTIONS = {"datasets": "data set configuration", "offer_rules": "offer rule
 EVALUATION_DEFAULTS = {"window": "week", "approve_decision": "approve", "calibration_bins": 10,
                        "min_slice_size": 30, "min_class_count": 5, "slices": [], "drift": {}}
 RETRAINING_RULE_TYPES = ("metric_drop", "metric_rise", "drift", "slice_gap", "schedule",
-                         "event", "estimated_drop", "estimated_rise")
+                         "event", "estimated_drop", "estimated_rise", "monitoring")
 # Estimates come before the labels: nothing to retrain on yet, so they can only alert.
 ALERT_ONLY_RULE_TYPES = ("estimated_drop", "estimated_rise")
 
@@ -198,6 +199,30 @@ def check_drift_features(config: dict, path: str, fields: dict[str, str]) -> Non
                           f"{', '.join(unknown)}")
 
 
+def check_monitoring(monitoring, path: str) -> None:
+    """The ``monitoring`` section (radar without truth): positive numbers, ISO dates."""
+    if monitoring is None:
+        return
+    if not isinstance(monitoring, dict):
+        raise ConfigError(f"{path}: monitoring must be an object")
+    for key in ("reference_days", "min_sweeps", "removed_share_change", "moment_shift_sd"):
+        value = monitoring.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"{path}: monitoring.{key} must be a number > 0, got {value!r}")
+    for key in ("reference_from", "reference_to"):
+        if monitoring.get(key) is not None:
+            try:
+                datetime.date.fromisoformat(str(monitoring[key]))
+            except ValueError:
+                raise ConfigError(f"{path}: monitoring.{key} must be a date (YYYY-MM-DD), got "
+                                  f"{monitoring[key]!r}") from None
+    floors = monitoring.get("moment_sd_floor", {})
+    if not isinstance(floors, dict) or not all(
+            isinstance(v, (int, float)) and v >= 0 for v in floors.values()):
+        raise ConfigError(f"{path}: monitoring.moment_sd_floor must map moments to numbers "
+                          f">= 0")
+
+
 def load_evaluation_config(path: str, fields: dict[str, str] | None = None) -> dict:
     """An evaluation configuration, checked (against the schema's fields when given).
 
@@ -213,6 +238,7 @@ def load_evaluation_config(path: str, fields: dict[str, str] | None = None) -> d
     check_slices(config.content, path, fields)
     if fields is not None:
         check_drift_features(config.content, path, fields)
+    check_monitoring(config.content.get("monitoring"), path)
     window = config.content.get("window", "week")
     if window not in ("week", "day", "all"):
         raise ConfigError(f"{path}: window must be week, day or all, got {window!r}")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from transforms.credit.explain import load_credit_model, replay_credit
 from transforms.evaluation.metrics import credit_group_metrics, radar_group_metrics
+from transforms.evaluation.radar_monitoring import radar_monitoring
 from transforms.radar.explain import load_radar_model, replay_radar
 
 
@@ -30,6 +31,10 @@ class Capability:
             use by default, so a replay is bit-exact).
         replay: ``(rows of one version, model, manifest, rules path, registry) ->
             comparisons``.
+        monitor_by: the row field whose values are watched one by one without truth (radar:
+            each radar against its own reference period), or None.
+        monitoring: ``(rows of one version and monitored value, evaluation config, window)
+            -> (window, window start, metric row)`` triples, or None.
     """
 
     pipeline: str
@@ -40,6 +45,8 @@ class Capability:
     mask_examples: bool
     load_model: Callable
     replay: Callable
+    monitor_by: str | None = None
+    monitoring: Callable | None = None
 
 
 CAPABILITIES = {
@@ -51,7 +58,8 @@ CAPABILITIES = {
     "radar_qc": Capability(
         pipeline="radar_qc", default_model="radar_qc", group_metrics=radar_group_metrics,
         history_metrics=("csi", "pod", "far"), tabular=False, mask_examples=True,
-        load_model=load_radar_model, replay=replay_radar),
+        load_model=load_radar_model, replay=replay_radar, monitor_by="radar",
+        monitoring=radar_monitoring),
 }
 
 

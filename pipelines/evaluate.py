@@ -15,6 +15,9 @@ Usage::
     python -m pipelines.evaluate --pipeline radar_qc --predictions out \\
         --truth 'truth/radar_masks.parquet' --output out
 
+    # real radar volumes, no truth: each radar and tilt against its own reference period
+    python -m pipelines.evaluate --pipeline radar_qc --predictions out --output out --decide
+
 One model is evaluated per run (``--model_name``, default the pipeline's own): its slices and
 drift limits come from ``<config>/evaluation/<model name>.json``, checked against the fields of
 the data set in its manifest; its error costs from that data set.
@@ -59,7 +62,7 @@ from transforms.common.dead_letters import DEAD_LETTERS, WriteDeadLetters
 from transforms.common.parquet_sink import WritePartitionedParquet
 from transforms.evaluation import join as evaluation
 from transforms.evaluation.join import METRIC_SCHEMA, METRICS, JoinFn
-from transforms.evaluation.metrics import CALIBRATION, GroupMetricsFn
+from transforms.evaluation.metrics import CALIBRATION, GroupMetricsFn, MonitorFn
 from transforms.evaluation.outcome import EVALUATION, EvaluationRun, finish
 from transforms.evaluation.reading import (
     ParseTruthFn,
@@ -86,7 +89,7 @@ def resolve(options: PipelineOptions) -> RunConfig:
     config = resolve_run(options, PIPELINE_NAME,
                          capability(evaluate.evaluated_pipeline).default_model,
                          run_id_prefix="eval")
-    if not evaluate.truth:
+    if not evaluate.truth and capability(evaluate.evaluated_pipeline).monitoring is None:
         raise ValueError("give --truth, a glob of ground-truth files")
     if evaluate.dt_from and evaluate.dt_to and evaluate.dt_from > evaluate.dt_to:
         raise ValueError(f"--dt_from {evaluate.dt_from} is after --dt_to {evaluate.dt_to}")
@@ -221,7 +224,9 @@ def build(pipeline, config: RunConfig) -> dict:
                    | "SpreadPredictionFiles" >> beam.Reshuffle()
                    | "ReadPredictions" >> beam.FlatMap(read_prediction_file))
     truth = (pipeline
-             | "TruthFiles" >> beam.Create(truth_files(evaluate.truth))
+             # Radar without --truth: watched only (radar_monitoring), nothing scored.
+             | "TruthFiles" >> beam.Create(truth_files(evaluate.truth) if evaluate.truth
+                                           else [])
              | "SpreadTruthFiles" >> beam.Reshuffle()
              | "ReadTruth" >> beam.FlatMap(read_truth_file)
              | "ParseTruth" >> beam.ParDo(ParseTruthFn(PIPELINE_NAME, config.run_id))
@@ -243,7 +248,15 @@ def build(pipeline, config: RunConfig) -> dict:
                      | "GroupForMetrics" >> beam.GroupByKey()
                      | "ComputeMetrics" >> beam.ParDo(GroupMetricsFn(
                          name, cap.group_metrics, metrics_config, statistics, run)))
-    metrics = (counts, group_metrics) | "AllMetrics" >> beam.Flatten()
+    parts = [counts, group_metrics]
+    if cap.monitoring is not None:  # watched without truth: every sampled row counts
+        parts.append(joined.rows
+                     | "KeyByMonitored" >> beam.Map(lambda r: (
+                         (r["model_name"], r["model_version"], r.get(cap.monitor_by)), r))
+                     | "GroupForMonitoring" >> beam.GroupByKey()
+                     | "Monitor" >> beam.ParDo(MonitorFn(name, cap.monitoring, metrics_config,
+                                                         window, run)))
+    metrics = parts | "AllMetrics" >> beam.Flatten()
     base = f"{config.output.rstrip('/')}/{EVALUATION}/{METRICS}"
     if snapshot:
         _ = (joined.rows

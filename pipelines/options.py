@@ -339,7 +339,8 @@ class EvaluateOptions(PipelineOptions):
                             help="output root of the evaluated pipeline (holding predictions/)")
         parser.add_argument("--truth", default=None,
                             help="glob of ground-truth files (.parquet, .csv, .jsonl): "
-                                 "prediction_id, label (or mask_packed + mask_shape), label_time")
+                                 "prediction_id, label (or mask_packed + mask_shape), label_time; "
+                                 "optional for radar_qc (then watched without truth only)")
         parser.add_argument("--model_versions", default=None,
                             help="comma-separated model versions to evaluate (default: all)")
         parser.add_argument("--dt_from", default=None, help="first event date, YYYY-MM-DD")

@@ -132,8 +132,15 @@ def test_metrics_parquet_has_every_slice_and_accumulates_history(scenario_runs,
     weeks = sorted({r["window_start"] for r in rows if r["window"] == "week"})
     assert weeks == ["2026-09-07", "2026-09-14", "2026-09-21", "2026-09-28"]
     auc = [r["value"] for r in rows if r["metric"] == "auc" and r["slice"] == "all"
-           and r["window"] == "all"]
+           and r["window"] == "all" and r["role"] == "served"]
     assert len(auc) == 1 and 0.5 < auc[0] <= 1.0
+    # Beside it the estimate before labels, its interval and its error (labels are in).
+    estimated = {r["detail"]: r for r in rows if r["metric"] == "auc" and r["slice"] == "all"
+                 and r["window"] == "all" and r["role"] == "estimated"}
+    assert set(estimated) == {None, "interval_low", "interval_high", "error"}
+    assert estimated["interval_low"]["value"] < estimated[None]["value"] < \
+        estimated["interval_high"]["value"]
+    assert estimated["error"]["value"] == pytest.approx(auc[0] - estimated[None]["value"])
     latest = json.load(open(f"{out}/evaluation/{GERMAN_LATEST}", encoding="utf-8"))
     assert latest["evaluation_run_id"] == "eval-history-2" and latest["metrics"]
 
@@ -244,7 +251,14 @@ def test_radar_sweeps_are_scored_against_truth_masks(radar_evaluation):
     # Retrained as the evaluated version was (its manifest's command).
     assert decision["command"].startswith("python -m models.radar_qc.train --registry ")
     assert decision["command"].endswith("--epochs 2 --polarization dual")
-    assert {c["name"] for c in decision["checks"]} >= {"csi_drop", "pod_drop", "far_rise"}
+    assert {c["name"] for c in decision["checks"]} >= {"csi_drop", "pod_drop", "far_rise",
+                                                       "removed_share_shift"}
+    # Watched without truth too: the radar against its own (here: only) day, per tilt.
+    watched = {(r["detail"], r["metric"]): r for r in rows if r["slice"] == "radar"}
+    assert {r["slice_value"] for r in rows if r["slice"] == "radar"} == {"XSYN"}
+    assert watched[("all tilts", "sweeps")]["value"] == 2
+    assert watched[("all tilts", "removed_share_change")]["value"] == pytest.approx(0.0)
+    assert 0.0 < watched[("all tilts", "removed_share")]["value"] < 1.0
 
 
 def test_radar_truth_mask_matches_the_generator(radar_evaluation, klbb_path):
@@ -267,6 +281,7 @@ def test_radar_report_shows_truth_and_predicted_masks(radar_evaluation):
     images, broken_images, broken_links, text, _ = render_page(os.path.abspath(outcome["report"]))
     assert broken_images == [] and broken_links == []
     assert "Truth vs predicted removal masks" in text and images >= 2
+    assert "Watched without truth" in text and "XSYN" in text
 
 
 def test_truth_as_csv_joins_like_json_lines(scenario_runs, credit_registry, tmp_path):

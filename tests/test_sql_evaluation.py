@@ -81,7 +81,7 @@ def test_duckdb_figures_equal_the_beam_evaluation(credit_registry, german_path, 
     beam_rows = ds.dataset(f"{out}/evaluation/metrics", partitioning="hive").to_table()
     beam = {(r["model_version"], r["window"], r["window_start"], r["slice"], r["slice_value"],
              r["metric"]): (r["value"], r["count"]) for r in beam_rows.to_pylist()
-            if r["metric"] in COMPARED}
+            if r["metric"] in COMPARED and r["role"] == "served"}
     query = (ROOT / "sql" / "credit_german_evaluation.sql").read_text(encoding="utf-8")
     folder = pathlib.Path(out) / "predictions" / "pipeline=credit_scoring"
     sql = duckdb_figures(query, str(folder / "model_name=credit_german"),

@@ -324,3 +324,22 @@ class GroupMetricsFn(beam.DoFn):
         rows = sorted(rows, key=lambda r: r["prediction_id"])
         figures = self._group_metrics(rows, self._config, self._statistics.get(key[1], {}))
         yield from keyed(figures, key, self._pipeline, self._run)
+
+
+class MonitorFn(beam.DoFn):
+    """The figures watched without truth of one (model, version, monitored value) group, by the
+    capability's monitoring function (``pipelines.capabilities``), keyed by their window."""
+
+    def __init__(self, pipeline: str, monitoring, config: dict, window: str, run: dict):
+        self._pipeline = pipeline
+        self._monitoring = monitoring
+        self._config = config
+        self._window = window
+        self._run = run
+
+    def process(self, element):
+        (model_name, model_version, _), rows = element
+        rows = sorted(rows, key=lambda r: r["prediction_id"])
+        for window, start, row in self._monitoring(rows, self._config, self._window):
+            yield from keyed([row], (model_name, model_version, SERVED, window, start),
+                             self._pipeline, self._run)

@@ -204,7 +204,7 @@ def finish(run: EvaluationRun, now: datetime.datetime) -> dict:
         stamp = now.strftime("%Y%m%dT%H%M%SZ")
         _write_text(FileSystems.join(decisions_dir, f"{stamp}-{run.run_id}.json"),
                     json.dumps(decision, indent=2, default=str))
-    examples = mask_examples(rows, run) if run.mask_examples else []
+    examples = mask_examples(rows, run) if run.mask_examples and run.truth else []
     report_dir = FileSystems.join(output, EVALUATION, "reports", run.pipeline, run.model_name,
                                   run.run_id)
     report = publish_report(report_dir, summary, rows, history, decision, examples,

@@ -174,7 +174,7 @@ def slice_table(rows: list[dict], table_id: str) -> str:
     """HTML table of every slice group with its figures and flags."""
     groups: dict[tuple, dict] = {}
     for r in rows:
-        if r["slice"] in (ALL, "drift", "join", "sweep"):
+        if r["slice"] in (ALL, "drift", "join", "sweep", "radar"):
             continue
         entry = groups.setdefault((r["slice"], r["slice_value"]), {"flag": r["flag"]})
         entry[r["metric"]] = r["value"]
@@ -248,6 +248,39 @@ def reference_section(reference: dict) -> str:
             f"the masks: <a href='{html.escape(reference['link'])}'>its report</a>).</p>"
             f"<table><tr><th>volume</th><th>pair</th><th>POD</th><th>FAR</th><th>CSI</th>"
             f"<th>weather removed</th></tr>{body}</table>")
+
+
+def monitoring_table(rows: list[dict], table_id: str) -> str:
+    """Radar watched without truth: per radar and tilt, the removed share against the radar's
+    reference period and the input moments that moved (``radar_monitoring``)."""
+    cells: dict[tuple, dict] = {}
+    for r in rows:
+        if r["slice"] == "radar":
+            cells.setdefault((r["slice_value"], r["detail"]), {})[r["metric"]] = r
+    if not cells:
+        return ""
+    body = []
+    for (radar, tilt), figures in sorted(cells.items(), key=lambda kv: (
+            kv[0][0], kv[0][1] != "all tilts", kv[0][1])):
+        def value(name, figures=figures):
+            return figures[name]["value"] if name in figures else None
+        change = figures.get("removed_share_change")
+        moved = sorted(f"{name[5:-6].upper()} {row['value']:+.1f} sd" for name, row in
+                       figures.items() if name.endswith("_shift") and row["flag"] == "drifted")
+        css = "drifted" if (change and change["flag"]) or moved else ""
+        body.append(
+            f"<tr class='{css}'><td>{html.escape(radar)}</td><td>{html.escape(str(tilt))}</td>"
+            f"<td>{_fmt(value('sweeps'))}</td><td>{_share(value('removed_share_reference'))}"
+            f"</td><td>{_share(value('removed_share'))}</td>"
+            f"<td>{_fmt(value('removed_share_change'))}</td>"
+            f"<td>{_share(value('class_share_biological'))}</td>"
+            f"<td>{_share(value('class_share_clutter_noise'))}</td>"
+            f"<td style='text-align:left'>{html.escape(', '.join(moved) or '–')}</td>"
+            f"<td>{html.escape((change or {}).get('flag') or '')}</td></tr>")
+    return (f"<table id='{table_id}'><tr><th>radar</th><th>tilt</th><th>sweeps</th>"
+            f"<th>removed (reference)</th><th>removed</th><th>change</th><th>biological</th>"
+            f"<th>clutter / noise</th><th>moments moved</th><th>flag</th></tr>"
+            + "".join(body) + "</table>")
 
 
 def write_report(directory: str, summary: dict, rows: list[dict], history: list[dict],
@@ -330,6 +363,17 @@ def write_report(directory: str, summary: dict, rows: list[dict], history: list[
                            "small to judge; red flags a significant approval-rate gap.</p>"
                            if any(r["metric"] == "approval_rate_diff" for r in whole)
                            else ""))
+        if any(r["slice"] == "radar" for r in own):
+            newest_window = html.escape(starts[-1] if starts else ALL)
+            sections.append(
+                f"<h2>Watched without truth (latest window {newest_window})</h2>"
+                "<p>Each radar against its own reference period (its first days of sampled "
+                "sweeps, or the configured dates): the share of echo removed and the class mix "
+                "per tilt, and the input moments' sweep means in reference standard "
+                "deviations. A shift asks a person to look; it does not say the QC is "
+                "wrong.</p>" + monitoring_table(latest or whole, "monitoring-latest")
+                + "<h2>Watched without truth (whole period)</h2>"
+                + monitoring_table(whole, "monitoring-all"))
         if any(r.get("role") == ESTIMATED for r in rows):
             sections.append(
                 "<h2>Estimated before labels, realized after</h2><p>From the served "

@@ -17,13 +17,17 @@ the answer (a model cannot be retrained without new labels to learn from). Rule 
 - ``estimated_drop`` / ``estimated_rise``: as ``metric_drop`` / ``metric_rise``, on the figure
   estimated from the scores before labels (role ``estimated``, ``models.estimation``); always
   ``"action": "alert"`` (no labels to retrain on yet). A change of the outcomes themselves for
-  unchanged inputs is invisible to it.
+  unchanged inputs is invisible to it;
+- ``monitoring``: a figure watched without truth (radar: ``removed_share_change``,
+  ``mean_*_shift``; ``metrics`` takes shell-style patterns) flagged ``shifted`` or ``drifted``
+  for some radar and tilt in the window.
 A rule with ``"enabled": false`` is listed but never fires. A rule with ``"action": "alert"``
 is reported (for a person to read) but does not ask for retraining: fairness gaps that the data
 itself carries are not fixed by retraining on more of the same data.
 """
 
 import datetime
+import fnmatch
 import math
 
 from transforms.evaluation.join import ALL, ESTIMATED, served_rows
@@ -153,6 +157,15 @@ def check_rule(rule: dict, rows: list[dict], holdout: dict, now: datetime.dateti
                         for f, m, v in drifted],
             "min_features": rule.get("min_features", 1)}
         result["fired"] = len(features) >= rule.get("min_features", 1)
+    elif kind == "monitoring":
+        patterns = rule.get("metrics") or []
+        flagged = [{"radar": r["slice_value"], "tilt": r["detail"], "metric": r["metric"],
+                    "value": r["value"], "flag": r["flag"]} for r in rows
+                   if r["flag"] in ("shifted", "drifted") and r["slice"] != ALL
+                   and any(fnmatch.fnmatch(r["metric"], p) for p in patterns)]
+        result["evidence"] = {"metrics": patterns, "flagged": sorted(
+            flagged, key=lambda f: (-abs(f["value"] or 0), f["radar"], str(f["tilt"])))}
+        result["fired"] = bool(flagged)
     elif kind == "slice_gap":
         result["evidence"] = slice_gap_evidence(rule, rows, holdout_slices or {})
         result["fired"] = bool(result["evidence"]["breaches"])
@@ -235,6 +248,13 @@ def evidence_sentence(check: dict, most: int = 3) -> str:
         more = (f"; and {len(e['breaches']) - most} more group(s)"
                 if len(e["breaches"]) > most else "")
         return f"{e['gap']} {limits} in {'; '.join(parts)}{more}."
+    if kind == "monitoring":
+        if not e["flagged"]:
+            return f"No {', '.join(e['metrics'])} flagged for any radar and tilt."
+        shown = "; ".join(f"{f['radar']} {f['tilt']} {f['metric']} {_num(f['value'])}"
+                          for f in e["flagged"][:most])
+        more = f"; and {len(e['flagged']) - most} more" if len(e["flagged"]) > most else ""
+        return f"{len(e['flagged'])} flagged against their radar's reference: {shown}{more}."
     if kind == "schedule":
         return f"Scheduled {e['schedule']}; evaluated at {e['now'][:16].replace('T', ' ')} UTC."
     if kind == "event":
