@@ -390,12 +390,12 @@ def print_estimates(rows: list[dict]) -> None:
           f"   {'cost estimate [95 %]':<22}{'realized':>9}")
     inside = judged = 0
     for week in weeks:
-        def cell(metric, detail=None, role="estimated", week=week):
+        def cell(metric, detail=None, role="estimated", week=week, digits=3):
             row = cells.get((version, role, week, "all", "all", metric, detail))
             value = row and row["value"]
-            return "n/a" if value is None else f"{value:.3f}"
-        line = (f"   {week:<11}{cell('predictions', role='served')[:-4]:>5}"
-                f"{cell('labelled', role='served')[:-4]:>7}")
+            return "n/a" if value is None else f"{value:.{digits}f}"
+        line = (f"   {week:<11}{cell('predictions', role='served', digits=0):>5}"
+                f"{cell('labelled', role='served', digits=0):>7}")
         for metric in ("auc", "expected_cost_per_applicant"):
             error = cells.get((version, "estimated", week, "all", "all", metric, "error"))
             estimate = (f"{cell(metric)} [{cell(metric, 'interval_low')}, "

@@ -205,7 +205,8 @@ def check_monitoring(monitoring, path: str) -> None:
         return
     if not isinstance(monitoring, dict):
         raise ConfigError(f"{path}: monitoring must be an object")
-    for key in ("reference_days", "min_sweeps", "removed_share_change", "moment_shift_sd"):
+    for key in ("reference_days", "min_sweeps", "removed_share_change",
+                "uncertain_share_change", "moment_shift_sd"):
         value = monitoring.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ConfigError(f"{path}: monitoring.{key} must be a number > 0, got {value!r}")

@@ -24,6 +24,7 @@ import numpy as np
 
 ESTIMATED_METRICS = ("auc", "accuracy", "expected_cost_per_applicant", "approval_rate")
 LEVEL = 0.95
+REPLICATE_BLOCK = 50
 
 
 def _cluster_index(clusters) -> np.ndarray:
@@ -109,23 +110,26 @@ def interval(probabilities, scores, approved, clusters=None, costs: dict | None 
     n_clusters = int(index.max()) + 1
     p_cluster = np.bincount(index, weights=p) / np.bincount(index)
     rng = np.random.default_rng(seed)
-    good_cluster = rng.random((replicates, n_clusters)) < p_cluster
-    good = good_cluster[:, index].T                       # rows x replicates
     order, starts = _tie_groups(scores)
-    numerator, total_pos, total_neg = _weighted_auc(order, starts, good.astype(float),
-                                                    (~good).astype(float))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        auc = np.where(total_pos * total_neg > 0, numerator / (total_pos * total_neg), np.nan)
-    figures = {
-        "auc": auc,
-        "accuracy": (approved[:, None] == good).mean(axis=0),
-        "approval_rate": np.full(replicates, approved.mean()),  # observed: needs no label
-        "expected_cost_per_applicant": (_costs(approved[:, None], good, costs).mean(axis=0)
-                                        if costs else np.full(replicates, np.nan)),
-    }
+    figures: dict[str, list] = {name: [] for name in ESTIMATED_METRICS}
+    # Replicates in blocks: a rows x block matrix at a time, however many rows a window has.
+    for first in range(0, replicates, REPLICATE_BLOCK):
+        block = min(REPLICATE_BLOCK, replicates - first)
+        good = (rng.random((block, n_clusters)) < p_cluster)[:, index].T   # rows x block
+        numerator, total_pos, total_neg = _weighted_auc(order, starts, good.astype(float),
+                                                        (~good).astype(float))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            figures["auc"].append(np.where(total_pos * total_neg > 0,
+                                           numerator / (total_pos * total_neg), np.nan))
+        figures["accuracy"].append((approved[:, None] == good).mean(axis=0))
+        figures["approval_rate"].append(np.full(block, approved.mean()))  # observed
+        figures["expected_cost_per_applicant"].append(
+            _costs(approved[:, None], good, costs).mean(axis=0) if costs
+            else np.full(block, np.nan))
     tail = (1 - LEVEL) / 2 * 100
     out = {}
-    for name, values in figures.items():
+    for name, blocks in figures.items():
+        values = np.concatenate(blocks)
         values = values[np.isfinite(values)]
         out[name] = ((float(np.percentile(values, tail)), float(np.percentile(values,
                                                                                100 - tail)))

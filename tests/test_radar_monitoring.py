@@ -69,6 +69,22 @@ def test_each_window_against_the_radars_own_first_week_tilt_by_tilt():
         pytest.approx(0.0)
 
 
+def test_the_qc_uncertain_share_is_watched_where_the_run_checked_it():
+    rows = _rows()
+    for r in rows:  # day 8 on, the low tilt's call differs from both references far more often
+        r["qc_uncertain_share"] = 0.20 if r["elevation"] == 0.5 and r["volume_time"].day >= 8 \
+            else 0.04
+    out = radar_monitoring(rows, {}, "day")
+    assert _by(out, "2026-06-01", "qc_uncertain_share", "tilt 0.5")["value"] == \
+        pytest.approx(0.04)
+    late = _by(out, "2026-06-08", "qc_uncertain_share_change", "tilt 0.5")
+    assert late["value"] == pytest.approx(0.16) and late["flag"] == "shifted"
+    assert _by(out, "2026-06-08", "qc_uncertain_share_change", "tilt 1.5")["flag"] is None
+    # Runs without --check_uncertainty have no such rows.
+    assert not [r for _, _, r in radar_monitoring(_rows(), {}, "day")
+                if r["metric"].startswith("qc_uncertain")]
+
+
 def test_the_monitoring_section_is_checked(tmp_path):
     path = tmp_path / "radar.json"
     for bad, words in (({"reference_days": 0}, "monitoring.reference_days must be a number"),

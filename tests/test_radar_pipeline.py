@@ -127,6 +127,13 @@ def test_each_volume_says_whether_its_qc_is_uncertain(batch_run):
         assert row["qc_uncertain"] == (row["qc_uncertain_share"] > threshold)
     # A tiny test model: far from the references on much of the echo, so some are flagged.
     assert any(row["qc_uncertain"] for row in volumes)
+    # Each sampled dual-pol sweep carries its own share (the monitoring watches it per tilt);
+    # the volume's share lies among its sweeps'.
+    sweeps = read(out / "predictions").to_pylist()
+    for volume in volumes:
+        shares = [r["qc_uncertain_share"] for r in sweeps if r["volume_id"] == volume["volume_id"]
+                  and r["qc_uncertain_share"] is not None]
+        assert shares and min(shares) - 1e-9 <= volume["qc_uncertain_share"] <= max(shares) + 1e-9
 
 
 def test_every_input_file_ends_in_exactly_one_output(batch_run):

@@ -12,7 +12,9 @@ to 0.1 degree: a tilt's clutter and beam height are its own).
 Figures (metric rows of slice ``radar``, the radar as slice value, ``detail`` the tilt or "all
 tilts"): ``sweeps``; ``removed_share`` (removed gates over echo gates), its reference and
 ``removed_share_change`` (flag ``shifted`` beyond ``removed_share_change`` with at least
-``min_sweeps`` sweeps on both sides); ``class_share_<class>``; per input moment the mean of the
+``min_sweeps`` sweeps on both sides); ``qc_uncertain_share`` (where the run checked it:
+``beamline radar qc --check_uncertainty``), its reference and change (flag ``shifted`` beyond
+``uncertain_share_change``); ``class_share_<class>``; per input moment the mean of the
 sweep means, its reference and ``mean_<moment>_shift`` in units of the reference's sweep-to-sweep
 standard deviation (never below the moment's floor in ``moment_sd_floor``; flag ``drifted``
 beyond ``moment_shift_sd``). A sweep mean moves with the weather as much as with the radar, so a
@@ -30,7 +32,7 @@ from transforms.evaluation.join import ALL, metric, window_start
 RADAR = "radar"
 ALL_TILTS = "all tilts"
 DEFAULTS = {"reference_days": 7, "min_sweeps": 3, "removed_share_change": 0.10,
-            "moment_shift_sd": 3.0,
+            "uncertain_share_change": 0.05, "moment_shift_sd": 3.0,
             "moment_sd_floor": {"DBZH": 1.0, "ZDR": 0.1, "RHOHV": 0.005, "PHIDP": 2.0,
                                 "VRADH": 0.5, "WRADH": 0.2}}
 _REMOVED = [name for name in CLASS_NAMES if name != "meteorological"]
@@ -74,6 +76,11 @@ def figures(rows: list[dict]) -> dict:
     for name in CLASS_NAMES:
         out[f"class_share_{name}"] = (sum(r.get(f"gates_{name}") or 0 for r in rows) / echo
                                       if echo else None)
+    checked = [r for r in rows if r.get("qc_uncertain_share") is not None]
+    weight = sum(r.get("gates_echo") or 0 for r in checked)
+    out["qc_uncertain_share"] = (sum(r["qc_uncertain_share"] * (r.get("gates_echo") or 0)
+                                     for r in checked) / weight) if weight else None
+    out["checked_sweeps"] = len(checked)
     for moment in SYNTHETIC_MOMENTS:
         values = np.asarray([r[f"mean_{moment.lower()}"] for r in rows
                              if r.get(f"mean_{moment.lower()}") is not None], dtype=float)
@@ -97,6 +104,18 @@ def compare(now: dict, reference: dict, settings: dict, radar: str, detail: str)
         shifted = enough and abs(change) > settings["removed_share_change"]
         out.append(metric("removed_share_change", change, now["sweeps"], RADAR, radar,
                           detail=detail, flag="shifted" if shifted else None))
+    if now["qc_uncertain_share"] is not None:
+        out.append(metric("qc_uncertain_share", now["qc_uncertain_share"],
+                          now["checked_sweeps"], RADAR, radar, detail=detail))
+        if reference["qc_uncertain_share"] is not None:
+            change = now["qc_uncertain_share"] - reference["qc_uncertain_share"]
+            shifted = (now["checked_sweeps"] >= settings["min_sweeps"]
+                       and reference["checked_sweeps"] >= settings["min_sweeps"]
+                       and abs(change) > settings["uncertain_share_change"])
+            out += [metric("qc_uncertain_share_reference", reference["qc_uncertain_share"],
+                           reference["checked_sweeps"], RADAR, radar, detail=detail),
+                    metric("qc_uncertain_share_change", change, now["checked_sweeps"], RADAR,
+                           radar, detail=detail, flag="shifted" if shifted else None)]
     for name in CLASS_NAMES:
         out.append(metric(f"class_share_{name}", now[f"class_share_{name}"], now["echo"], RADAR,
                           radar, detail=detail))

@@ -267,18 +267,23 @@ def monitoring_table(rows: list[dict], table_id: str) -> str:
         change = figures.get("removed_share_change")
         moved = sorted(f"{name[5:-6].upper()} {row['value']:+.1f} sd" for name, row in
                        figures.items() if name.endswith("_shift") and row["flag"] == "drifted")
-        css = "drifted" if (change and change["flag"]) or moved else ""
+        uncertain = figures.get("qc_uncertain_share_change")
+        flags = sorted({f"{name} {row['flag']}" for name, row in (
+            ("removed", change), ("uncertain", uncertain)) if row and row["flag"]})
+        css = "drifted" if flags or moved else ""
         body.append(
             f"<tr class='{css}'><td>{html.escape(radar)}</td><td>{html.escape(str(tilt))}</td>"
             f"<td>{_fmt(value('sweeps'))}</td><td>{_share(value('removed_share_reference'))}"
             f"</td><td>{_share(value('removed_share'))}</td>"
             f"<td>{_fmt(value('removed_share_change'))}</td>"
+            f"<td>{_share(value('qc_uncertain_share'))}</td>"
             f"<td>{_share(value('class_share_biological'))}</td>"
             f"<td>{_share(value('class_share_clutter_noise'))}</td>"
             f"<td style='text-align:left'>{html.escape(', '.join(moved) or '–')}</td>"
-            f"<td>{html.escape((change or {}).get('flag') or '')}</td></tr>")
+            f"<td>{html.escape(', '.join(flags))}</td></tr>")
     return (f"<table id='{table_id}'><tr><th>radar</th><th>tilt</th><th>sweeps</th>"
-            f"<th>removed (reference)</th><th>removed</th><th>change</th><th>biological</th>"
+            f"<th>removed (reference)</th><th>removed</th><th>change</th><th>QC uncertain</th>"
+            f"<th>biological</th>"
             f"<th>clutter / noise</th><th>moments moved</th><th>flag</th></tr>"
             + "".join(body) + "</table>")
 

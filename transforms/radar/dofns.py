@@ -23,7 +23,7 @@ from transforms.radar.reading import (
     open_volume,
     parse_chunk_name,
 )
-from transforms.radar.reference import volume_uncertainty
+from transforms.radar.reference import sweep_uncertainty
 from transforms.radar.volumes import (
     CFRADIAL1_OUT,
     CFRADIAL2_OUT,
@@ -106,12 +106,17 @@ class WriteQcVolumeFn(beam.DoFn):
         self._progress = Progress("volumes QC'd", "volume", self._total, every_secs=0)
 
     def process(self, volume: DecodedVolume):
+        # Before the moments are masked; per sweep into its sampled row, summed for the index.
+        uncertain = (sweep_uncertainty(volume, self._uncertainty)
+                     if self._uncertainty is not None else {})
         for role, (classes, model_id) in volume.classes.items():
             for i, key in enumerate(volume.role_keys(role)):
+                gates, echo = uncertain.get(key.sweep_number, (None, 0))
                 yield beam.pvalue.TaggedOutput(PREDICTIONS, radar_rows.sweep_row(
-                    key, volume.stacks[role][i], classes[i], model_id, self._context))
+                    key, volume.stacks[role][i], classes[i], model_id, self._context,
+                    uncertain_share=gates / echo if gates is not None and echo else None))
         try:
-            yield self._write(volume)
+            yield self._write(volume, uncertain)
         except Exception as error:  # noqa: BLE001 - any write failure is this volume's alone
             if is_output_failure(error):
                 raise  # a full disk or a read-only folder stops the run (see pipelines.options)
@@ -124,7 +129,7 @@ class WriteQcVolumeFn(beam.DoFn):
             # collection (memory itself plateaus either way; see README, Benchmarks).
             volume.tree.close()
 
-    def _write(self, volume: DecodedVolume) -> dict:
+    def _write(self, volume: DecodedVolume, uncertain: dict) -> dict:
         models = self._context["models"]
         classes_by_sweep = volume.classes_by_sweep()
         model_by_sweep = {n: " ".join(models[m][:2]) for n, m in volume.model_by_sweep().items()}
@@ -142,7 +147,7 @@ class WriteQcVolumeFn(beam.DoFn):
             LOGGER.warning("%s: %d of the %d sweeps of its coverage pattern arrived whole; "
                            "those are QC'd and its index row says complete=false",
                            key.volume_id, sweeps_in_volume, expected)
-        uncertainty = self._check_uncertainty(volume)  # before the moments are masked
+        uncertainty = self._volume_uncertainty(volume, uncertain)
         qc = apply_qc(tree, classes_by_sweep, {
             "qc_model_name": name, "qc_model_version": version, "qc_model_sha256": sha256,
             "qc_run_id": self._context["run_id"]}, in_place=True, model_by_sweep=model_by_sweep)
@@ -171,10 +176,12 @@ class WriteQcVolumeFn(beam.DoFn):
             damaged_cuts=tree.attrs.get("damaged_cuts"),
             radar_id_from=tree.attrs.get("radar_id_from"), uncertainty=uncertainty)
 
-    def _check_uncertainty(self, volume: DecodedVolume) -> tuple[float, bool] | None:
+    def _volume_uncertainty(self, volume: DecodedVolume, per_sweep: dict
+                            ) -> tuple[float, bool] | None:
         if self._uncertainty is None:
             return None
-        uncertain, echo = volume_uncertainty(volume, self._uncertainty)
+        uncertain = sum(gates for gates, _ in per_sweep.values())
+        echo = sum(echo for _, echo in per_sweep.values())
         if not echo:
             return None
         share = uncertain / echo

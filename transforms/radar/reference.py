@@ -113,25 +113,26 @@ def uncertain_gates(unet: np.ndarray, masks: dict[str, np.ndarray],
     return echo & (unet != masks[FUZZY]) & (unet != masks[RHOHV])
 
 
-def volume_uncertainty(volume, params: ReferenceParameters) -> tuple[int, int]:
-    """(uncertain gates, echo gates) over the dual-pol sweeps of a classified volume
-    (``DecodedVolume``); (0, 0) when it has none (the references need dual-pol moments)."""
+def sweep_uncertainty(volume, params: ReferenceParameters) -> dict[int, tuple[int, int]]:
+    """Per dual-pol sweep of a classified volume (``DecodedVolume``), by sweep number:
+    (uncertain gates, echo gates); empty when it has none (the references need dual-pol
+    moments)."""
     from models.radar_qc.vocabulary import removed
     from transforms.radar.reading import DUAL_POL
 
     keys = volume.role_keys(DUAL_POL)
     if not keys:
-        return 0, 0
+        return {}
     classes, _ = volume.classes[DUAL_POL]
-    uncertain = echo_gates = 0
+    out = {}
     for i, key in enumerate(keys):
         data = volume.stacks[DUAL_POL][i]
         echo = ~np.isnan(data[..., _DBZH])
         masks = reference_masks(data, sweep_velocity(volume.tree, key.sweep_number,
                                                      key.elevation), params)
-        uncertain += int(uncertain_gates(removed(classes[i]) & echo, masks, echo).sum())
-        echo_gates += int(echo.sum())
-    return uncertain, echo_gates
+        out[key.sweep_number] = (int(uncertain_gates(removed(classes[i]) & echo, masks,
+                                                     echo).sum()), int(echo.sum()))
+    return out
 
 
 def _scores(detected: np.ndarray, reference: np.ndarray, where: np.ndarray) -> dict:

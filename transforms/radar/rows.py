@@ -31,6 +31,9 @@ _SWEEP_FIELDS = (
     pa.field("gates_echo", pa.int64()),
     *(pa.field(f"gates_{name}", pa.int64()) for name in CLASS_NAMES),
     pa.field("fraction_removed", pa.float64()),
+    # --check_uncertainty: the share of the sweep's echo where the UNet's call differs from
+    # both reference algorithms' (null when not checked, or a single-pol sweep).
+    pa.field("qc_uncertain_share", pa.float64()),
     pa.field("mask_shape", pa.list_(pa.int32())),
     pa.field("mask_encoding", pa.string()),
     pa.field("mask_packed", pa.binary()),
@@ -77,7 +80,8 @@ VOLUME_PARTITIONS = ("radar", "dt")
 
 
 def sweep_row(key: SweepKey, moments: np.ndarray, classes: np.ndarray, model_id: str,
-              context: dict, now: datetime.datetime | None = None) -> dict:
+              context: dict, now: datetime.datetime | None = None,
+              uncertain_share: float | None = None) -> dict:
     """One sweep's prediction with everything needed to score it later against a truth mask.
 
     Args:
@@ -88,6 +92,7 @@ def sweep_row(key: SweepKey, moments: np.ndarray, classes: np.ndarray, model_id:
         context: run constants: pipeline, run_mode, run_id, code_version, and ``models``
             mapping each model path to (name, version, sha256).
         now: processing time (default: now, UTC).
+        uncertain_share: the "QC uncertain" share of the sweep's echo (--check_uncertainty).
     """
     now = now or datetime.datetime.now(datetime.UTC)
     name, version, sha256 = context["models"][model_id]
@@ -120,6 +125,7 @@ def sweep_row(key: SweepKey, moments: np.ndarray, classes: np.ndarray, model_id:
         "gates_echo": counts["echo"],
         **{f"gates_{n}": counts[n] for n in CLASS_NAMES},
         "fraction_removed": counts["fraction_removed"],
+        "qc_uncertain_share": uncertain_share,
         "mask_shape": list(classes.shape),
         "mask_encoding": MASK_ENCODING,
         "mask_packed": pack_mask(classes),
