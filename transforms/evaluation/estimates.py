@@ -35,7 +35,10 @@ def value_of(cells: dict, key: tuple):
 
 
 def series(source: dict) -> dict:
-    """Per (version, role) the weekly figures the charts and the estimate table need."""
+    """What the charts and the estimate table need, per window: ``figures`` per (version,
+    role) the overall figures; ``drift`` the drifted inputs, ``gaps`` the largest approval gap
+    of a group not flagged small, ``removed_by_radar`` per (version, radar) the share of echo
+    removed over all tilts (radar watched without truth)."""
     cells = latest_cells(source["rows"])
     out: dict[tuple, dict] = {}
     for (version, role, start, slice_name, _, metric, detail), row in cells.items():
@@ -44,9 +47,13 @@ def series(source: dict) -> dict:
         out.setdefault((version, role), {}).setdefault(start, {})[(metric, detail)] = row
     drift: dict[tuple, dict] = {}
     gaps: dict[tuple, dict] = {}
-    for (version, role, start, slice_name, _, metric, _), row in cells.items():
+    watched: dict[tuple, dict] = {}
+    for (version, role, start, slice_name, group, metric, detail), row in cells.items():
         if role == ESTIMATED:
             continue
+        if slice_name == "radar" and detail == "all tilts" and metric == "removed_share" \
+                and row["value"] is not None:
+            watched.setdefault((version, group), {})[start] = row
         if slice_name == "drift" and metric in ("psi", "linf") and row["flag"] == "drifted":
             drift.setdefault((version, role), {}).setdefault(start, set()).add(row["detail"])
         if metric == "approval_rate_diff" and slice_name not in (ALL, "drift") \
@@ -54,7 +61,7 @@ def series(source: dict) -> dict:
             best = gaps.setdefault((version, role), {}).get(start)
             if best is None or abs(row["value"]) > abs(best["value"]):
                 gaps[(version, role)][start] = row
-    return {"figures": out, "drift": drift, "gaps": gaps}
+    return {"figures": out, "drift": drift, "gaps": gaps, "removed_by_radar": watched}
 
 
 def estimate_table(sources: list[dict]) -> str:

@@ -79,9 +79,33 @@ def _moves(trail) -> list[dict]:
     return sorted(trail.moves, key=lambda m: m["seq"])
 
 
+def _extra_panels(sources: list[dict]) -> list[tuple[str, list]]:
+    """The panels under the headline metrics, only those with data: inputs drifted and the
+    largest slice gap (credit), the share removed per radar (radar watched without truth).
+    Each is (y label, [(kind, label, x, y)])."""
+    drift, gaps, removed = [], [], []
+    for source in sources:
+        data = series(source)
+        for (version, role), weeks in sorted(data["drift"].items()):
+            starts = sorted(weeks)
+            drift.append(("bar", f"{source['name']} {version} {role}",
+                          [_time(s) for s in starts], [len(weeks[s]) for s in starts]))
+        for (version, role), weeks in sorted(data["gaps"].items()):
+            starts = sorted(weeks)
+            gaps.append(("line", f"{source['name']} {version} {role}",
+                         [_time(s) for s in starts], [weeks[s]["value"] for s in starts]))
+        for (version, radar), days in sorted(data["removed_by_radar"].items()):
+            starts = sorted(days)
+            removed.append(("line", f"{source['name']} {version} {radar}",
+                            [_time(s) for s in starts], [days[s]["value"] for s in starts]))
+    return [(title, lines) for title, lines in (
+        ("inputs drifted", drift), ("largest approval\ngap (not small)", gaps),
+        ("echo removed\nper radar", removed)) if lines]
+
+
 def chart(sources: list[dict], moves: list[dict], metrics: tuple[str, ...]) -> tuple[str, dict]:
-    """The time-axis chart as inline SVG (a panel per headline metric, then drift and the
-    largest slice gap), and its axis span (for whoever reads positions)."""
+    """The time-axis chart as inline SVG (a panel per headline metric, then ``_extra_panels``),
+    and its axis span (for whoever reads positions)."""
     times = [_time(m["time"]) for m in moves]
     for source in sources:
         for r in source["rows"]:
@@ -94,48 +118,43 @@ def chart(sources: list[dict], moves: list[dict], metrics: tuple[str, ...]) -> t
     start, end = min(times), max(times)
     margin = max((end - start) * 0.04, datetime.timedelta(days=1))
     span = (start - margin, end + margin)
-    fig, axes = plt.subplots(len(metrics) + 2, 1, figsize=(11, 2.1 * (len(metrics) + 2)),
-                             sharex=True)
+    extra = _extra_panels(sources)
+    panels = len(metrics) + len(extra)
+    fig, axes = plt.subplots(panels, 1, figsize=(11, 2.1 * panels), sharex=True, squeeze=False)
+    axes = list(axes[:, 0])
     for source in sources:
-        data = series(source)
-        for (version, role), weeks in sorted(data["figures"].items()):
+        for (version, role), weeks in sorted(series(source)["figures"].items()):
             label = f"{source['name']} {version}" + (f" ({role})" if role != "served" else "")
             starts = sorted(weeks)
             x = [_time(s) for s in starts]
             for ax, metric in zip(axes, metrics):
-                y = [(value_of(weeks[s], (metric, None)) if (metric, None) in weeks[s]
-                      else None) for s in starts]
+                y = [value_of(weeks[s], (metric, None)) for s in starts]
                 y = [float("nan") if v is None else v for v in y]
                 if all(math.isnan(v) for v in y):
                     continue
                 if role == ESTIMATED:
                     low = [value_of(weeks[s], (metric, "interval_low")) for s in starts]
                     high = [value_of(weeks[s], (metric, "interval_high")) for s in starts]
-                    low = [float("nan") if v is None else v for v in low]
-                    high = [float("nan") if v is None else v for v in high]
-                    ax.fill_between(x, low, high, alpha=0.15)
+                    ax.fill_between(x, [float("nan") if v is None else v for v in low],
+                                    [float("nan") if v is None else v for v in high],
+                                    alpha=0.15)
                     ax.plot(x, y, linestyle="--", marker=".", label=label)
                 else:
                     ax.plot(x, y, marker="o", markersize=3, label=label)
-        drift_ax, gap_ax = axes[len(metrics)], axes[len(metrics) + 1]
-        for (version, role), weeks in sorted(data["drift"].items()):
-            starts = sorted(weeks)
-            drift_ax.bar([_time(s) for s in starts], [len(weeks[s]) for s in starts],
-                         width=3, alpha=0.6, label=f"{source['name']} {version} {role}")
-        for (version, role), weeks in sorted(data["gaps"].items()):
-            starts = sorted(weeks)
-            gap_ax.plot([_time(s) for s in starts], [weeks[s]["value"] for s in starts],
-                        marker="s", markersize=3, label=f"{source['name']} {version} {role}")
         for decision in source["decisions"]:
-            when = _time(decision["decided_at"])
-            axes[0].plot([when], [0.03], marker="v", markersize=9,
+            axes[0].plot([_time(decision["decided_at"])], [0.03], marker="v", markersize=9,
                          transform=axes[0].get_xaxis_transform(),
                          color="#c0392b" if decision["retrain"] else "#1e7e34",
                          gid=f"decision-{decision['evaluation_run_id']}")
     for ax, metric in zip(axes, metrics):
         ax.set_ylabel(metric.replace("_", " "), fontsize=8)
-    axes[len(metrics)].set_ylabel("inputs drifted", fontsize=8)
-    axes[len(metrics) + 1].set_ylabel("largest approval\ngap (not small)", fontsize=8)
+    for ax, (title, lines) in zip(axes[len(metrics):], extra):
+        ax.set_ylabel(title, fontsize=8)
+        for kind, label, x, y in lines:
+            if kind == "bar":
+                ax.bar(x, y, width=3, alpha=0.6, label=label)
+            else:
+                ax.plot(x, y, marker="s", markersize=3, label=label)
     top = axes[0]
     for ax in axes:
         ax.set_xlim(*span)
