@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models.metrics import heidke_skill_score
-from models.radar_qc.vocabulary import CLUTTER, MET
+from models.radar_qc.vocabulary import CLUTTER, MET, NO_ECHO, protect_weather
 from tests.conftest import DATA_DIR
 from transforms.radar import reference
 from transforms.radar.leave_one_radar_out import (
@@ -110,6 +110,34 @@ def test_a_held_out_radar_is_scored_against_the_references():
     assert "| KXXX | 1 | 1 |" in table and "**33.3%**" in table and "0-25 km" in table
 
 
+def test_the_weather_safety_rule_keeps_strong_coherent_echo():
+    """The same engine, scored with the rule: gates 0 and 2 (30 dBZ, RHOHV 1) are kept."""
+    def probabilities(moments):
+        p = np.zeros(moments.shape[:-1] + (3,), np.float32)
+        p[..., MET] = 1.0
+        p[..., :, :4, MET] = 0.0
+        p[..., :, :4, CLUTTER] = 1.0
+        return p
+
+    nan = np.nan
+    sweep = _sweep("KXXX", "KXXX-1", [30, 10, 30, 10, 10, 10, 10, nan],
+                   [1, 1, 0, 0, 1, 0, 0, 0], [1, 0, 0, 1, 1, 0, 0, 0])
+    plain = radar_summary(score_sweeps(probabilities, [sweep], [0, 25, 50]))["consensus"]
+    safe = radar_summary(score_sweeps(probabilities, [sweep], [0, 25, 50],
+                                      safety=(20.0, 0.95)))["consensus"]
+    assert (plain["hits"], plain["misses"], plain["false_alarms"]) == (RAYS, RAYS, RAYS)
+    assert (safe["hits"], safe["misses"], safe["false_alarms"]) == (0, 2 * RAYS, 0)
+    assert plain["weather_removed_share"] == pytest.approx(1 / 3)
+    assert safe["weather_removed_share"] == 0.0
+    # Weak or incoherent echo, and empty gates, are left as classified.
+    classes = np.array([[CLUTTER, CLUTTER, CLUTTER, NO_ECHO]], np.uint8)
+    moments = np.zeros((1, 4, 4), np.float32)
+    moments[..., 0] = [30, 30, 10, nan]
+    moments[..., 2] = [0.99, 0.80, 0.99, nan]
+    assert protect_weather(classes, moments, 20, 0.95).tolist() == [[MET, CLUTTER, CLUTTER,
+                                                                      NO_ECHO]]
+
+
 def test_the_shared_volumes_are_found_chunk_sets_as_one():
     folder = DATA_DIR / "radar"
     if not folder.exists():
@@ -125,7 +153,9 @@ def test_the_shared_volumes_are_found_chunk_sets_as_one():
 
 def test_the_command_refuses_bad_arguments(tmp_path, capsys):
     for argv, words in ((["--data", str(tmp_path / "none")], "is not a folder"),
-                        (["--data", str(tmp_path), "--epochs", "0"], "--epochs: a count")):
+                        (["--data", str(tmp_path), "--epochs", "0"], "--epochs: a count"),
+                        (["--data", str(tmp_path), "--weather_safety", "20"], "two numbers"),
+                        (["--data", str(tmp_path), "--weather_safety", "20,9"], "not in (0, 1]")):
         with pytest.raises(SystemExit) as exit_:
             parse_arguments(argv)
         assert exit_.value.code == 2

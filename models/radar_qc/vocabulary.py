@@ -36,6 +36,19 @@ def removed(classes: np.ndarray) -> np.ndarray:
     return (classes == BIO) | (classes == CLUTTER)
 
 
+def protect_weather(classes: np.ndarray, moments: np.ndarray, min_dbzh: float,
+                    min_rhohv: float) -> np.ndarray:
+    """A weather-safety rule: every gate classified as removed whose reflectivity is at least
+    ``min_dbzh`` and whose RHOHV is at least ``min_rhohv`` goes back to meteorological
+    (strong, coherent echo is taken as weather). ``moments`` in ``CHANNELS`` order."""
+    with np.errstate(invalid="ignore"):
+        safe = ((moments[..., CHANNELS.index("DBZH")] >= min_dbzh)
+                & (moments[..., CHANNELS.index("RHOHV")] >= min_rhohv))
+    out = classes.copy()
+    out[safe & removed(classes)] = MET
+    return out
+
+
 def class_counts(classes: np.ndarray) -> dict:
     """Gate counts per class, and the share of echo gates removed."""
     counts = {name: int(np.sum(classes == index)) for index, name in enumerate(CLASS_NAMES)}

@@ -54,18 +54,26 @@ class Recipe:
     weak_weather_weight: float = 1.0
     balance_radars: bool = False    # each radar equally likely per window, not each sweep
     domain_randomise: bool = False
+    # Also scored with the weather-safety rule (min DBZH, min RHOHV), the same models.
+    weather_safety: tuple[float, float] | None = None
 
 
-def score_sweeps(probabilities, sweeps: list[LabelledSweep], bands_km) -> list[dict]:
+def score_sweeps(probabilities, sweeps: list[LabelledSweep], bands_km,
+                 safety: tuple[float, float] | None = None) -> list[dict]:
     """Agreement rows (``reference.agreement_rows``) of the UNet's classes on each sweep,
-    each row also carrying the sweep's ``uncertain`` gates (the UNet against both references)."""
+    each row also carrying the sweep's ``uncertain`` gates (the UNet against both references);
+    with ``safety`` (min DBZH, min RHOHV) the classes after the weather-safety rule
+    (``vocabulary.protect_weather``)."""
     from models.radar_qc.handler import classify_sweeps
-    from models.radar_qc.vocabulary import removed
+    from models.radar_qc.vocabulary import protect_weather, removed
 
     rows = []
     for sweep in sweeps:
         echo = ~np.isnan(sweep.data[..., 0])
-        unet = removed(classify_sweeps(probabilities, sweep.data[None])[0]) & echo
+        classes = classify_sweeps(probabilities, sweep.data[None])[0]
+        if safety is not None:
+            classes = protect_weather(classes, sweep.data, *safety)
+        unet = removed(classes) & echo
         masks = {reference.UNET: unet, **sweep.masks}
         identity = {"volume_id": sweep.volume_id, "radar": sweep.radar,
                     "sweep_number": sweep.sweep_number, "elevation": sweep.elevation}
@@ -165,11 +173,26 @@ def run_folds(sweeps: list[LabelledSweep], recipe: Recipe, folder: str, bands_km
             "synthetic_holdout_csi": holdout["unet"]["csi"],
             "synthetic_holdout_rhohv_rule_csi": holdout.get("rhohv_rule", {}).get("csi"),
             **radar_summary(rows)}
+        if recipe.weather_safety is not None:
+            started = time.monotonic()
+            safe = score_sweeps(keras_probabilities(model), held, bands_km,
+                                recipe.weather_safety)
+            result["folds"][radar]["with_weather_safety"] = {
+                "synthetic_holdout_csi": synthetic_holdout_csi(model, recipe),
+                "seconds_per_sweep_added": round(
+                    (time.monotonic() - started) / max(len(held), 1), 3),
+                **radar_summary(safe)}
         fold = result["folds"][radar]
         print(f"  {radar}: CSI {_f(fold['consensus']['csi'])}, HSS "
               f"{_f(fold['consensus']['hss'])}, weather removed "
               f"{_f(fold['consensus']['weather_removed_share'], '.1%')}, fuzzy-alone CSI "
               f"{_f(fold['fuzzy']['csi'])}; trained in {seconds / 60:.1f} min", flush=True)
+        if "with_weather_safety" in fold:
+            safe = fold["with_weather_safety"]
+            print(f"  {radar} with the weather-safety rule: CSI {_f(safe['consensus']['csi'])}, "
+                  f"weather removed {_f(safe['consensus']['weather_removed_share'], '.1%')}, "
+                  f"synthetic hold-out CSI {_f(safe['synthetic_holdout_csi'], '.3f')}",
+                  flush=True)
         _write(folder, result)
     summaries = result["folds"]
     result["summary"] = {
@@ -184,6 +207,20 @@ def run_folds(sweeps: list[LabelledSweep], recipe: Recipe, folder: str, bands_km
     }
     _write(folder, result)
     return result
+
+
+def synthetic_holdout_csi(model, recipe: Recipe) -> float:
+    """The fold's synthetic hold-out (the training's own: same windows, same seed) scored
+    with the weather-safety rule: its CSI of the removed class."""
+    from models.radar_qc.model import predict_classes
+    from models.radar_qc.synthetic import synthetic_set
+    from models.radar_qc.train import HOLDOUT_WINDOW, non_meteorological, skill
+    from models.radar_qc.vocabulary import CHANNELS, protect_weather
+
+    data, labels = synthetic_set(recipe.seed + 1_000_003, 48, *HOLDOUT_WINDOW,
+                                 channels=CHANNELS)
+    classes = protect_weather(predict_classes(model, data), data, *recipe.weather_safety)
+    return skill(labels, non_meteorological(classes))["csi"]
 
 
 def _f(value, form=".2f") -> str:
@@ -235,6 +272,26 @@ def markdown(result: dict) -> str:
         cells = [f"{_f(fold['bands'][b]['csi'])} "
                  f"({_f(fold['bands'][b]['weather_removed_share'], '.1%')})" for b in bands]
         lines.append(f"| {radar} | " + " | ".join(cells) + " |")
+    if any("with_weather_safety" in fold for fold in folds.values()):
+        dbzh, rhohv = recipe["weather_safety"]
+        lines += ["", f"The same models with the weather-safety rule (a removed gate of DBZH >= "
+                      f"{dbzh:g} dBZ and RHOHV >= {rhohv:g} is kept as weather):", "",
+                  "| held-out radar | CSI | HSS | weather removed | UNet vs fuzzy CSI | "
+                  "synthetic hold-out CSI | added per sweep |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for radar, fold in folds.items():
+            safe = fold.get("with_weather_safety")
+            if not safe:
+                continue
+            c, before = safe["consensus"], fold["consensus"]
+            lines.append(
+                f"| {radar} | {_f(c['csi'])} ({_f(before['csi'])}) | {_f(c['hss'])} "
+                f"({_f(before['hss'])}) | {_f(c['weather_removed_share'], '.1%')} "
+                f"({_f(before['weather_removed_share'], '.1%')}) | {_f(safe['fuzzy']['csi'])} "
+                f"({_f(fold['fuzzy']['csi'])}) | {_f(safe['synthetic_holdout_csi'], '.3f')} "
+                f"({_f(fold['synthetic_holdout_csi'], '.3f')}) | "
+                f"{safe['seconds_per_sweep_added']:.2f} s |")
+        lines.append("(without the rule in brackets)")
     return "\n".join(lines) + "\n"
 
 
@@ -269,6 +326,10 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--domain_randomise", action="store_true")
     parser.add_argument("--radars", default="",
                         help="comma-separated radars to hold out (default: every radar found)")
+    parser.add_argument("--weather_safety", default=None, metavar="MIN_DBZH,MIN_RHOHV",
+                        help="also score every fold's model with the weather-safety rule: a "
+                             "removed gate at least this strong and coherent is kept as "
+                             "weather (e.g. 20,0.95)")
     parser.add_argument("--reference_config", default=None,
                         help="the references' settings (default "
                              "<config>/evaluation/radar_reference.json)")
@@ -278,6 +339,15 @@ def parse_arguments(argv=None) -> argparse.Namespace:
             parser.error(f"--{name}: a count, 1 or more")
     if not os.path.isdir(args.data):
         parser.error(f"--data: {args.data} is not a folder")
+    if args.weather_safety is not None:
+        try:
+            dbzh, rhohv = (float(v) for v in args.weather_safety.split(","))
+        except ValueError:
+            parser.error(f"--weather_safety: two numbers MIN_DBZH,MIN_RHOHV (e.g. 20,0.95), "
+                         f"got {args.weather_safety!r}")
+        if not 0.0 < rhohv <= 1.0:
+            parser.error(f"--weather_safety: RHOHV {rhohv:g} is not in (0, 1]")
+        args.weather_safety = (dbzh, rhohv)
     return args
 
 
@@ -285,7 +355,8 @@ def main(argv=None) -> None:
     args = parse_arguments(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     recipe = Recipe(args.recipe, args.train_windows, args.weak_windows, args.epochs, args.seed,
-                    args.weak_weather_weight, args.balance_radars, args.domain_randomise)
+                    args.weak_weather_weight, args.balance_radars, args.domain_randomise,
+                    args.weather_safety)
     params, bands = reference.load_parameters(args.reference_config)
     paths = volume_paths(args.data)
     sweeps, skipped = load_sweeps([volume_source(p) for p in paths], params)
