@@ -78,19 +78,21 @@ def _sweep(radar, volume, dbzh, fuzzy, rhohv):
                          np.array([5.0, 10, 30, 40, 60, 70, 80, 90]))
 
 
+def _first_four_removed(moments):
+    """An engine that removes the first four gates of every ray."""
+    p = np.zeros(moments.shape[:-1] + (3,), np.float32)
+    p[..., MET] = 1.0
+    p[..., :, :4, MET] = 0.0
+    p[..., :, :4, CLUTTER] = 1.0
+    return p
+
+
 def test_a_held_out_radar_is_scored_against_the_references():
     """An engine that removes the first four gates: every figure follows from the masks."""
-    def probabilities(moments):
-        p = np.zeros(moments.shape[:-1] + (3,), np.float32)
-        p[..., MET] = 1.0
-        p[..., :, :4, MET] = 0.0
-        p[..., :, :4, CLUTTER] = 1.0
-        return p
-
     nan = np.nan
     sweep = _sweep("KXXX", "KXXX-1", [10, 10, 10, 10, 10, 10, 10, nan],
                    [1, 1, 0, 0, 1, 0, 0, 0], [1, 0, 0, 1, 1, 0, 0, 0])
-    rows = score_sweeps(probabilities, [sweep], [0, 25, 50])
+    rows = score_sweeps(_first_four_removed, [sweep], [0, 25, 50])
     summary = radar_summary(rows)
     c = summary["consensus"]
     # Agreed echo gates 0, 2, 4, 5, 6 (both remove 0 and 4); the UNet removes 0..3.
@@ -112,18 +114,11 @@ def test_a_held_out_radar_is_scored_against_the_references():
 
 def test_the_weather_safety_rule_keeps_strong_coherent_echo():
     """The same engine, scored with the rule: gates 0 and 2 (30 dBZ, RHOHV 1) are kept."""
-    def probabilities(moments):
-        p = np.zeros(moments.shape[:-1] + (3,), np.float32)
-        p[..., MET] = 1.0
-        p[..., :, :4, MET] = 0.0
-        p[..., :, :4, CLUTTER] = 1.0
-        return p
-
     nan = np.nan
     sweep = _sweep("KXXX", "KXXX-1", [30, 10, 30, 10, 10, 10, 10, nan],
                    [1, 1, 0, 0, 1, 0, 0, 0], [1, 0, 0, 1, 1, 0, 0, 0])
-    plain = radar_summary(score_sweeps(probabilities, [sweep], [0, 25, 50]))["consensus"]
-    safe = radar_summary(score_sweeps(probabilities, [sweep], [0, 25, 50],
+    plain = radar_summary(score_sweeps(_first_four_removed, [sweep], [0, 25, 50]))["consensus"]
+    safe = radar_summary(score_sweeps(_first_four_removed, [sweep], [0, 25, 50],
                                       safety=(20.0, 0.95)))["consensus"]
     assert (plain["hits"], plain["misses"], plain["false_alarms"]) == (RAYS, RAYS, RAYS)
     assert (safe["hits"], safe["misses"], safe["false_alarms"]) == (0, 2 * RAYS, 0)
