@@ -379,7 +379,7 @@ def withhold_newest_labels(truth: str, weeks: int) -> tuple[str, str]:
 def print_estimates(rows: list[dict]) -> None:
     """Per week: the AUC and the cost per applicant estimated before labels with their 95 %
     interval, beside the realized figure once the labels are in."""
-    from transforms.evaluation.estimates import latest_cells
+    from transforms.evaluation.history import latest_cells
 
     cells = latest_cells(rows)
     weeks = sorted({key[2] for key in cells if key[1] == "estimated"})

@@ -32,7 +32,7 @@ import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 from models import registry as model_registry  # noqa: E402
-from transforms.evaluation.estimates import estimate_table, series, value_of  # noqa: E402
+from transforms.evaluation.history import estimate_table, series, value_of  # noqa: E402
 from transforms.evaluation.join import ALL, ESTIMATED, SHADOW  # noqa: E402
 from transforms.evaluation.outcome import EVALUATION, read_metric_rows  # noqa: E402
 from transforms.evaluation.retraining import evidence_sentence  # noqa: E402

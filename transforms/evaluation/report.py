@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # headless: no display on workers or CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from transforms.evaluation.estimates import estimate_table  # noqa: E402
+from transforms.evaluation.history import estimate_table  # noqa: E402
 from transforms.evaluation.join import (  # noqa: E402
     ALL,
     ESTIMATED,
