@@ -40,7 +40,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import registry as model_registry
 from models.credit.event_times import EventTimeWindow, earliest_event_time
-from models.credit.handler import RemoteCreditHandler, credit_batch_handler
+from models.credit.handler import RemoteCreditHandler, credit_batch_handler, endpoint_unavailable
 from pipelines.launch import cli, pipeline_runner, run_outputs
 from pipelines.options import (
     CreditScoringOptions,
@@ -209,9 +209,10 @@ def build(pipeline, config: RunConfig, requests=None, model_updates=None) -> dic
             config.registry, model.name, config.model_version, model, credit.alias_poll_secs,
             outputs.window_secs, config.stop_after_secs)
     # A batch the model fails on is scored again a request at a time, so only the request
-    # that fails is dead-lettered.
+    # that fails is dead-lettered; a serving function that is down fails the batch at once.
     scores, failed = parsed.requests | "ScoreCredit" >> RunInferenceIsolatingFailures(
-        handler, functools.partial(credit_rows.chunks, size=1), model_updates)
+        handler, functools.partial(credit_rows.chunks, size=1), model_updates,
+        not_the_elements=endpoint_unavailable)
     inference_failed = failed | "InferenceDeadLetters" >> beam.FlatMap(
         credit_rows.inference_dead_letters, PIPELINE_NAME, config.run_id)
 

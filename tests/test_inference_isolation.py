@@ -82,3 +82,33 @@ def test_only_the_failing_requests_are_reported(credit_registry, make_requests):
             equal_to([(["iso-0000031"], ("ValueError", "cannot score ['iso-0000031']")),
                       (["iso-0000007"], ("ValueError", "cannot score ['iso-0000007']"))]),
             label="OnlyPoisonFailed")
+
+
+def test_a_serving_function_that_is_down_fails_each_batch_once_not_each_request(make_requests):
+    """A closed port: the real client is refused at once and the batch is reported whole
+    (scored alone, each request would be refused again, after the client's throttling)."""
+    from models.credit.handler import (
+        EndpointUnavailable,
+        RemoteCreditHandler,
+        RemoteInferenceError,
+        endpoint_unavailable,
+    )
+    from tests.conftest import free_port
+
+    batches, _ = _batches(make_requests)
+    handler = RemoteCreditHandler(f"http://127.0.0.1:{free_port()}", "credit_german", "v0001",
+                                  num_retries=0, min_batch_size=1, max_batch_size=1,
+                                  fields=german_dataset().field_names)
+    with TestPipeline() as p:
+        predictions, failed = (p | beam.Create(batches) | RunInferenceIsolatingFailures(
+            handler, functools.partial(credit_rows.chunks, size=1),
+            not_the_elements=endpoint_unavailable))
+        assert_that(predictions, equal_to([]), label="NothingScored")
+        assert_that(failed | beam.Map(lambda f: (
+            sum(b.num_rows for b in f[0]), failure_reason(f[1])[0])),
+            equal_to([(20, "EndpointUnavailable")] * 3), label="EachBatchOnce")
+    # The judgement itself: Beam's (type, repr, traceback) and a raised exception alike.
+    assert endpoint_unavailable((EndpointUnavailable, "x", []))
+    assert endpoint_unavailable(EndpointUnavailable("x"))
+    assert not endpoint_unavailable((RemoteInferenceError, "x", []))
+    assert not endpoint_unavailable((ValueError, "x", []))

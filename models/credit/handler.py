@@ -90,6 +90,13 @@ def _retryable(error: Exception) -> bool:
     return isinstance(error, EndpointUnavailable)
 
 
+def endpoint_unavailable(error) -> bool:
+    """Whether a RunInference failure (an exception, or Beam's (type, repr, traceback)) is the
+    serving function being unavailable after its retries: not the requests' fault."""
+    kind = type(error) if isinstance(error, BaseException) else error[0]
+    return isinstance(kind, type) and issubclass(kind, EndpointUnavailable)
+
+
 class RemoteCreditHandler(RemoteModelHandler):
     """Scores batches by calling the serving function (services.model_server, TF Serving's
     REST API) instead of loading the model: Beam's RemoteModelHandler gives retries with
