@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from transforms.credit.explain import load_credit_model, replay_credit
 from transforms.evaluation.metrics import credit_group_metrics, radar_group_metrics
-from transforms.evaluation.radar_monitoring import radar_monitoring
+from transforms.evaluation.radar_monitoring import monitored_fields, radar_monitoring
 from transforms.radar.explain import load_radar_model, replay_radar
 
 
@@ -35,6 +35,8 @@ class Capability:
             each radar against its own reference period), or None.
         monitoring: ``(rows of one version and monitored value, evaluation config, window)
             -> (window, window start, metric row)`` triples, or None.
+        monitored_fields: a joined row -> the part of it ``monitoring`` reads (grouped per
+            monitored value over the whole period, so kept small).
     """
 
     pipeline: str
@@ -47,6 +49,7 @@ class Capability:
     replay: Callable
     monitor_by: str | None = None
     monitoring: Callable | None = None
+    monitored_fields: Callable | None = None
 
 
 CAPABILITIES = {
@@ -59,7 +62,7 @@ CAPABILITIES = {
         pipeline="radar_qc", default_model="radar_qc", group_metrics=radar_group_metrics,
         history_metrics=("csi", "pod", "far"), tabular=False, mask_examples=True,
         load_model=load_radar_model, replay=replay_radar, monitor_by="radar",
-        monitoring=radar_monitoring),
+        monitoring=radar_monitoring, monitored_fields=monitored_fields),
 }
 
 

@@ -252,7 +252,8 @@ def build(pipeline, config: RunConfig) -> dict:
     if cap.monitoring is not None:  # watched without truth: every sampled row counts
         parts.append(joined.rows
                      | "KeyByMonitored" >> beam.Map(lambda r: (
-                         (r["model_name"], r["model_version"], r.get(cap.monitor_by)), r))
+                         (r["model_name"], r["model_version"], r.get(cap.monitor_by)),
+                         cap.monitored_fields(r)))
                      | "GroupForMonitoring" >> beam.GroupByKey()
                      | "Monitor" >> beam.ParDo(MonitorFn(name, cap.monitoring, metrics_config,
                                                          window, run)))

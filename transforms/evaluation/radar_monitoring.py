@@ -38,6 +38,18 @@ DEFAULTS = {"reference_days": 7, "min_sweeps": 3, "removed_share_change": 0.10,
 _REMOVED = [name for name in CLASS_NAMES if name != "meteorological"]
 
 
+# What the figures read of a sampled sweep row: grouped without the masks, so a radar's whole
+# history fits one worker.
+FIELDS = ("prediction_id", "radar", "volume_time", "event_time", "elevation", "gates_echo",
+          *(f"gates_{name}" for name in CLASS_NAMES),
+          *(f"mean_{moment.lower()}" for moment in SYNTHETIC_MOMENTS), "qc_uncertain_share")
+
+
+def monitored_fields(row: dict) -> dict:
+    """A sampled sweep row cut to ``FIELDS``."""
+    return {name: row.get(name) for name in FIELDS}
+
+
 def monitoring_config(config: dict) -> dict:
     """The ``monitoring`` section of an evaluation configuration over the defaults."""
     given = config.get("monitoring") or {}
