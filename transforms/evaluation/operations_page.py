@@ -35,6 +35,7 @@ from models import registry as model_registry  # noqa: E402
 from transforms.evaluation.history import estimate_table, series, value_of  # noqa: E402
 from transforms.evaluation.join import ALL, ESTIMATED, SHADOW  # noqa: E402
 from transforms.evaluation.outcome import EVALUATION, read_metric_rows  # noqa: E402
+from transforms.evaluation.report import write_page as report_page  # noqa: E402
 from transforms.evaluation.retraining import evidence_sentence  # noqa: E402
 
 OPERATIONS = "operations"
@@ -241,13 +242,6 @@ def moves_table(moves: list[dict]) -> str:
             + "</table>")
 
 
-_STYLE = """
-body { font-family: sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; font-size: 12px; margin-bottom: 1em; }
-td, th { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
-th { background: #eee; }
-.problem { color: #c0392b; font-weight: bold; }
-"""
 
 
 def write_page(directory: str, model_name: str, pipeline: str, sources: list[dict],
@@ -289,10 +283,4 @@ def write_page(directory: str, model_name: str, pipeline: str, sources: list[dic
         "<h2>Decisions</h2>" + decisions_table(sources),
         "<h2>Alias moves (audit trail)</h2>" + moves_table(moves),
     ]
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(model_name)}"
-            f" operations</title><style>{_STYLE}</style></head><body>{''.join(sections)}"
-            f"</body></html>")
-    path = os.path.join(directory, "index.html")
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(page)
-    return path
+    return report_page(directory, f"{model_name} operations", sections)

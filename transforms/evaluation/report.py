@@ -219,6 +219,7 @@ th { background: #eee; }
 tr.small { color: #888; font-style: italic; }
 tr.significant td:last-child, tr.drifted td:last-child { color: #c0392b; font-weight: bold; }
 .retrain { color: #c0392b; } .keep { color: #1e7e34; }
+.problem { color: #c0392b; font-weight: bold; }
 """
 
 
@@ -409,9 +410,13 @@ def write_report(directory: str, summary: dict, rows: list[dict], history: list[
                         f"<img src='{name}' alt='{html.escape(title)}'>")
     with open(os.path.join(directory, "summary.json"), "w", encoding="utf-8") as f:
         json.dump({**summary, "decision": decision}, f, indent=2, default=str)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(pipeline)} "
-            f"evaluation</title><style>{_STYLE}</style></head><body>{''.join(sections)}"
-            f"</body></html>")
+    return write_page(directory, f"{pipeline} evaluation", sections)
+
+
+def write_page(directory: str, title: str, sections: list[str]) -> str:
+    """``<directory>/index.html`` of the sections, in the reports' style; returns its path."""
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>")
     path = os.path.join(directory, "index.html")
     with open(path, "w", encoding="utf-8") as f:
         f.write(page)
