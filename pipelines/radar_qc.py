@@ -18,6 +18,8 @@ Usage::
         --stop_after_secs 120
 
 Outputs under ``--output``: ``volumes/radar=<R>/dt=<D>/<volume id>_qc.nc`` (QC'd volume),
+``sweeps/radar=<R>/dt=<D>/<volume id>-s<NN>_qc.nc`` (streaming chunks only: each dual-pol
+sweep QC'd as soon as its chunks are there, before its volume ends),
 ``quicklooks/radar=<R>/dt=<D>/<volume id>.png``, ``qc_volumes/`` (Parquet index, one row per
 volume written), ``predictions/`` (sampled sweeps, bit-packed masks) and ``dead_letters/``
 (every volume or chunk set that was not written, with the stage and the reason).
@@ -53,7 +55,7 @@ from transforms.common.file_sources import WatchNewFiles
 from transforms.common.outputs import PrimaryDataset, write_run_outputs
 from transforms.common.parquet_sink import file_windows
 from transforms.radar import rows as radar_rows
-from transforms.radar.chunk_assembly import AssembleVolumes
+from transforms.radar.chunk_assembly import SWEEPS, AssembleVolumes
 from transforms.radar.dofns import (
     PIPELINE_NAME,
     PREDICTIONS,
@@ -61,7 +63,9 @@ from transforms.radar.dofns import (
     VOLUMES,
     VOLUMES_QC_UNCERTAIN,
     ChunkPathFn,
+    DecodeSweepFn,
     DecodeVolumeFn,
+    WriteQcSweepFn,
     WriteQcVolumeFn,
     inference_dead_letters,
     model_input,
@@ -138,13 +142,14 @@ def resolve_single_pol(registry: str, radar: RadarQcOptions):
 
 
 def read_volumes(pipeline, config: RunConfig):
-    """The configured source as volume sources (tuples of paths) plus source dead letters."""
+    """The configured source as volume sources (tuples of paths), source dead letters, and
+    for real-time chunks the sweeps complete before their volume (else None)."""
     radar = config.view(RadarQcOptions)
     if config.input:
         sources = (pipeline
                    | "MatchVolumeFiles" >> fileio.MatchFiles(config.input)
                    | "VolumePath" >> beam.Map(lambda metadata: (metadata.path,)))
-        return sources, []
+        return sources, [], None
     if radar.chunk_dir:
         named = (pipeline
                  | "WatchChunkDir" >> WatchNewFiles(os.path.join(radar.chunk_dir, "*", "*"),
@@ -152,10 +157,11 @@ def read_volumes(pipeline, config: RunConfig):
                  | "ChunkRadar" >> beam.ParDo(ChunkPathFn(config.run_id)).with_outputs(
                      DEAD_LETTERS, main="chunks"))
         assembled = named.chunks | "AssembleVolumes" >> AssembleVolumes(
-            radar.chunk_timeout_secs, PIPELINE_NAME, config.run_id, wall_clock_guard=True)
+            radar.chunk_timeout_secs, PIPELINE_NAME, config.run_id, wall_clock_guard=True,
+            emit_sweeps=True)
         sources = assembled.volumes | "ChunkPaths" >> beam.MapTuple(
             lambda _, paths: tuple(paths))
-        return sources, [named[DEAD_LETTERS], assembled[DEAD_LETTERS]]
+        return sources, [named[DEAD_LETTERS], assembled[DEAD_LETTERS]], assembled[SWEEPS]
     raise ValueError("no volume source: give --input or --chunk_dir")
 
 
@@ -173,9 +179,9 @@ def build(pipeline, config: RunConfig, sources=None) -> dict:
         sampling), dead_letters, and the written file paths of each Parquet sink (``*_files``).
     """
     radar, streaming = config.view(RadarQcOptions), config.streaming
-    source_dead = []
+    source_dead, sweeps = [], None
     if sources is None:
-        sources, source_dead = read_volumes(pipeline, config)
+        sources, source_dead, sweeps = read_volumes(pipeline, config)
     models = dict(config.models)
     single = models.get(SINGLE_POL)
     context = config.row_context()
@@ -206,6 +212,8 @@ def build(pipeline, config: RunConfig, sources=None) -> dict:
         failed.append(failures.failed_inferences | f"InferenceDeadLetters{suffix}"
                       >> beam.FlatMap(inference_dead_letters, context))
         volumes = classified | f"RecordClasses{suffix}" >> beam.Map(record_classes, role)
+    early = (qc_sweeps_early(sweeps, models[DUAL_POL], radar, config, output)
+             if sweeps is not None else None)
     total = count_inputs(config.input) if config.input else None
     # The references' settings and the share above which a volume is "QC uncertain".
     uncertainty = load_parameters()[0] if radar.check_uncertainty else None
@@ -217,11 +225,40 @@ def build(pipeline, config: RunConfig, sources=None) -> dict:
                     | "AllDeadLetters" >> beam.Flatten())
     return {
         "volumes": written.volumes,
+        **({"sweep_files": early} if early is not None else {}),
         "predictions": predictions,
         "dead_letters": dead_letters,
         **write_run_outputs(outputs, INDEX, written.volumes, predictions,
                             radar_rows.PREDICTION_SCHEMA, dead_letters),
     }
+
+
+def qc_sweeps_early(sweeps, ref, radar: RadarQcOptions, config: RunConfig, output: str):
+    """Each dual-pol sweep of a real-time volume QC'd as soon as its chunks are there, written
+    as its own CF/Radial 2 file under ``sweeps/`` (``DecodeSweepFn``): the written paths.
+    The volume path still QCs and records the whole volume when it closes."""
+    handler = radar_model_handler(ref.path, ref.manifest, choose_engine(radar.engine,
+                                                                          ref.manifest),
+                                  config.max_batch_size).with_no_batching()
+    classified, failures = (
+        sweeps
+        # Out of chunk assembly's stage: on Prism a slow bundle of a stateful stage is split,
+        # and the chunks after the split point were lost (apache/beam#35771); decoding and
+        # inference in a stage of their own keep assembly's bundles short.
+        | "SpreadSweepsEarly" >> beam.Reshuffle()
+        | "DecodeSweepsEarly" >> beam.ParDo(DecodeSweepFn())
+        | "StackSweepsEarly" >> beam.Map(model_input, DUAL_POL)
+        | "ClassifyGatesEarly" >> RunInference(handler).with_exception_handling())
+    _ = failures.failed_inferences | "CountEarlyFailures" >> beam.Map(_left_to_volume)
+    return (classified
+            | "RecordClassesEarly" >> beam.Map(record_classes, DUAL_POL)
+            | "WriteQcSweeps" >> beam.ParDo(WriteQcSweepFn(output, config.row_context())))
+
+
+def _left_to_volume(failure) -> None:
+    beam.metrics.Metrics.counter(PIPELINE_NAME, "sweeps_left_to_volume").inc()
+    LOGGER.warning("a sweep was not classified ahead of its volume (%s); its volume will be",
+                   failure[1])
 
 
 def count_inputs(pattern: str) -> int | None:

@@ -293,9 +293,16 @@ def stream_job(module: str, args: list[str], runner_args: list[str], land, writt
         (seconds from landed to written or None, whether the job was still running then,
         its exit status, its console).
     """
+    import threading
+
     job = subprocess.Popen(
         [sys.executable, "-m", module, "--streaming", *args, *runner_args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Read the console as it comes: a full pipe would stall the job's logging, and with it the
+    # job (long enough for a chunk set to time out).
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(job.stdout), daemon=True)
+    reader.start()
     try:
         time.sleep(15)  # the job is up and watching
         land()
@@ -306,10 +313,12 @@ def stream_job(module: str, args: list[str], runner_args: list[str], land, writt
                 break
             time.sleep(0.5)
         running = job.poll() is None
-        output, _ = job.communicate(timeout=240)
+        job.wait(timeout=240)
     finally:
         if job.poll() is None:
             job.kill()
+    reader.join(timeout=10)
+    output = "".join(lines)
     return seen, running, job.returncode, output
 
 
@@ -332,6 +341,34 @@ def stream_klot_chunks(registry: str, tmp_path, runner_args: list[str], stop_aft
                             delay_secs=0.05, shuffle_seed=1),
         f"{out}/qc_volumes/**/*.parquet", limit_secs)
     return (*answer, out)
+
+
+def check_sweeps_ahead_of_volume(out) -> int:
+    """Every dual-pol sweep of the streamed KLOT volume was written on its own under
+    ``sweeps/`` with the classes (and masked moments) its volume's file has for that sweep;
+    returns how many."""
+    import numpy as np
+    import xarray as xr
+
+    [volume] = glob.glob(f"{out}/volumes/radar=KLOT/**/*_qc.nc", recursive=True)
+    files = sorted(glob.glob(f"{out}/sweeps/radar=KLOT/**/*_qc.nc", recursive=True))
+    whole = xr.open_datatree(volume)
+    classified = [name for name in whole.children if name.startswith("sweep_")
+                  and whole[name].ds["QC_CLASS"].attrs["qc_source_sweep"] == int(
+                      name.split("_")[1])]
+    assert [os.path.basename(f).rsplit("-s", 1)[1] for f in files] == [
+        f"{int(n.split('_')[1]):02d}_qc.nc" for n in sorted(
+            classified, key=lambda n: int(n.split("_")[1]))]
+    for path in files:
+        number = int(os.path.basename(path).rsplit("-s", 1)[1][:2])
+        one = xr.open_datatree(path)
+        assert list(one.children) == ["sweep_0"]
+        a, b = one["sweep_0"].ds, whole[f"sweep_{number}"].ds
+        assert int(a["sweep_number"]) == number
+        np.testing.assert_array_equal(a["QC_CLASS"].values, b["QC_CLASS"].values)
+        np.testing.assert_array_equal(a["DBZH"].values, b["DBZH"].values)
+        assert one.attrs["qc_model_version"] == whole.attrs["qc_model_version"]
+    return len(files)
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

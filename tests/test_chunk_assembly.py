@@ -55,3 +55,49 @@ def test_incomplete_volume_times_out_to_dead_letters_with_the_missing_chunks(chu
     assert_that(reasons, equal_to([("assemble", "IncompleteVolume", True)]),
                 label="OneDeadLetter")
     p.run().wait_until_finish()
+
+
+def test_each_cut_is_emitted_once_as_soon_as_its_chunks_are_there_in_any_order(chunk_paths):
+    from transforms.radar.chunk_assembly import SWEEPS, ended_cuts
+
+    ends = {cut: i for i, path in enumerate(chunk_paths) for cut in ended_cuts(path)}
+    # KLOT 2026-03-28 20:14:57: 12 cuts, the metadata alone in the start chunk.
+    assert ends == {1: 6, 2: 12, 3: 18, 4: 24, 5: 30, 6: 36, 7: 39, 8: 42, 9: 45, 10: 48,
+                    11: 51, 12: 54}
+    arrivals = chunk_paths + random.Random(3).sample(chunk_paths, 8)
+    random.Random(4).shuffle(arrivals)
+    stream = TestStream()
+    for i, path in enumerate(arrivals):
+        stream = stream.add_elements([TimestampedValue(("KLOT", path), T0 + i)])
+    stream = stream.advance_watermark_to_infinity()
+    p = TestPipeline(options=PipelineOptions(streaming=True))
+    result = p | stream | AssembleVolumes(60, "radar_qc", "run-1", emit_sweeps=True)
+    # Each cut with the chunks from the first up to the one holding its end radial, or
+    # more (a later chunk arrived first and completed several cuts at once).
+    cuts = result[SWEEPS] | beam.MapTuple(lambda key, value: (
+        key, value[1], value[0][:ends[value[1]] + 1] == tuple(chunk_paths[:ends[value[1]] + 1]),
+        len(value[0]) > ends[value[1]]))
+    key = ("KLOT", "2026-03-28T20:14:57+00:00")
+    assert_that(cuts, equal_to([(key, cut, True, True) for cut in range(1, 13)]),
+                label="EachCutOnce")
+    p.run().wait_until_finish()
+
+
+def test_a_cut_read_alone_from_the_chunks_so_far_is_the_volumes_sweep(chunk_paths):
+    import numpy as np
+
+    from transforms.radar.reading import open_volume, sweep_names
+
+    whole = open_volume(chunk_paths)
+    one = open_volume(chunk_paths[:19], only_cuts=frozenset({3}))  # cut 3 ends in chunk 19
+    assert sweep_names(one) == ["sweep_0"] and "damaged_cuts" not in one.attrs
+    a, b = one["sweep_0"].ds, whole["sweep_2"].ds
+    assert float(a["sweep_fixed_angle"]) == float(b["sweep_fixed_angle"])
+    assert sorted(a.data_vars) == sorted(b.data_vars)
+    for name in ("DBZH", "ZDR", "RHOHV", "PHIDP"):
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+    np.testing.assert_array_equal(a["azimuth"].values, b["azimuth"].values)
+    # A cut whose end radial has not arrived is not read (and says so).
+    partial = open_volume(chunk_paths[:16], only_cuts=frozenset({3, 2}))
+    assert sweep_names(partial) == ["sweep_0"]
+    assert "cut 3" in partial.attrs["damaged_cuts"]

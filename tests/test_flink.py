@@ -9,7 +9,12 @@ import pyarrow.dataset as ds
 import pytest
 
 from runners import flink as job_server
-from tests.conftest import stream_job, stream_klot_chunks, write_jsonl
+from tests.conftest import (
+    check_sweeps_ahead_of_volume,
+    stream_job,
+    stream_klot_chunks,
+    write_jsonl,
+)
 
 
 def read_rows(path) -> list[dict]:
@@ -84,4 +89,5 @@ def test_radar_chunks_streamed_on_flink_are_assembled_and_qcd_while_it_runs(
     volumes = read_rows(out / "qc_volumes")
     assert [v["volume_id"] for v in volumes] == ["KLOT-20260328T201457Z"]
     assert len(read_rows(out / "predictions")) == volumes[0]["sweeps_classified"]
+    assert check_sweeps_ahead_of_volume(out) == volumes[0]["sweeps_classified"]
     assert read_rows(out / "dead_letters") == []

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from runners import prism
-from tests.conftest import stream_klot_chunks, write_jsonl
+from tests.conftest import check_sweeps_ahead_of_volume, stream_klot_chunks, write_jsonl
 
 
 def test_runs_that_ask_for_prism_get_the_built_binary_or_a_clear_refusal(tmp_path,
@@ -144,4 +144,7 @@ def test_radar_chunks_streamed_on_prism_are_qcd_while_the_job_runs(prism_locatio
     assert "launch: runner PrismRunner" in output
     volumes = glob.glob(f"{out}/volumes/radar=KLOT/**/*_qc.nc", recursive=True)
     assert len(volumes) == 1, output[-3000:]
+    # Each dual-pol sweep also written alone as its chunks completed (the bench measures how
+    # soon: `beamline bench streaming --pipeline radar`).
+    assert check_sweeps_ahead_of_volume(out) >= 1
     assert not glob.glob(f"{out}/dead_letters/**/*.parquet", recursive=True)

@@ -15,7 +15,7 @@ import pytest
 
 from models.radar_qc.vocabulary import unpack_mask
 from pipelines import radar_qc
-from tests.conftest import DATA_DIR, KLOT_CHUNKS
+from tests.conftest import DATA_DIR, KLOT_CHUNKS, check_sweeps_ahead_of_volume
 from transforms.radar.rows import PREDICTION_SCHEMA, VOLUME_SCHEMA
 from transforms.radar.volumes import QC_CLASS, SweepKey
 
@@ -281,6 +281,8 @@ def test_streaming_qcs_chunks_landing_one_by_one_in_a_watched_directory(radar_re
         ("assemble", "notes.txt")]
     sweeps = read(out / "predictions").to_pylist()
     assert len(sweeps) == volumes[0]["sweeps_classified"]
+    # Each dual-pol sweep was also written alone as its chunks completed.
+    assert check_sweeps_ahead_of_volume(out) == volumes[0]["sweeps_classified"]
 
 
 @pytest.mark.parametrize("extra, message", [

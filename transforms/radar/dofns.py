@@ -3,6 +3,8 @@
 Thin wrappers: the work is in ``reading``, ``volumes``, ``rows`` and ``quicklook``.
 """
 
+import dataclasses
+import datetime
 import logging
 import os
 
@@ -33,6 +35,7 @@ from transforms.radar.volumes import (
     decode_volume,
     expected_sweeps,
     sweep_count,
+    volume_id,
     write_cfradial1,
     write_cfradial2,
     write_odim,
@@ -40,7 +43,7 @@ from transforms.radar.volumes import (
 
 LOGGER = logging.getLogger(__name__)
 PIPELINE_NAME = "radar_qc"
-VOLUMES, QUICKLOOKS = "volumes", "quicklooks"
+VOLUMES, QUICKLOOKS, SWEEPS = "volumes", "quicklooks", "sweeps"
 # Output tag of the sweeps' prediction rows.
 PREDICTIONS = "predictions"
 # Counter of volumes flagged "QC uncertain" (--check_uncertainty), for the run summary.
@@ -68,6 +71,77 @@ class DecodeVolumeFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
                 pipeline=self._pipeline, stage="decode", error=error, raw=None,
                 origin=";".join(source), run_id=self._run_id))
+
+
+class DecodeSweepFn(beam.DoFn):
+    """(volume key, (the chunks so far, an elevation cut they end)) -> a DecodedVolume of
+    that cut alone, when it is a dual-pol sweep (``chunk_assembly`` emits it).
+
+    The sweep path is an early copy: the volume path QCs the same sweep again when the volume
+    closes and keeps the record (index row, prediction rows, dead letters). So a cut that
+    cannot be read alone, or a Doppler pass (no dual-pol moments: it takes its partner's
+    classes in the volume), is counted and left to the volume, not dead-lettered twice.
+    """
+
+    def process(self, element):
+        (_, start), (chunks, cut) = element
+        try:
+            tree = open_volume(list(chunks), only_cuts=frozenset({cut}))
+            volume = decode_volume(tree, tuple(chunks))
+        except RadarReadError as error:
+            beam.metrics.Metrics.counter(PIPELINE_NAME, "sweeps_left_to_volume").inc()
+            LOGGER.debug("cut %d of %s is left to its volume: %s", cut, chunks[0], error)
+            return
+        if volume.role_keys(SINGLE_POL) or len(volume.keys) != 1:
+            beam.metrics.Metrics.counter(PIPELINE_NAME, "sweeps_left_to_volume").inc()
+            volume.tree.close()
+            return
+        # The number the sweep has in its volume (cuts 1.. in order; the volume's file numbers
+        # its sweeps the same way when no cut is lost).
+        ds = tree["sweep_0"].to_dataset(inherit=False)
+        tree["sweep_0"].dataset = ds.assign(sweep_number=ds["sweep_number"] * 0 + cut - 1)
+        tree.attrs["nexrad_cut"] = cut
+        # The volume's start, as its chunks are named (the tree of one cut starts with it).
+        when = datetime.datetime.fromisoformat(start)
+        yield dataclasses.replace(volume, keys=[
+            dataclasses.replace(k, volume_time=when, volume_id=volume_id(k.radar, when))
+            for k in volume.keys])
+
+
+class WriteQcSweepFn(beam.DoFn):
+    """DecodedVolume of one classified sweep (``DecodeSweepFn``) -> its QC'd CF/Radial 2
+    file ``<output>/sweeps/radar=<R>/dt=<D>/<volume id>-s<NN>_qc.nc``; yields the path."""
+
+    def __init__(self, output: str, context: dict):
+        self._output = output
+        self._context = context
+
+    def process(self, volume: DecodedVolume):
+        key = volume.first
+        number = volume.tree.attrs["nexrad_cut"] - 1
+        try:
+            (_, model_id), = volume.classes.values()
+            name, version, sha256 = self._context["models"][model_id]
+            qc = apply_qc(volume.tree, volume.classes_by_sweep(), {
+                "qc_model_name": name, "qc_model_version": version, "qc_model_sha256": sha256,
+                "qc_run_id": self._context["run_id"]}, in_place=True,
+                model_by_sweep={key.sweep_number: f"{name} {version}"})
+            path = write_cfradial2(qc, f"{self._output}/{SWEEPS}/radar={key.radar}/dt="
+                                       f"{utc_date(key.volume_time)}/{key.volume_id}-s"
+                                       f"{number:02d}_qc.nc")
+        except Exception as error:  # noqa: BLE001 - the volume path writes this sweep anyway
+            if is_output_failure(error):
+                raise
+            beam.metrics.Metrics.counter(PIPELINE_NAME, "sweeps_left_to_volume").inc()
+            LOGGER.warning("sweep %d of %s not written ahead of its volume: %s", number,
+                           key.volume_id, error)
+            return
+        finally:
+            volume.tree.close()
+        beam.metrics.Metrics.counter(PIPELINE_NAME, "sweeps_written_early").inc()
+        LOGGER.info("%s sweep %d (%.1f deg) QC'd ahead of its volume: %s", key.volume_id,
+                    number, key.elevation, path)
+        yield path
 
 
 def model_input(volume: DecodedVolume, role: str) -> list:

@@ -84,12 +84,13 @@ class _Record:
 _BZIP2_START = b"BZh91AY&SY"
 
 
-def ldm_records(raw: bytes) -> list[tuple[int, bytes, bool]]:
-    """(offset, compressed bytes, whole) of each LDM record after the volume header; the
-    last may be cut short (``whole`` False) when the file is. Where the bytes at a record's
-    place are not a bzip2 stream (garbage written into the file), they are one record of
-    their own and the walk resumes at the next bzip2 start, as xradar finds records."""
-    records, pos = [], VOLUME_HEADER_BYTES
+def ldm_records(raw: bytes, start: int = VOLUME_HEADER_BYTES) -> list[tuple[int, bytes, bool]]:
+    """(offset, compressed bytes, whole) of each LDM record from ``start`` (after the volume
+    header); the last may be cut short (``whole`` False) when the file is. Where the bytes at
+    a record's place are not a bzip2 stream (garbage written into the file), they are one
+    record of their own and the walk resumes at the next bzip2 start, as xradar finds
+    records."""
+    records, pos = [], start
     while pos + 4 <= len(raw):
         size = abs(struct.unpack(">i", raw[pos:pos + 4])[0])
         if size == 0:
@@ -195,9 +196,33 @@ def _read_records(raw: bytes) -> list[_Record]:
     return records
 
 
-def repair(raw: bytes) -> Repaired | None:
+def cut_ends(raw: bytes) -> list[int]:
+    """The elevation cuts whose end-of-elevation (or end-of-volume) radial is in ``raw``: one
+    real-time chunk (the start chunk with its volume header, or an intermediate or end chunk,
+    which are bare LDM records), in the order they end. A record that does not decompress
+    ends nothing here (the whole volume's reading reports it)."""
+    start = VOLUME_HEADER_BYTES if raw.startswith(b"AR2V") else 0
+    ended = []
+    for _, payload, whole in ldm_records(raw, start):
+        if not whole or not payload.startswith(b"BZh"):
+            continue
+        try:
+            data = bz2.decompress(payload)
+        except (OSError, ValueError, EOFError):
+            continue
+        ended += [elevation for elevation, status in
+                  (_radial(m) for m in messages(data) if _message_type(m) == 31)
+                  if status in END_STATUSES]
+    return ended
+
+
+def repair(raw: bytes, only_cuts: frozenset[int] | None = None) -> Repaired | None:
     """The archive as one uncompressed stream of whole (or closed) cuts, or None where this
     layer does not apply (uncompressed, legacy message 1, no radial records).
+
+    ``only_cuts``: keep these elevation cuts alone, as the stream of a volume still arriving
+    (a real-time volume's chunks so far) from which one sweep is read; only those cuts are
+    noted.
 
     Always the stream, not only when a cut is damaged: xradar 0.12 maps a compressed
     archive's messages to records assuming 120 per record, and records that also hold status
@@ -249,7 +274,7 @@ def repair(raw: bytes) -> Repaired | None:
             if _message_type(message) != 31:
                 continue  # status messages between radials carry nothing the reader needs
             elevation, status = _radial(message)
-            if elevation in damaged:
+            if elevation in damaged or (only_cuts is not None and elevation not in only_cuts):
                 continue
             if status in START_STATUSES or not kept or kept[-1][0] != elevation:
                 kept.append([elevation, []])
@@ -273,10 +298,13 @@ def repair(raw: bytes) -> Repaired | None:
                                           f"radials, without its end-of-elevation radial")
     kept = whole
     present = {elevation for elevation, _ in kept}
+    if only_cuts is not None:  # the other cuts are not asked about
+        damaged = {c: why for c, why in damaged.items() if c in only_cuts}
     for elevation, why in sorted(damaged.items()):
         notes.append(f"{_cut_name(elevation, cuts)} lost: {why}" if elevation else
                      f"the radials after the metadata are lost: {why}")
-    missing = [n for n in cuts if n not in present and n not in damaged]
+    missing = [n for n in cuts if n not in present and n not in damaged
+               and (only_cuts is None or n in only_cuts)]
     if missing:
         notes.append(_missing_note(missing, cuts, max(present, default=0)))
     header = raw[:VOLUME_HEADER_BYTES]
@@ -291,7 +319,8 @@ def repair(raw: bytes) -> Repaired | None:
     # An uncompressed archive is recognised by a zero where a compressed one has its first
     # record's size: the metadata's first CTM bytes, unused.
     body = bytes(4) + body[4:]
-    lost = len([n for n in cuts if n not in present]) if cuts else len(damaged)
+    lost = len([n for n in cuts if n not in present and (only_cuts is None or n in only_cuts)]
+               ) if cuts else len(damaged)
     return Repaired(data=header + body, notes=tuple(notes), cuts_lost=lost,
                     cuts_expected=len(cuts) or None)
 

@@ -40,6 +40,7 @@ import pathlib
 import re
 import shutil
 import tempfile
+import threading
 
 import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
@@ -56,6 +57,11 @@ SAME_ANGLE_DEG = 0.25
 # Which model classifies a sweep (``Sweep.role``), and the channels each takes.
 DUAL_POL, SINGLE_POL = "dual_pol", "single_pol"
 ROLE_CHANNELS = {DUAL_POL: CHANNELS, SINGLE_POL: SINGLE_POL_CHANNELS}
+# One decode or write of a radar file at a time per process: the NetCDF/HDF5 libraries under
+# xradar and xarray are not safe across threads, and runners that run several bundles of a
+# worker in threads (Prism, Flink's SDK harness) crashed the worker (SIGSEGV) when a sweep was
+# written while another was read.
+RADAR_FILE_LOCK = threading.RLock()
 _CHUNK_RE = re.compile(r"^(\d{8})-(\d{6})-(\d{3})-([SIE])$")
 
 
@@ -300,10 +306,13 @@ def decompress_failure(error: Exception) -> str:
     return f"not the compressed data its name says ({error})"
 
 
-def open_volume(source: str | list[str]):
+def open_volume(source: str | list[str], only_cuts: frozenset[int] | None = None):
     """Decode a volume with xradar: an archive file (plain, .gz or .bz2) of any format
     ``transforms.radar.formats`` detects from its content, or an ordered list of NEXRAD
     real-time chunks. The tree's root attribute ``source_format`` names the format.
+
+    ``only_cuts``: NEXRAD only: decode these elevation cuts alone (a volume still arriving,
+    read sweep by sweep); other formats ignore it.
 
     Raises:
         RadarReadError: the file is no format read here, or its reader cannot decode it
@@ -333,8 +342,9 @@ def open_volume(source: str | list[str]):
                                  f"{', '.join(formats.READERS)}, detected from content)")
         repaired = None
         if fmt == formats.NEXRAD:
-            target, repaired = _record_by_record(target, tmp, name, what)
-        tree = _decode(target, fmt, name, what)
+            target, repaired = _record_by_record(target, tmp, name, what, only_cuts)
+        with RADAR_FILE_LOCK:
+            tree = _decode(target, fmt, name, what)
         if repaired is not None and repaired.notes:
             tree.attrs["damaged_cuts"] = "; ".join(repaired.notes)
         if repaired is not None and repaired.cuts_expected:
@@ -355,7 +365,8 @@ def open_volume(source: str | list[str]):
     return tree
 
 
-def _record_by_record(target: str | list[str], directory: str, name: str, what: str
+def _record_by_record(target: str | list[str], directory: str, name: str, what: str,
+                      only_cuts: frozenset[int] | None = None
                       ) -> tuple[str | list[str], "level2_records.Repaired | None"]:
     """A Level II archive or ordered chunk set checked record by record
     (``level2_records.repair``): the file xradar decodes, and what was repaired (None where
@@ -367,7 +378,7 @@ def _record_by_record(target: str | list[str], directory: str, name: str, what: 
     paths = [target] if isinstance(target, str) else target
     raw = b"".join(pathlib.Path(p).read_bytes() for p in paths)
     try:
-        repaired = level2_records.repair(raw)
+        repaired = level2_records.repair(raw, only_cuts)
     except level2_records.CorruptVolumeError as error:
         raise RadarReadError(f"{name}: {what}: not a decodable NEXRAD Level II volume: "
                              f"{error}") from error

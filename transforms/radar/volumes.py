@@ -29,6 +29,7 @@ from transforms.radar.reading import (
     DUAL_POL,
     N_AZIMUTH,
     N_RANGE,
+    RADAR_FILE_LOCK,
     ROLE_CHANNELS,
     SAME_ANGLE_DEG,
     grid_gates,
@@ -37,6 +38,8 @@ from transforms.radar.reading import (
 )
 
 QC_CLASS = "QC_CLASS"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 # Formats a QC'd volume can be written in (``--output_formats``).
 CFRADIAL2_OUT, CFRADIAL1_OUT, ODIM_OUT = "cfradial2", "cfradial1", "odim"
 OUTPUT_FORMATS = (CFRADIAL2_OUT, CFRADIAL1_OUT, ODIM_OUT)
@@ -326,8 +329,10 @@ def _write_whole(path: str, suffix: str, write) -> str:
                                      delete=False) as handle:
         temp = handle.name
     try:
-        write(temp)
-        if local:
+        with RADAR_FILE_LOCK:
+            write(temp)
+        if local:  # the temporary file is private (0600); the output is as any file here
+            os.chmod(temp, 0o666 & ~_UMASK)
             os.replace(temp, path)
         else:
             with open(temp, "rb") as source, FileSystems.create(path) as sink:
