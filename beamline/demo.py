@@ -708,6 +708,7 @@ def radar_streaming(demo: Demo) -> None:
         "shuffled")
     landing = fresh(demo.path("landing_chunks"))
     shutil.rmtree(landing + ".staging", ignore_errors=True)
+    started = time.time()
     with running_job(demo, "radar_streaming", "pipelines.radar_qc", "--streaming",
                      "--chunk_dir", landing, "--registry", demo.registry, "--output", demo.out,
                      "--sample_rate", "1.0", "--stop_after_secs", "40", "--poll_secs", "1",
@@ -717,6 +718,22 @@ def radar_streaming(demo: Demo) -> None:
         delivered = feed_chunks(chunks, landing, "KLOT", delay_secs=0.1, shuffle_seed=1)
         print(f"   delivered {len(delivered)} chunks to {landing}/KLOT", flush=True)
         finish(job, "radar streaming")
+    print(f"   {sweeps_ahead(demo.out, 'KLOT', started)}")
+
+
+def sweeps_ahead(out: str, radar: str, since: float) -> str:
+    """How many sweeps of the volume streamed since ``since`` were written on their own
+    before it, and how much before its file the first of them was."""
+    def written(pattern: str) -> list[str]:
+        return [p for p in glob.glob(pattern, recursive=True) if os.path.getmtime(p) >= since]
+
+    sweeps = written(f"{out}/sweeps/radar={radar}/**/*_qc.nc")
+    volumes = written(f"{out}/volumes/radar={radar}/**/*_qc.nc")
+    if not sweeps or not volumes:
+        return f"no sweep written ahead of its volume in {out}/sweeps/"
+    lead = max(map(os.path.getmtime, volumes)) - min(map(os.path.getmtime, sweeps))
+    return (f"{len(sweeps)} dual-pol sweeps QC'd one by one as their chunks completed, in "
+            f"{out}/sweeps/ (the first {lead:.0f} s before the whole volume's file)")
 
 
 # --- jobs beside the demo, and the summary ----------------------------------------------

@@ -103,3 +103,29 @@ def test_the_demo_radar_model_learns_from_every_shared_radar_but_klbb(tmp_path, 
     assert not any("KLBB" in name for name in names)
     assert len(learnt) == 1 + len([n for n in (DATA_DIR / "radar" / "network").iterdir()
                                    if not n.name.startswith("README")])
+
+
+def test_the_streaming_step_says_how_many_sweeps_came_ahead_of_their_volume(tmp_path):
+    import os
+
+    from beamline.demo import sweeps_ahead
+
+    out = tmp_path / "out"
+    sweeps, volumes = out / "sweeps/radar=KLOT/dt=2026-03-28", out / "volumes/radar=KLOT/dt=x"
+    sweeps.mkdir(parents=True)
+    volumes.mkdir(parents=True)
+    old = volumes / "KLOT-20260101T000000Z_qc.nc"  # an earlier run's: not counted
+    old.write_text("")
+    os.utime(old, (100, 100))
+    assert sweeps_ahead(str(out), "KLOT", 1_000) == (
+        f"no sweep written ahead of its volume in {out}/sweeps/")
+    for n, at in ((0, 1_010), (2, 1_030)):
+        path = sweeps / f"KLOT-20260328T201457Z-s{n:02d}_qc.nc"
+        path.write_text("")
+        os.utime(path, (at, at))
+    volume = volumes / "KLOT-20260328T201457Z_qc.nc"
+    volume.write_text("")
+    os.utime(volume, (1_070, 1_070))
+    assert sweeps_ahead(str(out), "KLOT", 1_000) == (
+        f"2 dual-pol sweeps QC'd one by one as their chunks completed, in {out}/sweeps/ (the "
+        f"first 60 s before the whole volume's file)")
