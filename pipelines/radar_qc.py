@@ -242,9 +242,8 @@ def qc_sweeps_early(sweeps, ref, radar: RadarQcOptions, config: RunConfig, outpu
                                   config.max_batch_size).with_no_batching()
     classified, failures = (
         sweeps
-        # Out of chunk assembly's stage: on Prism a slow bundle of a stateful stage is split,
-        # and the chunks after the split point were lost (apache/beam#35771); decoding and
-        # inference in a stage of their own keep assembly's bundles short.
+        # Decoding and inference in a stage of their own, not fused with chunk assembly's:
+        # its bundles stay short (see AssembleVolumes.expand for what slow ones did on Prism).
         | "SpreadSweepsEarly" >> beam.Reshuffle()
         | "DecodeSweepsEarly" >> beam.ParDo(DecodeSweepFn())
         | "StackSweepsEarly" >> beam.Map(model_input, DUAL_POL)

@@ -57,10 +57,10 @@ SAME_ANGLE_DEG = 0.25
 # Which model classifies a sweep (``Sweep.role``), and the channels each takes.
 DUAL_POL, SINGLE_POL = "dual_pol", "single_pol"
 ROLE_CHANNELS = {DUAL_POL: CHANNELS, SINGLE_POL: SINGLE_POL_CHANNELS}
-# One decode or write of a radar file at a time per process: the NetCDF/HDF5 libraries under
-# xradar and xarray are not safe across threads, and runners that run several bundles of a
-# worker in threads (Prism, Flink's SDK harness) crashed the worker (SIGSEGV) when a sweep was
-# written while another was read.
+# One decode or write of a radar file at a time per process: the NetCDF/HDF5 C libraries under
+# xradar and xarray are not thread-safe, and runners run several bundles of a worker in threads
+# (Prism, Flink's SDK harness). With sweeps written while volumes were read, one Prism run of
+# nine died of SIGSEGV before this lock (cause not proven; none in 9 runs since).
 RADAR_FILE_LOCK = threading.RLock()
 _CHUNK_RE = re.compile(r"^(\d{8})-(\d{6})-(\d{3})-([SIE])$")
 
