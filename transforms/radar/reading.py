@@ -60,7 +60,7 @@ ROLE_CHANNELS = {DUAL_POL: CHANNELS, SINGLE_POL: SINGLE_POL_CHANNELS}
 # One decode or write of a radar file at a time per process: the NetCDF/HDF5 C libraries under
 # xradar and xarray are not thread-safe, and runners run several bundles of a worker in threads
 # (Prism, Flink's SDK harness). With sweeps written while volumes were read, 2 of 20 Prism runs
-# died of SIGSEGV before this lock (cause not proven; none in 9 runs since).
+# died before this lock, one of SIGSEGV (cause not proven; none in 9 runs since).
 RADAR_FILE_LOCK = threading.RLock()
 _CHUNK_RE = re.compile(r"^(\d{8})-(\d{6})-(\d{3})-([SIE])$")
 
