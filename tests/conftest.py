@@ -366,6 +366,7 @@ def check_sweeps_ahead_of_volume(out) -> int:
         a, b = one["sweep_0"].ds, whole[f"sweep_{number}"].ds
         assert int(a["sweep_number"]) == number
         np.testing.assert_array_equal(a["QC_CLASS"].values, b["QC_CLASS"].values)
+        assert a["QC_CLASS"].attrs["qc_source_sweep"] == number
         np.testing.assert_array_equal(a["DBZH"].values, b["DBZH"].values)
         assert one.attrs["qc_model_version"] == whole.attrs["qc_model_version"]
     return len(files)

@@ -126,6 +126,8 @@ class WriteQcSweepFn(beam.DoFn):
                 "qc_model_name": name, "qc_model_version": version, "qc_model_sha256": sha256,
                 "qc_run_id": self._context["run_id"]}, in_place=True,
                 model_by_sweep={key.sweep_number: f"{name} {version}"})
+            # The sweep classified itself: its number in the volume, as the volume's file says.
+            qc["sweep_0"]["QC_CLASS"].attrs["qc_source_sweep"] = number
             path = write_cfradial2(qc, f"{self._output}/{SWEEPS}/radar={key.radar}/dt="
                                        f"{utc_date(key.volume_time)}/{key.volume_id}-s"
                                        f"{number:02d}_qc.nc")
